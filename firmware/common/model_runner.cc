@@ -1,0 +1,70 @@
+#include "model_runner.h"
+
+#include <cstring>
+#include <new>
+
+#include "model_data.h"
+#include "model_ops.h"
+#include "model_settings.h"
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/micro/micro_log.h"
+#include "tensorflow/lite/schema/schema_generated.h"
+
+namespace model_runner {
+namespace {
+
+ModelOpResolver op_resolver;
+// Constructed in place once Setup() knows the arena; raw storage avoids a heap and a static constructor.
+alignas(tflite::MicroInterpreter) uint8_t interpreter_storage[sizeof(tflite::MicroInterpreter)];
+tflite::MicroInterpreter* interpreter = nullptr;
+
+}  // namespace
+
+bool Setup(uint8_t* arena, size_t arena_size) {
+  const tflite::Model* model = tflite::GetModel(g_model_data);
+  if (model->version() != TFLITE_SCHEMA_VERSION) {
+    MicroPrintf("model schema version %d, TFLM supports %d", static_cast<int>(model->version()),
+                TFLITE_SCHEMA_VERSION);
+    return false;
+  }
+  if (RegisterModelOps(op_resolver) != kTfLiteOk) {
+    MicroPrintf("registering the model's %d ops failed", static_cast<int>(kModelOpCount));
+    return false;
+  }
+  interpreter = new (interpreter_storage) tflite::MicroInterpreter(model, op_resolver, arena, arena_size);
+  if (interpreter->AllocateTensors() != kTfLiteOk) {
+    MicroPrintf("AllocateTensors() failed in a %u-byte arena: the optimized kernels may need more scratch; "
+                "raise kTensorArenaSize in model_settings.h",
+                static_cast<unsigned>(arena_size));
+    return false;
+  }
+  TfLiteTensor* input = interpreter->input(0);
+  if (input->type != kTfLiteInt8 || input->bytes != static_cast<size_t>(kInputSize)) {
+    MicroPrintf("input tensor is not %d int8 values", kInputSize);
+    return false;
+  }
+  return true;
+}
+
+size_t ArenaUsedBytes() { return interpreter ? interpreter->arena_used_bytes() : 0; }
+
+const int8_t* Output() { return interpreter->output(0)->data.int8; }
+
+bool Run(const int8_t* input, Result* result) {
+  std::memcpy(interpreter->input(0)->data.int8, input, kInputSize);
+  if (interpreter->Invoke() != kTfLiteOk) {
+    MicroPrintf("Invoke() failed");
+    return false;
+  }
+  const int8_t* output = Output();
+  int top = 0;
+  for (int i = 1; i < kOutputSize; ++i) {
+    if (output[i] > output[top]) top = i;
+  }
+  result->top_index = top;
+  result->top_value = (output[top] - kOutputZeroPoint) * kOutputScale;
+  result->matches_expected = std::memcmp(output, kSampleExpectedOutput, kOutputSize) == 0;
+  return true;
+}
+
+}  // namespace model_runner

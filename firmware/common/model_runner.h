@@ -1,0 +1,31 @@
+// Runs the generated model with TFLM. Independent of any board SDK: a port supplies the arena and a clock.
+#ifndef MODEL_RUNNER_H_
+#define MODEL_RUNNER_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace model_runner {
+
+struct Result {
+  int top_index;          // argmax of the output (class), or 0 for a single regression output
+  float top_value;        // the dequantized output at top_index
+  bool matches_expected;  // raw int8 output equals what the host TFLM runtime gave for the sample
+};
+
+// Sets up the interpreter in `arena` (16-byte aligned, kTensorArenaSize bytes). Returns false and prints
+// the reason when the model, the op resolver or the arena does not work.
+bool Setup(uint8_t* arena, size_t arena_size);
+
+// Bytes of the arena TFLM really used, to compare with the host's prediction (kTensorArenaSize).
+size_t ArenaUsedBytes();
+
+// Copies `input` (kInputSize int8 values) into the input tensor, runs the model once and reads the output.
+bool Run(const int8_t* input, Result* result);
+
+// The raw int8 output of the last Run().
+const int8_t* Output();
+
+}  // namespace model_runner
+
+#endif  // MODEL_RUNNER_H_

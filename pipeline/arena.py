@@ -1,0 +1,90 @@
+"""The tensor arena a model needs, measured by TFLM's RecordingMicroAllocator on the host.
+
+print_allocations() writes from C++ straight to file descriptor 2, so Python's sys.stderr never sees it:
+the descriptor itself is redirected to a temporary file for the call.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from pipeline.errors import PipelineError
+
+# The margin added to the host's measurement, at most 1 KiB. The host build is 64-bit with reference
+# kernels: a 32-bit MCU needs less for TFLM's persistent structs, while optimized kernels (ESP-NN,
+# CMSIS-NN) may ask for scratch buffers the reference kernels do not. The firmware prints its real
+# arena_used_bytes() so the estimate can be checked on the device.
+ARENA_MARGIN_BYTES = 1024
+ARENA_ALIGNMENT = 16
+
+_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
+_HEAD = re.compile(r"Arena allocation head (\d+) bytes")
+_TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
+
+
+@dataclass
+class ArenaResult:
+    measured_bytes: int  # TFLM's total on the host
+    head_bytes: int  # non-persistent (activations, scratch)
+    tail_bytes: int  # persistent (tensor structs, kernel data)
+    arena_bytes: int  # what the firmware allocates: measured + margin, a multiple of 16
+    margin_bytes: int
+
+
+def capture_fd2(fn) -> str:
+    """Run fn() with file descriptor 2 redirected to a temporary file and return what was written there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        return sink.read().decode(errors="replace")
+
+
+def arena_size_for(measured: int) -> int:
+    """measured + up to ARENA_MARGIN_BYTES, rounded down to the arena alignment (so never above the cap)."""
+    return (measured + ARENA_MARGIN_BYTES) // ARENA_ALIGNMENT * ARENA_ALIGNMENT
+
+
+def measure(model_bytes: bytes) -> ArenaResult:
+    from tflite_micro import runtime
+
+    def allocate_and_print():
+        # Generous arena for the measurement; the recording allocator reports what was really used.
+        interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=max(len(model_bytes) * 10, 1 << 20))
+        interpreter.print_allocations()
+
+    try:
+        log = capture_fd2(allocate_and_print)
+    except RuntimeError as exc:
+        raise PipelineError(f"TFLM could not allocate the model on the host: {exc}") from None
+    found = [rx.search(log) for rx in (_TOTAL, _HEAD, _TAIL)]
+    if not all(found):
+        raise PipelineError("TFLM printed no allocation totals for the model (tflite-micro's output format changed?)")
+    total, head, tail = (int(m.group(1)) for m in found)
+    arena = arena_size_for(total)
+    check_allocates(model_bytes, arena)
+    return ArenaResult(total, head, tail, arena, arena - total)
+
+
+def check_allocates(model_bytes: bytes, arena_bytes: int) -> None:
+    """Prove the chosen size is enough: TFLM must allocate and run the model in exactly that arena."""
+    import numpy as np
+
+    from tflite_micro import runtime
+
+    try:
+        interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_bytes)
+        details = interpreter.get_input_details(0)
+        interpreter.set_input(np.zeros(details["shape"], dtype=details["dtype"]), 0)
+        capture_fd2(interpreter.invoke)
+    except RuntimeError as exc:
+        raise PipelineError(f"TFLM cannot run the model in the computed {arena_bytes}-byte arena: {exc}") from None

@@ -1,0 +1,119 @@
+"""Board definitions: one TOML file per board in boards/, data only.
+
+A board says what it has (core, clock, flash and RAM budgets), what the firmware besides the model is
+estimated to cost, which firmware framework renders its project, which flashers can program it and how its
+serial port is set up. A user's own board file is loaded the same way, from a path.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    description: str
+    core: str
+    clock_mhz: int
+    framework: str
+    # Budgets the model and runtime must fit in: flash is what the application image may occupy, RAM what
+    # the application may allocate (both after what the SDK itself reserves).
+    flash_bytes: int
+    ram_bytes: int
+    # Estimates of what the firmware besides the model costs: SDK, TFLM runtime and kernels, the harness.
+    runtime_flash_bytes: int
+    runtime_ram_bytes: int
+    flashers: tuple[str, ...]
+    serial_baud: int
+    usb_ids: tuple[str, ...] = ()
+    target: str | None = None  # the framework's own name for the chip, e.g. ESP-IDF's "esp32s3"
+    active_power_mw: float | None = None
+    source: Path | None = field(default=None, compare=False)
+
+
+def _require(table: dict, key: str, kind: type, where: str):
+    if key not in table:
+        raise PipelineError(f"{where}: missing field '{key}'")
+    value = table[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise PipelineError(f"{where}: field '{key}' must be a positive integer (got {value!r})")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        raise PipelineError(f"{where}: field '{key}' must be a positive number (got {value!r})")
+    if kind is str and (not isinstance(value, str) or not value.strip()):
+        raise PipelineError(f"{where}: field '{key}' must be a non-empty string (got {value!r})")
+    if kind is list and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+        raise PipelineError(f"{where}: field '{key}' must be a list of strings (got {value!r})")
+    return value
+
+
+def _table(data: dict, key: str, where: str) -> dict:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise PipelineError(f"{where}: missing table [{key}]")
+    return value
+
+
+def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
+    memory = _table(data, "memory", where)
+    runtime = _table(data, "runtime", where)
+    flash = _table(data, "flash", where)
+    serial = _table(data, "serial", where)
+    power = data.get("power", {})
+    usb = serial.get("usb", [])
+    if not isinstance(usb, list) or not all(isinstance(u, str) and len(u.split(":")) == 2 for u in usb):
+        raise PipelineError(f"{where}: field 'serial.usb' must be a list of \"VID:PID\" strings (got {usb!r})")
+    target = data.get("target")
+    if target is not None and not isinstance(target, str):
+        raise PipelineError(f"{where}: field 'target' must be a string (got {target!r})")
+    return Board(
+        name=_require(data, "name", str, where),
+        description=_require(data, "description", str, where),
+        core=_require(data, "core", str, where),
+        clock_mhz=_require(data, "clock_mhz", int, where),
+        framework=_require(data, "framework", str, where),
+        flash_bytes=_require(memory, "flash_bytes", int, where + " [memory]"),
+        ram_bytes=_require(memory, "ram_bytes", int, where + " [memory]"),
+        runtime_flash_bytes=_require(runtime, "flash_bytes", int, where + " [runtime]"),
+        runtime_ram_bytes=_require(runtime, "ram_bytes", int, where + " [runtime]"),
+        flashers=tuple(_require(flash, "runners", list, where + " [flash]")),
+        serial_baud=_require(serial, "baud", int, where + " [serial]"),
+        usb_ids=tuple(usb),
+        target=target,
+        active_power_mw=_require(power, "active_mw", float, where + " [power]") if "active_mw" in power else None,
+        source=source,
+    )
+
+
+def board_names() -> list[str]:
+    return sorted(p.stem for p in BOARDS_DIR.glob("*.toml"))
+
+
+def load_board(name_or_path: str) -> Board:
+    """A board by name (a file in boards/) or by the path of a user's own board file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.parent != Path("."):
+        path = candidate
+        if not path.is_file():
+            raise PipelineError(f"board file {path} does not exist")
+    else:
+        path = BOARDS_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise PipelineError(
+                f"unknown board '{name_or_path}': choose one of {', '.join(board_names())} "
+                "or pass the path of your own board file (--board=path/to/board.toml)"
+            )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"board file {path} is not valid TOML: {exc}") from None
+    return parse_board(data, f"board file {path}", source=path)
+
+
+def all_boards() -> list[Board]:
+    return [load_board(name) for name in board_names()]

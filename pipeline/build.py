@@ -1,0 +1,329 @@
+"""The pipeline: train -> optimize (prune + QAT) -> convert -> validate -> generate -> fit -> firmware.
+
+Board-independent stages live in build/_models/<model>/, board stages in build/<board>/<model>/, where the
+report, the .tflite, the generated sources and the firmware project end up. Every stage is keyed by a hash
+of its inputs, parameters and code (pipeline.cache), so a rebuild runs only what changed and a rebuild with
+nothing changed never imports TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline import arena as arena_mod
+from pipeline import boards, cache, codegen, datasets, fit, firmware, models, tflite_model, validate
+from pipeline.errors import PipelineError
+
+PIPELINE_DIR = Path(__file__).resolve().parent
+STAGES = ("train", "optimize", "convert", "validate", "generate", "fit", "firmware")
+MODELS_SUBDIR = "_models"
+
+
+@dataclass
+class Options:
+    model: str = "digits"
+    board: str = "esp32"
+    data: str | None = None  # a bundled dataset name or a path; None means the model's own
+    epochs: int | None = None  # None means the model's default
+    sparsity: float = 0.5
+    qat: bool = True
+    seed: int = 0
+    max_drop: float = 2.0
+    width: float = 1.0
+    tflite: Path | None = None  # bring your own int8 model: skip train/optimize/convert
+    build_root: Path = Path("build")
+    compile_firmware: bool = True
+
+
+@dataclass
+class Outcome:
+    report: dict
+    report_path: Path | None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    cached: list[str] = field(default_factory=list)
+
+
+def _code(*names: str) -> list[Path]:
+    return [PIPELINE_DIR / f"{n}.py" for n in names]
+
+
+def _check_options(opts: Options) -> None:
+    if not 0.0 <= opts.sparsity < 1.0:
+        raise PipelineError(f"--sparsity must be in [0, 1) (got {opts.sparsity})")
+    if opts.epochs is not None and opts.epochs < 1:
+        raise PipelineError(f"--epochs must be at least 1 (got {opts.epochs})")
+    if opts.width <= 0:
+        raise PipelineError(f"--width must be positive (got {opts.width})")
+    if opts.max_drop < 0:
+        raise PipelineError(f"--max-drop must not be negative (got {opts.max_drop})")
+
+
+class Pipeline:
+    def __init__(self, opts: Options, log: Callable[[str], None] = print):
+        _check_options(opts)
+        self.opts = opts
+        self.log = log
+        self.byo = opts.tflite is not None
+        self.spec = None if self.byo else models.get_spec(opts.model)
+        self.model_name = Path(opts.tflite).stem if self.byo else opts.model
+        self.data_source = opts.data or (self.spec.default_data if self.spec else None)
+        if self.spec and self.data_source is None:
+            raise PipelineError(
+                f"model '{opts.model}' has no bundled dataset: pass --data=FILE.npz or --data=FOLDER "
+                f"(input shape {self.spec.input_shape})"
+            )
+        self.epochs = opts.epochs or (self.spec.epochs if self.spec else 0)
+        self.model_dir = opts.build_root / MODELS_SUBDIR / self.model_name
+        self._data = None
+        self._fingerprint = None
+        self.stage_seconds: dict[str, float] = {}
+        self.cached: list[str] = []
+        self.results: dict[str, dict] = {}
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def fingerprint(self) -> str | None:
+        if self._fingerprint is None and self.data_source is not None:
+            self._fingerprint = datasets.fingerprint(self.data_source, self.opts.seed)
+        return self._fingerprint
+
+    def data(self, input_shape=None, num_classes=None, autoencoder=False) -> datasets.Dataset:
+        if self._data is None:
+            if self.spec:
+                input_shape, num_classes, autoencoder = self.spec.input_shape, self.spec.num_classes, self.spec.autoencoder
+            self._data = datasets.load(self.data_source, input_shape, num_classes, self.opts.seed, autoencoder)
+        return self._data
+
+    def stage(self, index: int, name: str, out_dir: Path, key: str, outputs: list[Path], fn: Callable[[], dict]) -> dict:
+        self.log(f"[{index}/{len(STAGES)}] {name} ...")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        run = cache.run_stage(out_dir, name, key, outputs, fn)
+        self.stage_seconds[name] = round(run.seconds, 3)
+        if run.cached:
+            self.cached.append(name)
+            self.log(f"[{index}/{len(STAGES)}] {name}: up to date")
+        else:
+            self.log(f"[{index}/{len(STAGES)}] {name}: done in {run.seconds:.1f} s")
+        self.results[name] = run.result
+        return run.result
+
+    @property
+    def float_path(self) -> Path:
+        return self.model_dir / "float.h5"
+
+    @property
+    def optimized_path(self) -> Path:
+        return self.model_dir / "optimized.h5"
+
+    @property
+    def tflite_path(self) -> Path:
+        return Path(self.opts.tflite) if self.byo else self.model_dir / "model.tflite"
+
+    # -- model stages ----------------------------------------------------------------------------------
+    def train(self) -> dict:
+        from pipeline import train as train_mod
+
+        params = {"model": self.model_name, "width": self.opts.width, "epochs": self.epochs,
+                  "seed": self.opts.seed, "data": self.fingerprint()}
+        key = cache.stage_key("train", params, code=_code("train", "models", "datasets"))
+        return self.stage(1, "train", self.model_dir, key, [self.float_path], lambda: asdict(
+            train_mod.train(self.spec, self.data(), self.opts.width, self.epochs, self.opts.seed, self.float_path)))
+
+    def optimize(self) -> dict:
+        from pipeline import optimize as optimize_mod
+
+        self.train()
+        params = {"sparsity": self.opts.sparsity, "qat": self.opts.qat, "epochs": self.epochs, "seed": self.opts.seed}
+        key = cache.stage_key("optimize", params, [self.float_path], _code("optimize"))
+        return self.stage(2, "optimize", self.model_dir, key, [self.optimized_path], lambda: asdict(
+            optimize_mod.optimize(self.float_path, self.optimized_path, self.spec, self.data(), self.opts.sparsity,
+                                  self.opts.qat, self.epochs, self.opts.seed)))
+
+    def convert(self) -> dict:
+        from pipeline import convert as convert_mod
+
+        self.optimize()
+        key = cache.stage_key("convert", {"seed": self.opts.seed, "data": self.fingerprint()},
+                              [self.optimized_path, self.float_path], _code("convert", "tflite_model"))
+        return self.stage(3, "convert", self.model_dir, key, [self.tflite_path], lambda: asdict(
+            convert_mod.convert(self.optimized_path, self.float_path, self.data(), self.opts.seed, self.tflite_path)))
+
+    def model_info(self) -> tflite_model.TFLiteModel:
+        info = tflite_model.read(self.tflite_path)
+        tflite_model.require_full_int8(info)
+        return info
+
+    def validate(self) -> dict | None:
+        if not self.byo:
+            self.convert()
+        if self.data_source is None:  # a brought model without --data: nothing to measure accuracy on
+            self.log(f"[4/{len(STAGES)}] validate: skipped (pass --data to measure int8 and TFLM accuracy)")
+            return None
+        info = self.model_info()
+        float_path = None if self.byo else self.float_path
+        inputs = [self.tflite_path] + ([float_path] if float_path else [])
+        key = cache.stage_key("validate", {"data": self.fingerprint()}, inputs, _code("validate"))
+
+        def run():
+            out_size = int(np.prod(info.outputs[0].shape))
+            data = self.data(tuple(info.inputs[0].shape[1:]), out_size if out_size > 1 else None)
+            return asdict(validate.validate(self.tflite_path, float_path, data, info.inputs[0], info.outputs[0]))
+
+        result = self.stage(4, "validate", self.model_dir, key, [self.tflite_path], run)
+        metrics = validate.Metrics(**result)
+        if metrics.float_metric is not None:
+            self.data()  # the drop for regression is relative to the test targets' range
+            validate.check_drop(metrics, self.opts.max_drop, self._data.y_test)
+        return result
+
+    # -- board stages ----------------------------------------------------------------------------------
+    def sample(self, info: tflite_model.TFLiteModel) -> codegen.Sample:
+        """The first test example (or the input zero point without data) and the host TFLM output for it."""
+        inp = info.inputs[0]
+        if self.data_source is not None:
+            out_size = int(np.prod(info.outputs[0].shape))
+            data = self.data(tuple(inp.shape[1:]), out_size if out_size > 1 else None)
+            x_q = validate.quantize(data.x_test[:1], inp)
+            label = data.labels[int(data.y_test[0])] if data.task == "classification" else None
+        else:
+            x_q = np.full([1] + inp.shape[1:], inp.zero_point, dtype=np.int8)
+            label = None
+        expected = validate.run_tflm(self.tflite_path.read_bytes(), x_q)
+        return codegen.Sample(x_q[0], expected[0], label)
+
+    def labels(self, info: tflite_model.TFLiteModel) -> list[str]:
+        if self.data_source is not None and self._data is not None:
+            return list(self._data.labels)
+        return [str(i) for i in range(int(np.prod(info.outputs[0].shape)))]
+
+    def generate(self, board: boards.Board, board_dir: Path) -> dict:
+        info = self.model_info()
+        generated = board_dir / "generated"
+        key = cache.stage_key("generate", {"model": self.model_name, "data": self.fingerprint()}, [self.tflite_path],
+                              _code("codegen", "arena", "tflm_ops", "tflite_model"))
+
+        def run():
+            measured = arena_mod.measure(self.tflite_path.read_bytes())
+            sample = self.sample(info)
+            result = codegen.generate(info, self.model_name, measured.arena_bytes, self.labels(info), sample, generated)
+            shutil.copy2(self.tflite_path, board_dir / "model.tflite")
+            return {"arena": asdict(measured), "files": result.files, "ops": result.ops,
+                    "model_hash": result.model_hash, "sample_bytes": int(sample.input_q.size)}
+
+        return self.stage(5, "generate", board_dir, key, [generated / f for f in codegen.GENERATED_FILES]
+                          + [board_dir / "model.tflite"], run)
+
+    def fit(self, board: boards.Board, generated: dict) -> fit.FitResult:
+        self.log(f"[6/{len(STAGES)}] fit ...")
+        start = time.perf_counter()
+        info = self.model_info()
+        result = fit.check(board, info.size_bytes, generated["arena"]["arena_bytes"], generated["sample_bytes"])
+        self.stage_seconds["fit"] = round(time.perf_counter() - start, 3)
+        self.log(f"[6/{len(STAGES)}] fit: flash {fit.kib(result.flash_bytes)} of {fit.kib(result.flash_budget)} "
+                 f"({result.flash_percent:.1f}%), RAM {fit.kib(result.ram_bytes)} of {fit.kib(result.ram_budget)} "
+                 f"({result.ram_percent:.1f}%)")
+        fit.require(result, board, info.size_bytes, generated["arena"]["arena_bytes"])
+        return result
+
+    def firmware(self, board: boards.Board, board_dir: Path) -> dict:
+        framework = firmware.framework_for(board)
+        if framework is None:
+            self.log(f"[7/{len(STAGES)}] firmware: no project renderer for framework '{board.framework}' yet; "
+                     f"add the files in {board_dir / 'generated'} and firmware/common/ to your project")
+            return asdict(firmware.FirmwareResult(board.framework, None, False, None, "no renderer for this framework"))
+        project = board_dir / "firmware"
+        generated = board_dir / "generated"
+        inputs = [generated / f for f in codegen.GENERATED_FILES] + framework.template_files()
+        if board.source:
+            inputs.append(board.source)
+        key = cache.stage_key("firmware", {"board": board.name}, inputs, _code("firmware"))
+
+        def run():
+            firmware.render(board, generated, project)
+            return {"project_dir": str(project)}
+
+        self.stage(7, "firmware", board_dir, key, [project / "CMakeLists.txt"], run)
+        if not self.opts.compile_firmware:
+            return asdict(firmware.FirmwareResult(framework.name, str(project), False,
+                                                  " ".join(framework.build_command(project)), "compile skipped"))
+        result = firmware.compile_project(board, project)
+        self.log(f"[7/{len(STAGES)}] firmware: {result.message}")
+        return asdict(result)
+
+    # -- entry points ----------------------------------------------------------------------------------
+    def run_board(self, with_firmware: bool) -> Outcome:
+        board = boards.load_board(self.opts.board)
+        board_dir = self.opts.build_root / board.name / self.model_name
+        report_path = board_dir / "report.json"
+        report_path.unlink(missing_ok=True)  # a report only ever describes a finished, successful build
+        board_dir.mkdir(parents=True, exist_ok=True)
+        metrics = self.validate()
+        generated = self.generate(board, board_dir)
+        fit_result = self.fit(board, generated)
+        firmware_result = self.firmware(board, board_dir) if with_firmware else None
+        report = self.report(board, metrics, generated, fit_result, firmware_result)
+        tmp = report_path.with_name("report.json.tmp")
+        tmp.write_text(json.dumps(report, indent=2))
+        tmp.replace(report_path)
+        return Outcome(report, report_path, self.stage_seconds, self.cached)
+
+    def report(self, board, metrics, generated, fit_result, firmware_result) -> dict:
+        info = self.model_info()
+        converted = self.results.get("convert", {})
+        optimized = self.results.get("optimize", {})
+        trained = self.results.get("train", {})
+        return {
+            "model": self.model_name,
+            "board": board.name,
+            "metric": metrics["metric_name"] if metrics else None,
+            "float_metric": metrics["float_metric"] if metrics else None,
+            "int8_metric": metrics["int8_metric"] if metrics else None,
+            "tflm_metric": metrics["tflm_metric"] if metrics else None,
+            "tflm_vs_tflite_max_output_diff": metrics["max_output_diff"] if metrics else None,
+            "test_examples": metrics["test_examples"] if metrics else None,
+            "sparsity": round(info.weight_sparsity, 4),
+            "sparsity_target": None if self.byo else self.opts.sparsity,
+            "qat": None if self.byo else self.opts.qat,
+            "width": None if self.byo else self.opts.width,
+            "params": trained.get("params"),
+            "epochs_run": trained.get("epochs_run"),
+            "tflite_bytes": info.size_bytes,
+            "float_tflite_bytes": converted.get("float_tflite_bytes"),
+            "arena_bytes": generated["arena"]["arena_bytes"],
+            "arena_measured_bytes": generated["arena"]["measured_bytes"],
+            "arena_margin_bytes": generated["arena"]["margin_bytes"],
+            "ops": generated["ops"],
+            "model_hash": generated["model_hash"],
+            "flash_bytes": fit_result.flash_bytes,
+            "flash_budget_bytes": fit_result.flash_budget,
+            "ram_bytes": fit_result.ram_bytes,
+            "ram_budget_bytes": fit_result.ram_budget,
+            "fits": fit_result.fits,
+            "firmware": firmware_result,
+            "stage_seconds": self.stage_seconds,
+            "stages_cached": self.cached,
+            "keras_sparsity": optimized.get("keras_sparsity"),
+        }
+
+
+def summary(report: dict) -> str:
+    """The trade-off in numbers, for the end of a build."""
+    lines = [f"model {report['model']} on {report['board']}:"]
+    if report.get("float_metric") is not None:
+        unit = "%" if report["metric"] == "accuracy" else ""
+        lines.append(f"  {report['metric']}: float {report['float_metric']:.4g}{unit}, int8 {report['int8_metric']:.4g}{unit}, "
+                     f"TFLM {report['tflm_metric']:.4g}{unit} (TFLM vs TFLite max output diff {report['tflm_vs_tflite_max_output_diff']})")
+    size = f"  size: int8 .tflite {report['tflite_bytes']} bytes"
+    if report.get("float_tflite_bytes"):
+        size += f" (float {report['float_tflite_bytes']} bytes, ratio {report['tflite_bytes'] / report['float_tflite_bytes']:.3f})"
+    lines.append(size + f", weight sparsity {report['sparsity'] * 100:.1f}%")
+    lines.append(f"  arena: {report['arena_bytes']} bytes (TFLM measured {report['arena_measured_bytes']} + margin "
+                 f"{report['arena_margin_bytes']}), ops: {', '.join(report['ops'])}")
+    lines.append(f"  fit: flash {report['flash_bytes']} / {report['flash_budget_bytes']}, RAM {report['ram_bytes']} / "
+                 f"{report['ram_budget_bytes']} -> {'fits' if report['fits'] else 'does NOT fit'}")
+    return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Stage 4: convert the (QAT) Keras model to a full-integer int8 .tflite and check every tensor type."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import tfenv, tflite_model
+from pipeline.datasets import Dataset
+from pipeline.errors import PipelineError
+from pipeline.optimize import load_model
+
+REPRESENTATIVE_SAMPLES = 200
+
+
+@dataclass
+class ConvertResult:
+    tflite_bytes: int
+    float_tflite_bytes: int  # the same model converted without quantization, for the size ratio
+    ops: list[str]
+
+
+def _float_size(model) -> int:
+    tf = tfenv.tf()
+    return len(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+
+
+def convert(model_path: Path, float_path: Path, data: Dataset, seed: int, out_path: Path) -> ConvertResult:
+    tf = tfenv.tf()
+    model = load_model(model_path)
+    rng = np.random.default_rng(seed)
+    picks = rng.permutation(len(data.x_train))[:REPRESENTATIVE_SAMPLES]
+
+    def representative():
+        for i in picks:
+            yield [data.x_train[i : i + 1].astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    try:
+        flatbuffer = converter.convert()
+    except Exception as exc:  # the converter raises many types; its first line names the layer or op
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"int8 conversion failed: {first}") from None
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_bytes(flatbuffer)
+    try:
+        info = tflite_model.read(tmp)
+        tflite_model.require_full_int8(info)
+    except PipelineError:
+        tmp.unlink()
+        raise
+    tmp.replace(out_path)
+    return ConvertResult(len(flatbuffer), _float_size(load_model(float_path)), info.ops)

@@ -1,0 +1,121 @@
+"""Stage 8: render the firmware project for the board's framework, and compile it when its tool is here.
+
+One small class per framework behind one interface, chosen by the board file's `framework` field
+(as Zephyr's west picks a runner). A framework without a renderer still gets the generated sources.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.boards import Board
+from pipeline.codegen import GENERATED_FILES
+from pipeline.errors import PipelineError
+
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+COMMON_SOURCES = ("model_runner.h", "model_runner.cc")
+
+
+@dataclass
+class FirmwareResult:
+    framework: str
+    project_dir: str | None
+    compiled: bool
+    build_command: str | None
+    message: str
+
+
+class Framework:
+    """Renders a buildable project around the generated model files."""
+
+    name = ""
+    tool = ""  # the command that builds the project, looked up on PATH
+
+    def template_files(self) -> list[Path]:
+        return []
+
+    def render(self, board: Board, generated_dir: Path, project_dir: Path) -> None:
+        raise NotImplementedError
+
+    def build_command(self, project_dir: Path) -> list[str]:
+        raise NotImplementedError
+
+
+def _substitute(text: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace(f"@{key}@", value)
+    return text
+
+
+class EspIdf(Framework):
+    name = "esp-idf"
+    tool = "idf.py"
+    template = FIRMWARE_DIR / "esp-idf"
+
+    def template_files(self) -> list[Path]:
+        files = sorted(p for p in self.template.rglob("*") if p.is_file())
+        return files + [FIRMWARE_DIR / "common" / f for f in COMMON_SOURCES]
+
+    def render(self, board: Board, generated_dir: Path, project_dir: Path) -> None:
+        if not board.target:
+            raise PipelineError(f"board {board.name}: an esp-idf board needs a 'target' field (e.g. \"esp32\")")
+        values = {
+            "BOARD": board.name,
+            "PROJECT": f"mcu_deploy_{board.name}".replace("-", "_"),
+            "TARGET": board.target,
+            "CLOCK_MHZ": str(board.clock_mhz),
+            "BAUD": str(board.serial_baud),
+            "APP_PARTITION_SIZE": hex(board.flash_bytes),
+        }
+        for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
+            dst = project_dir / src.relative_to(self.template)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(_substitute(src.read_text(), values))
+        for name in COMMON_SOURCES:
+            shutil.copy2(FIRMWARE_DIR / "common" / name, project_dir / "main" / name)
+        for name in GENERATED_FILES:
+            shutil.copy2(generated_dir / name, project_dir / "main" / name)
+
+    def build_command(self, project_dir: Path) -> list[str]:
+        return ["idf.py", "-C", str(project_dir), "build"]
+
+
+FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (EspIdf(),)}
+
+# Folders a framework's own build leaves in the project; kept across a re-render so rebuilds stay incremental.
+KEEP_ON_RERENDER = ("build", "managed_components", "sdkconfig", "dependencies.lock")
+
+
+def framework_for(board: Board) -> Framework | None:
+    return FRAMEWORKS.get(board.framework)
+
+
+def render(board: Board, generated_dir: Path, project_dir: Path) -> None:
+    """Render into a temporary folder and swap it in, so a failed render leaves no half-written project."""
+    framework = framework_for(board)
+    tmp = project_dir.with_name(project_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    framework.render(board, generated_dir, tmp)
+    if project_dir.exists():
+        for name in KEEP_ON_RERENDER:
+            if (project_dir / name).exists():
+                (project_dir / name).rename(tmp / name)
+        shutil.rmtree(project_dir)
+    tmp.rename(project_dir)
+
+
+def compile_project(board: Board, project_dir: Path) -> FirmwareResult:
+    framework = framework_for(board)
+    command = framework.build_command(project_dir)
+    printable = " ".join(command)
+    if shutil.which(framework.tool) is None:
+        return FirmwareResult(framework.name, str(project_dir), False, printable,
+                              f"{framework.tool} is not on PATH: the project is ready; to compile it, open an "
+                              f"ESP-IDF shell (. $IDF_PATH/export.sh) and run: {printable}")
+    completed = subprocess.run(command)
+    if completed.returncode != 0:
+        raise PipelineError(f"firmware build failed ({printable} exited {completed.returncode}); see its output above")
+    return FirmwareResult(framework.name, str(project_dir), True, printable, f"compiled with {printable}")

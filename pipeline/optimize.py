@@ -1,0 +1,105 @@
+"""Stages 2 and 3: magnitude pruning to a target sparsity, then sparsity-preserving quantization-aware training.
+
+Pruning wraps the prunable layers, ramps sparsity up on a polynomial schedule while fine-tuning, and is
+stripped afterwards. QAT then uses tfmot's Default8BitPrunePreserveQuantizeScheme, which keeps the zeros
+that pruning made; the plain QAT scheme would let them grow back.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import tfenv
+from pipeline.datasets import Dataset
+from pipeline.models import ModelSpec
+from pipeline.train import compile_model, keras_verbosity
+
+
+@dataclass
+class OptimizeResult:
+    sparsity_target: float
+    keras_sparsity: float  # zeros among the pruned kernels of the Keras model, before int8 conversion
+    prune_epochs: int
+    qat_epochs: int
+    qat: bool
+
+
+def fine_tune_epochs(epochs: int) -> tuple[int, int]:
+    """Pruning and QAT fine-tune for a fraction of the training epochs, at least one each."""
+    return max(1, math.ceil(epochs / 4)), max(1, math.ceil(epochs / 8))
+
+
+def load_model(path: Path):
+    """Load a float, pruned or QAT model saved by a stage (QAT layers need tfmot's scope)."""
+    k, tfmot = tfenv.keras(), tfenv.tfmot()
+    with tfmot.quantization.keras.quantize_scope():
+        return k.models.load_model(path, compile=False)
+
+
+def kernel_sparsity(model) -> float:
+    """Fraction of exact zeros over the kernels of the layers pruning acts on."""
+    zeros = total = 0
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)  # QAT wraps layers
+        for name in ("kernel", "depthwise_kernel"):
+            weight = getattr(inner, name, None)
+            if weight is not None:
+                values = np.asarray(weight.numpy())
+                zeros += int(np.sum(values == 0))
+                total += values.size
+    return zeros / total if total else 0.0
+
+
+def prune(model, spec: ModelSpec, data: Dataset, sparsity: float, epochs: int):
+    k, tfmot = tfenv.keras(), tfenv.tfmot()
+    steps_per_epoch = max(1, math.ceil(len(data.x_train) / spec.batch_size))
+    total_steps = steps_per_epoch * epochs
+    # Reach the target a little before the end so the last steps fine-tune at full sparsity; the final mask
+    # update must land exactly on end_step, so end_step is a multiple of the update frequency.
+    end_step = max(1, int(total_steps * 0.8))
+    frequency = max(1, end_step // 20)
+    end_step = frequency * (end_step // frequency)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step, frequency=frequency
+    )
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    compile_model(pruned, spec, spec.learning_rate / 2)
+    pruned.fit(
+        data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
+        batch_size=spec.batch_size, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=keras_verbosity(),
+    )
+    return tfmot.sparsity.keras.strip_pruning(pruned)
+
+
+def quantization_aware(model, spec: ModelSpec, data: Dataset, epochs: int):
+    tfmot = tfenv.tfmot()
+    annotated = tfmot.quantization.keras.quantize_annotate_model(model)
+    qat_model = tfmot.quantization.keras.quantize_apply(
+        annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    )
+    compile_model(qat_model, spec, spec.learning_rate / 10)
+    qat_model.fit(
+        data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
+        batch_size=spec.batch_size, verbose=keras_verbosity(),
+    )
+    return qat_model
+
+
+def optimize(float_path: Path, out_path: Path, spec: ModelSpec, data: Dataset, sparsity: float, qat: bool,
+             epochs: int, seed: int) -> OptimizeResult:
+    k = tfenv.keras()
+    k.utils.set_random_seed(seed)
+    prune_epochs, qat_epochs = fine_tune_epochs(epochs)
+    model = load_model(float_path)
+    if sparsity > 0:
+        model = prune(model, spec, data, sparsity, prune_epochs)
+    measured = kernel_sparsity(model)
+    if qat:
+        model = quantization_aware(model, spec, data, qat_epochs)
+    tmp = out_path.with_name(out_path.name + ".tmp.h5")
+    model.save(tmp)
+    tmp.replace(out_path)
+    return OptimizeResult(sparsity, measured, prune_epochs if sparsity > 0 else 0, qat_epochs if qat else 0, qat)

@@ -1,0 +1,57 @@
+"""Stage 1: train the float model, seeded, with early stopping on the validation split."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import tfenv
+from pipeline.datasets import Dataset
+from pipeline.models import ModelSpec
+
+
+@dataclass
+class TrainResult:
+    epochs_run: int
+    val_metric: float
+    params: int
+
+
+def keras_verbosity() -> int:
+    """A progress bar on a terminal; one line per epoch in logs and CI, where a bar is unreadable."""
+    return 1 if sys.stdout.isatty() and not os.environ.get("CI") else 2
+
+
+def compile_model(model, spec: ModelSpec, learning_rate: float):
+    k = tfenv.keras()
+    if spec.task == "classification":
+        loss, metrics = k.losses.SparseCategoricalCrossentropy(), ["accuracy"]
+    else:
+        loss, metrics = k.losses.MeanSquaredError(), ["mae"]
+    model.compile(optimizer=k.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    return model
+
+
+def monitored_metric(spec: ModelSpec) -> str:
+    return "val_accuracy" if spec.task == "classification" else "val_mae"
+
+
+def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, out_path: Path) -> TrainResult:
+    k = tfenv.keras()
+    k.utils.set_random_seed(seed)
+    model = compile_model(spec.build(width), spec, spec.learning_rate)
+    monitor = monitored_metric(spec)
+    stop = k.callbacks.EarlyStopping(
+        monitor=monitor, mode="max" if spec.task == "classification" else "min",
+        patience=8, restore_best_weights=True,
+    )
+    history = model.fit(
+        data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+        epochs=epochs, batch_size=spec.batch_size, callbacks=[stop], verbose=keras_verbosity(),
+    )
+    tmp = out_path.with_name(out_path.name + ".tmp.h5")
+    model.save(tmp)
+    tmp.replace(out_path)
+    best = max(history.history[monitor]) if spec.task == "classification" else min(history.history[monitor])
+    return TrainResult(epochs_run=len(history.history[monitor]), val_metric=float(best), params=int(model.count_params()))

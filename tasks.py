@@ -1,0 +1,160 @@
+"""Invoke tasks: parse options, call pipeline/. `invoke --list` shows them, `invoke --help TASK` explains one."""
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+from invoke import Exit, task
+
+import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+from pipeline.errors import PipelineError
+
+COMMON_HELP = {
+    "model": "zoo model: digits (default), sine, ds_cnn, mobilenet_v1, resnet8, autoencoder",
+    "board": "board name from boards/ (see `invoke boards`) or the path of your own board .toml (default esp32)",
+    "data": "dataset: digits, sine, an .npz (x_train, y_train, x_test, y_test) or a folder of class sub-folders; "
+            "default: the model's bundled dataset",
+    "epochs": "maximum training epochs (early stopping on validation); pruning and QAT fine-tune for 1/4 and 1/8 of it",
+    "sparsity": "fraction of weights pruned to zero, 0 to <1 (default 0.5; 0 skips pruning)",
+    "qat": "quantization-aware training before int8 conversion (default on; --no-qat converts post-training)",
+    "seed": "random seed for the data split, initialisation and training (default 0)",
+    "max_drop": "largest allowed drop float -> int8: accuracy points, or for regression % of the target range (default 2)",
+    "width": "width multiplier for the model's layers (default 1.0): the knob for flash, RAM and latency",
+    "build_dir": "where build outputs go (default build/)",
+}
+
+
+def cli_errors(fn):
+    """Bad input becomes one line on stderr and exit code 1, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PipelineError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+    return wrapper
+
+
+def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, qat=True, seed=0, max_drop=2.0,
+             width=1.0, build_dir="build", tflite=None, compile_firmware=True):
+    from pipeline.build import Options
+
+    return Options(model=model, board=board, data=data, epochs=int(epochs) if epochs else None,
+                   sparsity=float(sparsity), qat=qat, seed=int(seed), max_drop=float(max_drop), width=float(width),
+                   tflite=Path(tflite) if tflite else None, build_root=Path(build_dir),
+                   compile_firmware=compile_firmware)
+
+
+def _pipeline(**kwargs):
+    from pipeline.build import Pipeline
+
+    return Pipeline(_options(**kwargs))
+
+
+def _print_board_outcome(outcome):
+    from pipeline.build import summary
+
+    print(summary(outcome.report))
+    print(f"report: {outcome.report_path}")
+
+
+MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "build_dir")
+OPT_OPTS = MODEL_OPTS + ("sparsity", "qat")
+CONVERT_OPTS = OPT_OPTS + ("max_drop",)
+
+
+def _help(names, **extra):
+    return {**{n: COMMON_HELP[n] for n in names}, **extra}
+
+
+@task(help=_help(MODEL_OPTS))
+@cli_errors
+def train(c, model="digits", data=None, epochs=None, seed=0, width=1.0, build_dir="build"):
+    """Stage 1: train the float Keras model (seeded, early stopping)."""
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir)
+    print(json.dumps(p.train(), indent=2))
+
+
+@task(help=_help(OPT_OPTS))
+@cli_errors
+def optimize(c, model="digits", data=None, epochs=None, seed=0, width=1.0, build_dir="build", sparsity=0.5, qat=True):
+    """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir,
+                  sparsity=sparsity, qat=qat)
+    print(json.dumps(p.optimize(), indent=2))
+
+
+@task(help=_help(CONVERT_OPTS))
+@cli_errors
+def convert(c, model="digits", data=None, epochs=None, seed=0, width=1.0, build_dir="build", sparsity=0.5, qat=True,
+            max_drop=2.0):
+    """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir,
+                  sparsity=sparsity, qat=qat, max_drop=max_drop)
+    print(json.dumps({"convert": p.convert(), "validate": p.validate()}, indent=2))
+    print(f"model: {p.tflite_path}")
+
+
+@task(help=_help(CONVERT_OPTS + ("board",),
+                 tflite="an int8 .tflite trained elsewhere: skip training and generate from it (--data then "
+                        "measures its accuracy)"))
+@cli_errors
+def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed=0, width=1.0,
+             build_dir="build", sparsity=0.5, qat=True, max_drop=2.0):
+    """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
+    p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width,
+                  build_dir=build_dir, sparsity=sparsity, qat=qat, max_drop=max_drop)
+    _print_board_outcome(p.run_board(with_firmware=False))
+
+
+@task(help=_help(CONVERT_OPTS + ("board",),
+                 tflite="build firmware for an int8 .tflite trained elsewhere instead of a zoo model",
+                 compile="run the framework's build tool (idf.py) when it is on PATH (default on)"))
+@cli_errors
+def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed=0, width=1.0,
+          build_dir="build", sparsity=0.5, qat=True, max_drop=2.0, compile=True):
+    """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
+
+    Only stages whose inputs changed run again. Output: build/<board>/<model>/ with report.json.
+    """
+    p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
+                  build_dir=build_dir, sparsity=sparsity, qat=qat, max_drop=max_drop, compile_firmware=compile)
+    _print_board_outcome(p.run_board(with_firmware=True))
+
+
+@task(help={"board": "show one board, by name or path, instead of the list"})
+@cli_errors
+def boards(c, board=None):
+    """List the boards with their flash and RAM budgets, framework and flashers."""
+    from pipeline.boards import all_boards, load_board
+
+    rows = [load_board(board)] if board else all_boards()
+    print(f"{'board':<15} {'core':<14} {'MHz':>4} {'flash KiB':>10} {'RAM KiB':>8}  {'framework':<9} flashers")
+    for b in rows:
+        print(f"{b.name:<15} {b.core:<14} {b.clock_mhz:>4} {b.flash_bytes / 1024:>10.0f} {b.ram_bytes / 1024:>8.0f}  "
+              f"{b.framework:<9} {', '.join(b.flashers)}")
+
+
+@task(help={"build_dir": COMMON_HELP["build_dir"], "board": "clean only this board's outputs",
+            "model": "with --board: clean only this model's outputs"})
+def clean(c, build_dir="build", board=None, model=None):
+    """Remove build outputs (all of build/ by default)."""
+    target = Path(build_dir)
+    if board:
+        target = target / board / (model or "")
+    if target.exists():
+        shutil.rmtree(target)
+        print(f"removed {target}")
+    else:
+        print(f"nothing to remove at {target}")
+
+
+@task(help={"board": COMMON_HELP["board"], "build_dir": "scratch build folder for the benchmark (default build/bench)"})
+@cli_errors
+def bench(c, board="esp32", build_dir="build/bench"):
+    """Benchmark: cold and warm `invoke build`, int8/float size ratio, accuracy float/int8/TFLM, sparsity."""
+    from pipeline.bench import run_benchmark
+
+    run_benchmark(board=board, build_dir=Path(build_dir))
