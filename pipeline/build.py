@@ -208,6 +208,7 @@ class Pipeline:
                               _code("codegen", "arena", "tflm_ops", "tflite_model"))
 
         def run():
+            codegen.resolver_methods(info)  # name an op TFLM lacks before TFLM itself fails on it
             measured = arena_mod.measure(self.tflite_path.read_bytes())
             sample = self.sample(info)
             result = codegen.generate(info, self.model_name, measured.arena_bytes, self.labels(info), sample, generated)

@@ -5,7 +5,15 @@ nothing to do never imports it.
 """
 from __future__ import annotations
 
+import warnings
+
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+# Notices that say nothing about the user's model: the stages save .h5 on purpose (tfmot's QAT layers
+# reload from it), and tf.lite.Interpreter is kept as the converter's own reference.
+warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save\\(\\)`.*")
+warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+warnings.filterwarnings("ignore", message=".*Statistics for quantized inputs were expected.*")
 
 
 def tf():

@@ -43,7 +43,10 @@ def run_tflite(model_bytes: bytes, x_q: np.ndarray) -> np.ndarray:
     from pipeline import tfenv
 
     tf = tfenv.tf()
-    interpreter = tf.lite.Interpreter(model_content=model_bytes)
+    # Reference kernels, as TFLM uses: the default XNNPACK delegate rounds differently by an int8 step or two.
+    interpreter = tf.lite.Interpreter(
+        model_content=model_bytes, experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF
+    )
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     outputs = []

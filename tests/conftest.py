@@ -1,0 +1,40 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pipeline  # noqa: F401  (TF_USE_LEGACY_KERAS before any test imports TensorFlow)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_invoke(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run `invoke ARGS` from the repository as a user would, capturing its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """A bad input must give a non-zero exit and a one-line cause on stderr, never a traceback."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="session")
+def esp32_build(tmp_path_factory):
+    """One real `invoke build --board=esp32` of the default model, shared by the tests that inspect its output."""
+    build_dir = tmp_path_factory.mktemp("build")
+    proc = run_invoke("build", "--board=esp32", f"--build-dir={build_dir}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = build_dir / "esp32" / "digits"
+    return {"dir": out, "build_dir": build_dir, "proc": proc,
+            "report": json.loads((out / "report.json").read_text())}

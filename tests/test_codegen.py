@@ -1,0 +1,117 @@
+"""The generated firmware inputs: exact bytes, a compilable array, exactly the model's ops, a safe arena."""
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from pipeline import arena, codegen, tflite_model
+from pipeline.tflm_ops import RESOLVER_METHODS
+
+METHOD_TO_OP = {method: op for op, method in RESOLVER_METHODS.items()}
+
+
+def parse_c_array(source: str) -> bytes:
+    body = re.search(r"g_model_data\[kModelDataSize\] = \{(.*?)\};", source, re.S).group(1)
+    return bytes(int(h, 16) for h in re.findall(r"0x([0-9a-f]{2})", body))
+
+
+def resolver_ops(header: str) -> list[str]:
+    return [METHOD_TO_OP[m] for m in re.findall(r"resolver\.(Add\w+)\(\)", header)]
+
+
+def test_c_array_round_trips_to_the_tflite(esp32_build):
+    generated = esp32_build["dir"] / "generated"
+    model_bytes = (esp32_build["dir"] / "model.tflite").read_bytes()
+    source = (generated / "model_data.cc").read_text()
+    assert parse_c_array(source) == model_bytes
+    assert "alignas(16) const unsigned char g_model_data" in source
+    header = (generated / "model_data.h").read_text()
+    assert f"kModelDataSize = {len(model_bytes)};" in header
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_generated_sources_compile_and_hold_the_exact_size(esp32_build, tmp_path):
+    generated = esp32_build["dir"] / "generated"
+    size = len((esp32_build["dir"] / "model.tflite").read_bytes())
+    for name in ("model_data.cc", "model_settings.cc"):
+        obj = tmp_path / (name + ".o")
+        proc = subprocess.run(["g++", "-std=c++17", "-Wall", "-Werror", "-c", str(generated / name), "-o", str(obj)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    symbols = subprocess.run(["nm", "-S", "-C", str(tmp_path / "model_data.cc.o")], capture_output=True, text=True).stdout
+    line = next(l for l in symbols.splitlines() if l.endswith("g_model_data"))
+    assert int(line.split()[1], 16) == size
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="needs gcc-arm-none-eabi")
+def test_model_data_compiles_for_cortex_m4(esp32_build, tmp_path):
+    obj = tmp_path / "model_data.o"
+    proc = subprocess.run(["arm-none-eabi-g++", "-std=c++17", "-mcpu=cortex-m4", "-mthumb", "-Werror", "-c",
+                           str(esp32_build["dir"] / "generated" / "model_data.cc"), "-o", str(obj)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    sections = subprocess.run(["arm-none-eabi-objdump", "-h", str(obj)], capture_output=True, text=True).stdout
+    assert ".rodata" in sections  # const: stays in flash, not copied to RAM
+
+
+def test_resolver_registers_exactly_the_models_ops(esp32_build):
+    header = (esp32_build["dir"] / "generated" / "model_ops.h").read_text()
+    info = tflite_model.read(esp32_build["dir"] / "model.tflite")
+    assert resolver_ops(header) == info.ops
+    assert f"MicroMutableOpResolver<kModelOpCount>" in header
+    assert f"kModelOpCount = {len(info.ops)};" in header
+
+
+def test_arena_is_tflm_need_plus_at_most_1kib(esp32_build):
+    report = esp32_build["report"]
+    model_bytes = (esp32_build["dir"] / "model.tflite").read_bytes()
+    measured = arena.measure(model_bytes).measured_bytes
+    assert measured <= report["arena_bytes"] <= measured + 1024
+    assert report["arena_bytes"] % 16 == 0
+    settings = (esp32_build["dir"] / "generated" / "model_settings.h").read_text()
+    assert f"kTensorArenaSize = {report['arena_bytes']};" in settings
+
+
+def test_arena_measurement_matches_the_smallest_arena_tflm_accepts(esp32_build):
+    """Bisect the real minimum with the TFLM runtime: the generated size must not be below it."""
+    from tflite_micro import runtime
+
+    model_bytes = (esp32_build["dir"] / "model.tflite").read_bytes()
+
+    def runs(size):
+        try:
+            interp = runtime.Interpreter.from_bytes(model_bytes, arena_size=size)
+            interp.set_input(np.zeros((1, 8, 8, 1), np.int8), 0)
+            arena.capture_fd2(interp.invoke)
+            return True
+        except RuntimeError:
+            return False
+
+    lo, hi = 256, 1 << 16
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if runs(mid) else (mid + 1, hi)
+    assert lo <= esp32_build["report"]["arena_bytes"] <= lo + 1024
+    assert not runs(lo - 16)
+
+
+def test_model_settings_match_the_tflite(esp32_build):
+    info = tflite_model.read(esp32_build["dir"] / "model.tflite")
+    settings = (esp32_build["dir"] / "generated" / "model_settings.h").read_text()
+    assert f"kInputZeroPoint = {info.inputs[0].zero_point};" in settings
+    assert f"kOutputSize = {int(np.prod(info.outputs[0].shape))};" in settings
+    source = (esp32_build["dir"] / "generated" / "model_settings.cc").read_text()
+    labels = ", ".join(f'"{d}"' for d in range(10))
+    assert f"const char* const kLabels[kLabelCount] = {{{labels}}};" in source
+
+
+def test_unsupported_and_custom_ops_are_named(esp32_build):
+    info = tflite_model.read(esp32_build["dir"] / "model.tflite")
+    info.ops = info.ops + ["TOPK_V2"]
+    with pytest.raises(codegen.PipelineError, match="TOPK_V2"):
+        codegen.resolver_methods(info)
+    info.ops, info.custom_ops = info.ops[:-1], ["MyCustomOp"]
+    with pytest.raises(codegen.PipelineError, match="MyCustomOp"):
+        codegen.resolver_methods(info)
