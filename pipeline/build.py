@@ -79,6 +79,10 @@ class Pipeline:
                 f"(input shape {self.spec.input_shape})"
             )
         self.epochs = opts.epochs or (self.spec.epochs if self.spec else 0)
+        self.qat = opts.qat and not (self.spec and self.spec.qat_unsupported)
+        if opts.qat and not self.qat:
+            self.log(f"note: QAT skipped for {opts.model} ({self.spec.qat_unsupported}); "
+                     "converting with post-training int8 quantization instead")
         self.model_dir = opts.build_root / MODELS_SUBDIR / self.model_name
         self._data = None
         self._fingerprint = None
@@ -138,11 +142,11 @@ class Pipeline:
         from pipeline import optimize as optimize_mod
 
         self.train()
-        params = {"sparsity": self.opts.sparsity, "qat": self.opts.qat, "epochs": self.epochs, "seed": self.opts.seed}
+        params = {"sparsity": self.opts.sparsity, "qat": self.qat, "epochs": self.epochs, "seed": self.opts.seed}
         key = cache.stage_key("optimize", params, [self.float_path], _code("optimize"))
         return self.stage(2, "optimize", self.model_dir, key, [self.optimized_path], lambda: asdict(
             optimize_mod.optimize(self.float_path, self.optimized_path, self.spec, self.data(), self.opts.sparsity,
-                                  self.opts.qat, self.epochs, self.opts.seed)))
+                                  self.qat, self.epochs, self.opts.seed)))
 
     def convert(self) -> dict:
         from pipeline import convert as convert_mod
@@ -289,7 +293,7 @@ class Pipeline:
             "test_examples": metrics["test_examples"] if metrics else None,
             "sparsity": round(info.weight_sparsity, 4),
             "sparsity_target": None if self.byo else self.opts.sparsity,
-            "qat": None if self.byo else self.opts.qat,
+            "qat": None if self.byo else self.qat,
             "width": None if self.byo else self.opts.width,
             "params": trained.get("params"),
             "epochs_run": trained.get("epochs_run"),

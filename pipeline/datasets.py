@@ -47,14 +47,18 @@ def _split(x, y, seed: int, stratify: bool, fractions=(0.7, 0.15)):
     from sklearn.model_selection import train_test_split
 
     train_frac, val_frac = fractions
-    strat = y if stratify else None
-    x_train, x_rest, y_train, y_rest = train_test_split(
-        x, y, train_size=train_frac, random_state=seed, stratify=strat
-    )
-    strat = y_rest if stratify else None
-    x_val, x_test, y_val, y_test = train_test_split(
-        x_rest, y_rest, train_size=val_frac / (1 - train_frac), random_state=seed, stratify=strat
-    )
+    # Whole counts: fractions like 0.15 / 0.3 land just under a half and round an example away.
+    n_train = int(round(len(x) * train_frac))
+    n_val = int(round(len(x) * val_frac))
+    try:
+        x_train, x_rest, y_train, y_rest = train_test_split(
+            x, y, train_size=n_train, random_state=seed, stratify=y if stratify else None
+        )
+        x_val, x_test, y_val, y_test = train_test_split(
+            x_rest, y_rest, train_size=n_val, random_state=seed, stratify=y_rest if stratify else None
+        )
+    except ValueError as exc:  # too few examples for every class to reach every split
+        raise PipelineError(f"dataset of {len(x)} examples is too small to split into train/validation/test: {exc}") from None
     return x_train, y_train, x_val, y_val, x_test, y_test
 
 

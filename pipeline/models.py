@@ -26,6 +26,10 @@ class ModelSpec:
     learning_rate: float
     build: Callable[[float], object]
     autoencoder: bool = False
+    # Why QAT is skipped for this model (None: QAT works). tfmot folds BatchNormalization into a preceding
+    # Conv2D/DepthwiseConv2D but not into Dense; the converted int8 model of Dense+BN then collapses to a
+    # constant output (seen: MAE 0.58 vs 0.05 float), while post-training int8 keeps float accuracy.
+    qat_unsupported: str | None = None
 
 
 def _scaled(filters: int, width: float) -> int:
@@ -156,7 +160,8 @@ ZOO: dict[str, ModelSpec] = {
         ModelSpec("resnet8", "MLPerf Tiny image classification ResNet-8, 32x32x3, 10 classes", (32, 32, 3),
                   "classification", 10, None, 20, 32, 1e-3, _resnet8),
         ModelSpec("autoencoder", "MLPerf Tiny anomaly detection FC autoencoder, 640 inputs", (640,),
-                  "regression", None, None, 20, 32, 1e-3, _autoencoder, autoencoder=True),
+                  "regression", None, None, 20, 32, 1e-3, _autoencoder, autoencoder=True,
+                  qat_unsupported="tfmot does not fold BatchNormalization into Dense layers"),
     )
 }
 
