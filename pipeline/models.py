@@ -67,6 +67,21 @@ def _conv_bn_relu(L, x, filters, kernel, strides=1):
     return L.ReLU()(x)
 
 
+def _separable_block(L, x, filters, strides=1):
+    """Depthwise 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU (MobileNet's building block)."""
+    x = L.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False)(x)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    return _conv_bn_relu(L, x, filters, 1)
+
+
+def _pooled_classifier(L, x, classes):
+    """Average over the whole feature map, then a softmax layer."""
+    x = L.AveragePooling2D(pool_size=x.shape[1:3])(x)
+    x = L.Flatten()(x)
+    return L.Dense(classes, activation="softmax")(x)
+
+
 def _ds_cnn(width: float):
     """Keyword spotting: a stem conv over 49 MFCC frames x 10 coefficients, four depthwise-separable blocks."""
     k = tfenv.keras()
@@ -76,15 +91,9 @@ def _ds_cnn(width: float):
     x = _conv_bn_relu(L, inputs, filters, (10, 4), strides=(2, 2))
     x = L.Dropout(0.2)(x)
     for _ in range(4):
-        x = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
-        x = L.BatchNormalization()(x)
-        x = L.ReLU()(x)
-        x = _conv_bn_relu(L, x, filters, 1)
+        x = _separable_block(L, x, filters)
     x = L.Dropout(0.4)(x)
-    x = L.AveragePooling2D(pool_size=x.shape[1:3])(x)
-    x = L.Flatten()(x)
-    outputs = L.Dense(12, activation="softmax")(x)
-    return k.Model(inputs, outputs, name="ds_cnn")
+    return k.Model(inputs, _pooled_classifier(L, x, 12), name="ds_cnn")
 
 
 def _mobilenet_v1(width: float):
@@ -96,14 +105,8 @@ def _mobilenet_v1(width: float):
     x = _conv_bn_relu(L, inputs, _scaled(32, alpha), 3, strides=2)
     blocks = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
     for filters, stride in blocks:
-        x = L.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
-        x = L.BatchNormalization()(x)
-        x = L.ReLU()(x)
-        x = _conv_bn_relu(L, x, _scaled(filters, alpha), 1)
-    x = L.AveragePooling2D(pool_size=x.shape[1:3])(x)
-    x = L.Flatten()(x)
-    outputs = L.Dense(2, activation="softmax")(x)
-    return k.Model(inputs, outputs, name="mobilenet_v1")
+        x = _separable_block(L, x, _scaled(filters, alpha), stride)
+    return k.Model(inputs, _pooled_classifier(L, x, 2), name="mobilenet_v1")
 
 
 def _resnet8(width: float):
@@ -126,10 +129,7 @@ def _resnet8(width: float):
         if stride != 1:  # the shortcut must change shape with the residual branch
             x = L.Conv2D(filters, 1, strides=stride, padding="same", kernel_regularizer=reg)(x)
         x = L.ReLU()(L.Add()([x, y]))
-    x = L.AveragePooling2D(pool_size=x.shape[1:3])(x)
-    x = L.Flatten()(x)
-    outputs = L.Dense(10, activation="softmax")(x)
-    return k.Model(inputs, outputs, name="resnet8")
+    return k.Model(inputs, _pooled_classifier(L, x, 10), name="resnet8")
 
 
 def _autoencoder(width: float):
