@@ -15,7 +15,7 @@ import numpy as np
 from pipeline import tfenv
 from pipeline.datasets import Dataset
 from pipeline.models import ModelSpec
-from pipeline.train import compile_model, keras_verbosity
+from pipeline.train import compile_model, keras_verbosity, seed_everything
 
 
 @dataclass
@@ -90,8 +90,7 @@ def quantization_aware(model, spec: ModelSpec, data: Dataset, epochs: int):
 
 def optimize(float_path: Path, out_path: Path, spec: ModelSpec, data: Dataset, sparsity: float, qat: bool,
              epochs: int, seed: int) -> OptimizeResult:
-    k = tfenv.keras()
-    k.utils.set_random_seed(seed)
+    seed_everything(seed)
     prune_epochs, qat_epochs = fine_tune_epochs(epochs)
     model = load_model(float_path)
     if sparsity > 0:

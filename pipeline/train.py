@@ -37,9 +37,16 @@ def monitored_metric(spec: ModelSpec) -> str:
     return "val_accuracy" if spec.task == "classification" else "val_mae"
 
 
+def seed_everything(seed: int) -> None:
+    """Same seed, same weights: seeds Python, NumPy and TF, and makes TF's kernels deterministic (without
+    it, multi-threaded reductions make two runs with one seed differ)."""
+    tfenv.keras().utils.set_random_seed(seed)
+    tfenv.tf().config.experimental.enable_op_determinism()
+
+
 def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, out_path: Path) -> TrainResult:
     k = tfenv.keras()
-    k.utils.set_random_seed(seed)
+    seed_everything(seed)
     model = compile_model(spec.build(width), spec, spec.learning_rate)
     monitor = monitored_metric(spec)
     stop = k.callbacks.EarlyStopping(

@@ -76,18 +76,10 @@ def test_arena_is_tflm_need_plus_at_most_1kib(esp32_build):
 
 def test_arena_measurement_matches_the_smallest_arena_tflm_accepts(esp32_build):
     """Bisect the real minimum with the TFLM runtime: the generated size must not be below it."""
-    from tflite_micro import runtime
-
     model_bytes = (esp32_build["dir"] / "model.tflite").read_bytes()
 
     def runs(size):
-        try:
-            interp = runtime.Interpreter.from_bytes(model_bytes, arena_size=size)
-            interp.set_input(np.zeros((1, 8, 8, 1), np.int8), 0)
-            arena.capture_fd2(interp.invoke)
-            return True
-        except RuntimeError:
-            return False
+        return arena.runs_in(model_bytes, size)
 
     lo, hi = 256, 1 << 16
     while lo < hi:

