@@ -1,0 +1,293 @@
+#include "ee_core.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EE_LINE_SIZE 160u
+#define EE_FW_NAME "mcu-deploy benchmark firmware 1.0"
+#define EE_VENDOR "mcu-deploy"
+
+void ee_printf(ee_ctx_t *ctx, const char *fmt, ...) {
+  char line[EE_LINE_SIZE];
+  va_list args;
+  va_start(args, fmt);
+  int n = vsnprintf(line, sizeof(line) - 2, fmt, args);
+  va_end(args);
+  if (n < 0) return;
+  size_t len = (size_t)n < sizeof(line) - 2 ? (size_t)n : sizeof(line) - 3;
+  line[len++] = '\r';
+  line[len++] = '\n';
+  ctx->port->write(line, len);
+}
+
+static void write_str(ee_ctx_t *ctx, const char *s) { ctx->port->write(s, strlen(s)); }
+
+static void timestamp(ee_ctx_t *ctx) { ee_printf(ctx, "m-lap-us-%lu", (unsigned long)ctx->port->micros()); }
+
+/* Fixed-point "%0.3f" without printf's float support (newlib-nano leaves it out). */
+static size_t format_milli(char *out, float value) {
+  long milli = (long)(value * 1000.0f + (value < 0 ? -0.5f : 0.5f));
+  const char *sign = milli < 0 ? "-" : "";
+  unsigned long m = (unsigned long)(milli < 0 ? -milli : milli);
+  return (size_t)sprintf(out, "%s%lu.%03lu", sign, m / 1000u, m % 1000u);
+}
+
+static void print_results(ee_ctx_t *ctx) {
+  const ee_backend_t *b = ctx->backend;
+  const int8_t *raw = b->outputs();
+  char value[24];
+  write_str(ctx, "m-results-[");
+  for (size_t i = 0; i < b->output_count; ++i) {
+    size_t n = format_milli(value, (raw[i] - b->output_zero_point) * b->output_scale);
+    if (i + 1 < b->output_count) value[n++] = ',';
+    ctx->port->write(value, n);
+  }
+  write_str(ctx, "]\r\n");
+}
+
+static void print_raw(ee_ctx_t *ctx) {
+  static const char hex[] = "0123456789abcdef";
+  const int8_t *raw = ctx->backend->outputs();
+  char pair[2];
+  write_str(ctx, "m-x-raw-[");
+  for (size_t i = 0; i < ctx->backend->output_count; ++i) {
+    uint8_t byte = (uint8_t)raw[i];
+    pair[0] = hex[byte >> 4];
+    pair[1] = hex[byte & 15u];
+    ctx->port->write(pair, 2);
+  }
+  write_str(ctx, "]\r\n");
+}
+
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* A whole decimal number, or -1 (also for an empty, negative, non-numeric or absurdly large one). */
+static long parse_count(const char *s) {
+  if (s == NULL || *s == '\0') return -1;
+  long value = 0;
+  for (; *s; ++s) {
+    if (*s < '0' || *s > '9') return -1;
+    value = value * 10 + (*s - '0');
+    if (value > 100000000L) return -1;
+  }
+  return value;
+}
+
+static void cmd_db(ee_ctx_t *ctx, char *sub, char *arg) {
+  if (sub == NULL) {
+    ee_printf(ctx, "e-[Command 'db' requires a subcommand]");
+  } else if (strcmp(sub, "load") == 0) {
+    long n = parse_count(arg);
+    if (arg == NULL) {
+      ee_printf(ctx, "e-[Command 'db load' requires the # of bytes]");
+    } else if (n <= 0) {
+      ee_printf(ctx, "e-[Command 'db load' must be >0 bytes]");
+    } else if ((size_t)n > EE_MAX_DB_BYTES) {
+      ee_printf(ctx, "e-[Supplied buffer size %ld exceeds maximum of %u]", n, (unsigned)EE_MAX_DB_BYTES);
+    } else {
+      ctx->db_size = (size_t)n;
+      ctx->db_pos = 0;
+      ee_printf(ctx, "m-[Expecting %lu bytes]", (unsigned long)ctx->db_size);
+    }
+  } else if (strcmp(sub, "print") == 0) {
+    long n = arg ? parse_count(arg) : 16;
+    size_t count = n < 0 ? 16u : (size_t)n;
+    if (count > ctx->db_pos) count = ctx->db_pos;
+    for (size_t i = 0; i < count; i += 8) {
+      char line[8 * 3 + 16];
+      size_t len = (size_t)sprintf(line, "m-buffer-");
+      for (size_t j = i; j < i + 8 && j < count; ++j) {
+        len += (size_t)sprintf(line + len, j + 1 < i + 8 && j + 1 < count ? "%02x-" : "%02x", ctx->db[j]);
+      }
+      ee_printf(ctx, "%s", line);
+    }
+  } else {
+    size_t digits = strlen(sub);
+    if (ctx->db_size == 0) {
+      ee_printf(ctx, "e-[Command 'db' needs 'db load N' first]");
+    } else if (digits % 2 != 0) {
+      ee_printf(ctx, "e-[Insufficent number of hex digits]");
+    } else if (ctx->db_pos + digits / 2 > ctx->db_size) {
+      ee_printf(ctx, "e-[db overflows the announced %lu bytes]", (unsigned long)ctx->db_size);
+    } else {
+      for (size_t i = 0; i < digits; i += 2) {  /* check every digit before writing any byte */
+        if (hex_value(sub[i]) < 0 || hex_value(sub[i + 1]) < 0) {
+          ee_printf(ctx, "e-[Invalid hex digit '%c%c']", sub[i], sub[i + 1]);
+          return;
+        }
+      }
+      for (size_t i = 0; i < digits; i += 2) {
+        ctx->db[ctx->db_pos++] = (uint8_t)(hex_value(sub[i]) << 4 | hex_value(sub[i + 1]));
+      }
+      if (ctx->db_pos == ctx->db_size) ee_printf(ctx, "m-load-done");
+    }
+  }
+}
+
+static void cmd_infer(ee_ctx_t *ctx, char *count_arg, char *warmup_arg) {
+  const ee_backend_t *b = ctx->backend;
+  long n = count_arg ? parse_count(count_arg) : 1;
+  long w = warmup_arg ? parse_count(warmup_arg) : 10;  /* the reference's default warm-up */
+  if (n <= 0) {
+    ee_printf(ctx, "e-[Inference iterations must be >0]");
+    return;
+  }
+  if (w < 0) {
+    ee_printf(ctx, "e-[Inference warmup must be >=0]");
+    return;
+  }
+  if (ctx->db_size == 0 || ctx->db_pos != ctx->db_size) {
+    ee_printf(ctx, "e-[Input not loaded: %lu of %lu bytes]", (unsigned long)ctx->db_pos,
+              (unsigned long)ctx->db_size);
+    return;
+  }
+  if (ctx->db_size != b->input_bytes) {
+    ee_printf(ctx, "e-[Input has %lu bytes, model expects %lu]", (unsigned long)ctx->db_size,
+              (unsigned long)b->input_bytes);
+    return;
+  }
+  if (b->load(ctx->db, ctx->db_size) != 0) {
+    ee_printf(ctx, "e-[Loading the input failed]");
+    return;
+  }
+  ee_printf(ctx, "m-warmup-start-%ld", w);
+  for (long i = 0; i < w; ++i) {
+    if (b->infer() != 0) {
+      ee_printf(ctx, "e-[Inference failed]");
+      return;
+    }
+  }
+  ee_printf(ctx, "m-warmup-done");
+  ee_printf(ctx, "m-infer-start-%ld", n);
+  timestamp(ctx);
+  int failed = 0;
+  for (long i = 0; i < n && !failed; ++i) failed = b->infer() != 0;
+  timestamp(ctx);
+  if (failed) {
+    ee_printf(ctx, "e-[Inference failed]");
+    return;
+  }
+  ee_printf(ctx, "m-infer-done");
+  ctx->have_results = 1;
+  print_results(ctx);
+}
+
+static void cmd_help(ee_ctx_t *ctx) {
+  static const char *const lines[] = {
+      EE_FW_NAME,
+      "help         : Print this information",
+      "name         : Print the name of the device",
+      "timestamp    : Generate a timestamp",
+      "db SUBCMD    : Manipulate a generic byte buffer",
+      "  load N     : Allocate N bytes and set load counter",
+      "  db HH[HH]* : Load 8-bit hex byte(s) until N bytes",
+      "  print [N=16] [offset=0]",
+      "             : Print N bytes at offset as hex",
+      "infer N [W=10]: Load input, execute N inferences after W warmup loops",
+      "results      : Return the result fp32 vector",
+      "xinfo        : (extension) model hash, backend, sizes, arena",
+      "xraw         : (extension) raw int8 outputs of the last inference, hex",
+  };
+  for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); ++i) ee_printf(ctx, "%s", lines[i]);
+}
+
+static void cmd_xinfo(ee_ctx_t *ctx) {
+  const ee_backend_t *b = ctx->backend;
+  ee_printf(ctx, "m-x-version-%d", EE_EXT_VERSION);
+  ee_printf(ctx, "m-x-backend-[%s]", b->kind);
+  ee_printf(ctx, "m-x-model-[%s]", b->model_name);
+  ee_printf(ctx, "m-x-model-hash-[%s]", b->model_hash);
+  ee_printf(ctx, "m-x-input-bytes-%lu", (unsigned long)b->input_bytes);
+  ee_printf(ctx, "m-x-output-count-%lu", (unsigned long)b->output_count);
+  ee_printf(ctx, "m-x-arena-size-%lu", (unsigned long)b->arena_size);
+  ee_printf(ctx, "m-x-arena-used-%lu", (unsigned long)(b->arena_used ? b->arena_used() : 0));
+  ee_printf(ctx, "m-x-max-db-bytes-%lu", (unsigned long)EE_MAX_DB_BYTES);
+}
+
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/* The next space-separated word at *cursor (terminated in place), or NULL at the end of the line. */
+static char *next_token(char **cursor) {
+  char *p = *cursor;
+  while (*p && is_space(*p)) ++p;
+  if (*p == '\0') {
+    *cursor = p;
+    return NULL;
+  }
+  char *start = p;
+  while (*p && !is_space(*p)) ++p;
+  if (*p) *p++ = '\0';
+  *cursor = p;
+  return start;
+}
+
+static void execute(ee_ctx_t *ctx, char *line) {
+  char *cursor = line;
+  char *tok = next_token(&cursor);
+  if (tok == NULL) {
+    ee_printf(ctx, "e-[Empty command]");
+  } else if (strcmp(tok, "name") == 0) {
+    ee_printf(ctx, "m-name-dut-[%s]", EE_VENDOR);
+  } else if (strcmp(tok, "timestamp") == 0) {
+    timestamp(ctx);
+  } else if (strcmp(tok, "profile") == 0) {
+    ee_printf(ctx, "m-profile-[%s]", EE_FW_NAME);
+    ee_printf(ctx, "m-model-[%s]", ctx->backend->model_name);
+  } else if (strcmp(tok, "help") == 0) {
+    cmd_help(ctx);
+  } else if (strcmp(tok, "db") == 0) {
+    char *sub = next_token(&cursor);
+    cmd_db(ctx, sub, next_token(&cursor));
+  } else if (strcmp(tok, "infer") == 0) {
+    char *n = next_token(&cursor);
+    cmd_infer(ctx, n, next_token(&cursor));
+  } else if (strcmp(tok, "results") == 0 || strcmp(tok, "xraw") == 0) {
+    if (!ctx->have_results) {
+      ee_printf(ctx, "e-[No results: run infer first]");
+    } else if (tok[0] == 'r') {
+      print_results(ctx);
+    } else {
+      print_raw(ctx);
+    }
+  } else if (strcmp(tok, "xinfo") == 0) {
+    cmd_xinfo(ctx);
+  } else {
+    ee_printf(ctx, "e-[Unknown command: %.*s]", 40, tok);
+  }
+  ee_printf(ctx, "m-ready");
+}
+
+void ee_feed(ee_ctx_t *ctx, char c) {
+  if (c == EE_CMD_TERMINATOR) {
+    ctx->cmd[ctx->cmd_len] = '\0';
+    if (ctx->cmd_overflow) {
+      ee_printf(ctx, "e-[Command too long: at most %u characters]", (unsigned)EE_CMD_SIZE);
+      ee_printf(ctx, "m-ready");
+    } else {
+      execute(ctx, ctx->cmd);
+    }
+    ctx->cmd_len = 0;
+    ctx->cmd_overflow = 0;
+  } else if (ctx->cmd_len < EE_CMD_SIZE) {
+    ctx->cmd[ctx->cmd_len++] = c;
+  } else {
+    ctx->cmd_overflow = 1;  /* drop the rest; the whole command is refused at its terminator */
+  }
+}
+
+void ee_init(ee_ctx_t *ctx, const ee_port_t *port, const ee_backend_t *backend) {
+  memset(ctx, 0, sizeof(*ctx));
+  ctx->port = port;
+  ctx->backend = backend;
+  ee_printf(ctx, "m-timestamp-mode-performance");
+  timestamp(ctx);
+  ee_printf(ctx, "m-init-done");
+  ee_printf(ctx, "m-ready");
+}

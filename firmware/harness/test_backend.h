@@ -1,0 +1,21 @@
+/* A deterministic TEST backend, for the host and QEMU builds where TFLM cannot be built. It is not the model:
+ * its outputs are a hash of the input (the host computes the same, see pipeline/hil/test_backend.py), and it
+ * reports itself as kind "test" in xinfo so no reader mistakes its figures for the model's. */
+#ifndef TEST_BACKEND_H_
+#define TEST_BACKEND_H_
+
+#include "ee_core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* work_rounds: passes over the input per inference, so that an inference takes measurable time. */
+const ee_backend_t *ee_test_backend(size_t input_bytes, size_t output_count, const char *model_name,
+                                    const char *model_hash, unsigned work_rounds);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TEST_BACKEND_H_ */

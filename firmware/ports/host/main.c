@@ -1,0 +1,127 @@
+/* Host (POSIX) port: the harness core on a pseudo-terminal, for tests and rigs without hardware.
+ *
+ *   ee_host [--input-bytes N] [--outputs N] [--model NAME] [--hash HEX] [--work N]
+ *           [--garbage] [--reset-after N] [--silent-after N]
+ *
+ * Prints "pty: /dev/pts/N" on stdout, then serves the protocol on that terminal until killed.
+ * The fault switches make the device misbehave on purpose, for the reader's fault tests: --garbage writes
+ * noise and a partial line between replies, --reset-after N reboots (banner again) on the Nth command,
+ * --silent-after N stops answering from the Nth command on. */
+#define _DEFAULT_SOURCE  /* cfmakeraw */
+#define _XOPEN_SOURCE 600
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ee_core.h"
+#include "test_backend.h"
+
+static int master_fd = -1;
+static int garbage = 0;
+
+static void write_all(const char *data, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(master_fd, data, len);
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return;
+    }
+    data += n;
+    len -= (size_t)n;
+  }
+}
+
+static void port_write(const char *text, size_t len) {
+  if (garbage && len >= 2 && text[len - 1] == '\n') {
+    static const char noise[] = "\x00\xff\xfe#noise\r\nm-lap";  /* junk, then a line cut short by the reply */
+    write_all(noise, sizeof(noise) - 1);
+  }
+  write_all(text, len);
+}
+
+static uint32_t port_micros(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint32_t)((uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
+}
+
+static long arg_number(int argc, char **argv, int *i) {
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "error: %s needs a value\n", argv[*i]);
+    exit(2);
+  }
+  return strtol(argv[++*i], NULL, 10);
+}
+
+int main(int argc, char **argv) {
+  size_t input_bytes = 64, outputs = 10;
+  const char *model = "test", *hash = "0000000000000000";
+  unsigned work = 1;
+  long reset_after = -1, silent_after = -1;
+  for (int i = 1; i < argc; ++i) {
+    if (!strcmp(argv[i], "--input-bytes")) input_bytes = (size_t)arg_number(argc, argv, &i);
+    else if (!strcmp(argv[i], "--outputs")) outputs = (size_t)arg_number(argc, argv, &i);
+    else if (!strcmp(argv[i], "--work")) work = (unsigned)arg_number(argc, argv, &i);
+    else if (!strcmp(argv[i], "--reset-after")) reset_after = arg_number(argc, argv, &i);
+    else if (!strcmp(argv[i], "--silent-after")) silent_after = arg_number(argc, argv, &i);
+    else if (!strcmp(argv[i], "--garbage")) garbage = 1;
+    else if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
+    else if (!strcmp(argv[i], "--hash") && i + 1 < argc) hash = argv[++i];
+    else {
+      fprintf(stderr, "error: unknown argument %s\n", argv[i]);
+      return 2;
+    }
+  }
+  master_fd = posix_openpt(O_RDWR | O_NOCTTY);
+  if (master_fd < 0 || grantpt(master_fd) != 0 || unlockpt(master_fd) != 0) {
+    perror("error: cannot create a pseudo-terminal");
+    return 1;
+  }
+  const char *slave_name = ptsname(master_fd);
+  /* Keep a raw slave open ourselves: no echo or line editing, and reads do not fail while no reader is attached. */
+  int slave_fd = open(slave_name, O_RDWR | O_NOCTTY);
+  struct termios tio;
+  if (slave_fd < 0 || tcgetattr(slave_fd, &tio) != 0) {
+    perror("error: cannot open the pseudo-terminal");
+    return 1;
+  }
+  cfmakeraw(&tio);
+  tcsetattr(slave_fd, TCSANOW, &tio);
+  printf("pty: %s\n", slave_name);
+  fflush(stdout);
+
+  static ee_ctx_t ctx;
+  static const ee_port_t port = {port_write, port_micros};
+  const ee_backend_t *backend = ee_test_backend(input_bytes, outputs, model, hash, work);
+  ee_init(&ctx, &port, backend);
+  long commands = 0;
+  char buf[256];
+  for (;;) {
+    ssize_t n = read(master_fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EIO) {
+        usleep(1000);
+        continue;
+      }
+      return 1;
+    }
+    for (ssize_t i = 0; i < n; ++i) {
+      if (buf[i] == EE_CMD_TERMINATOR) {
+        ++commands;
+        if (silent_after >= 0 && commands >= silent_after) continue;
+        if (reset_after >= 0 && commands == reset_after) {
+          ee_init(&ctx, &port, backend);  /* as after a brown-out: banner again, input and results lost */
+          continue;
+        }
+      } else if (silent_after >= 0 && commands >= silent_after) {
+        continue;
+      }
+      ee_feed(&ctx, buf[i]);
+    }
+  }
+}

@@ -1,0 +1,174 @@
+"""`invoke measure`: handshake, upload test inputs with `db`, run `infer`, read timestamps and outputs.
+
+Latency statistics over --runs timed `infer` commands on the first test input; on-target accuracy and bit-exact
+agreement of the raw int8 outputs over --inputs test inputs. Each run is appended to runs.jsonl as soon as it
+completes, so a fault part-way keeps everything measured before it.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline import boards, tflite_model, validate
+from pipeline.errors import PipelineError
+from pipeline.hil import energy, results, transport
+from pipeline.hil.dut import Device
+from pipeline.hil.errors import DeviceError, WrongFirmware
+from pipeline.hil.test_backend import test_backend_outputs
+
+
+@dataclass
+class MeasureOptions:
+    board: str = "esp32"
+    model: str = "digits"
+    port: str | None = None
+    data: str | None = None
+    seed: int = 0
+    build_dir: Path = Path("build")
+    runs: int = 10
+    warmup: int = 10
+    iterations: int = 1
+    inputs: int = 20
+    energy: str = "estimate"
+    out_dir: Path | None = None
+    timeout: float = 5.0
+    baseline: Path | None = None
+    max_regression: float = 10.0
+    junit: Path | None = None
+
+
+def handshake(device: Device) -> dict:
+    """name, profile and (where the firmware has this project's extensions) xinfo."""
+    info: dict = {}
+    for line in device.command("name"):
+        if line.kind == "name":
+            info["name"] = line.values[0]
+    for line in device.command("profile"):
+        if line.kind in ("profile", "model"):
+            info[line.kind] = line.values[0]
+    try:
+        for line in device.command("xinfo"):
+            if line.kind in ("x_text", "x_number"):
+                info[line.values[0].replace("-", "_")] = line.values[1]
+    except DeviceError:
+        info["extensions"] = False  # MLPerf Tiny firmware without this project's x- commands
+    else:
+        info["extensions"] = True
+    return info
+
+
+def stats(values: list[float]) -> dict:
+    arr = np.asarray(values, dtype=float)
+    return {"median": float(np.median(arr)), "mean": float(arr.mean()), "p90": float(np.percentile(arr, 90)),
+            "min": float(arr.min()), "max": float(arr.max()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+
+
+def _test_inputs(opts: MeasureOptions, info: tflite_model.TFLiteModel):
+    """The first --inputs examples of the model's test split, quantized as the firmware expects them."""
+    from pipeline.build import Options, Pipeline
+
+    pipeline = Pipeline(Options(model=opts.model, board=opts.board, data=opts.data, seed=opts.seed,
+                                build_root=opts.build_dir), log=lambda _: None)
+    out_size = int(np.prod(info.outputs[0].shape))
+    data = pipeline.data(tuple(info.inputs[0].shape[1:]), out_size if out_size > 1 else None)
+    count = min(opts.inputs, len(data.x_test))
+    x_q = validate.quantize(data.x_test[:count], info.inputs[0])
+    labels = data.y_test[:count] if data.task == "classification" else None
+    return x_q, labels
+
+
+def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
+    if opts.runs < 1 or opts.iterations < 1 or opts.warmup < 0 or opts.inputs < 0:
+        raise PipelineError("--runs and --iterations must be at least 1, --warmup and --inputs at least 0")
+    board = boards.load_board(opts.board)
+    build = opts.build_dir / board.name / opts.model
+    report_path = build / "report.json"
+    if not report_path.is_file():
+        raise PipelineError(f"no build of {opts.model} for {board.name} in {build}: run "
+                            f"`invoke build --board={board.name} --model={opts.model}` first")
+    report = json.loads(report_path.read_text())
+    model_bytes = (build / "model.tflite").read_bytes()
+    info = tflite_model.read(build / "model.tflite")
+    meter = energy.meter_for(opts.energy, board)
+    x_q, labels = _test_inputs(opts, info)
+    port_name = opts.port or transport.find_port(board.usb_ids, board.name)
+    out_dir = opts.out_dir or build / "measure"
+    run_log = results.RunLog(out_dir / "runs.jsonl")
+    port = transport.open_port(port_name, board.serial_baud)
+    device = Device(port, port_name, timeout=opts.timeout)
+    runs: list[dict] = []
+    try:
+        device.drain()
+        dut = handshake(device)
+        log(f"device on {port_name}: {dut.get('name')} / {dut.get('profile')} / model {dut.get('model')}, "
+            f"backend {dut.get('backend', 'unknown')}")
+        if dut.get("model_hash") and dut["model_hash"] != report["model_hash"]:
+            raise WrongFirmware(f"the device on {port_name} runs model hash {dut['model_hash']}, the build has "
+                                f"{report['model_hash']}: flash the current build (invoke flash --board={board.name})")
+        source = {"emulated": "emulated", "test": "test-backend"}.get(dut.get("backend"), "device")
+        infer_timeout = max(30.0, opts.timeout)
+
+        device.load(x_q[0].tobytes())
+        for run in range(opts.runs):
+            meter.start()
+            reply = device.infer(opts.iterations, opts.warmup if run == 0 else 0, timeout=infer_timeout)
+            record = {"kind": "latency", "run": run, "iterations": reply.iterations,
+                      "latency_us": reply.elapsed_us / reply.iterations, "energy_uj": meter.per_inference_uj(reply),
+                      "energy_source": meter.label, "source": source, "time": time.time()}
+            run_log.append(record)
+            runs.append(record)
+            log(f"run {run + 1}/{opts.runs}: {record['latency_us']:.1f} us ({source})")
+
+        correct = exact = 0
+        output_count = int(np.prod(info.outputs[0].shape))
+        for i, sample in enumerate(x_q):
+            device.load(sample.tobytes())
+            reply = device.infer(1, 0, timeout=infer_timeout)
+            if dut.get("backend") == "test":
+                expected = test_backend_outputs(sample.tobytes(), output_count)
+            else:
+                expected = validate.run_tflm(model_bytes, sample[np.newaxis])[0].tobytes()
+            raw = device.raw_outputs() if dut.get("extensions") else None
+            match = raw == expected if raw is not None else None
+            hit = bool(np.argmax(reply.results) == labels[i]) if labels is not None else None
+            correct += bool(hit)
+            exact += bool(match)
+            run_log.append({"kind": "input", "index": i, "correct": hit, "bit_exact": match, "source": source,
+                            "time": time.time()})
+    except PipelineError as exc:
+        run_log.append({"kind": "fault", "error": str(exc), "time": time.time()})
+        raise type(exc)(f"{exc} ({len(runs)} runs kept in {run_log.path})") from None
+    finally:
+        meter.close()
+        run_log.close()
+        port.close()
+
+    latencies = [r["latency_us"] for r in runs]
+    energies = [r["energy_uj"] for r in runs if r["energy_uj"] is not None]
+    result = {
+        "model": opts.model, "board": board.name, "port": port_name, "source": source, "device": dut,
+        "latency_us": stats(latencies),
+        "throughput_ips": 1e6 / statistics.median(latencies) if statistics.median(latencies) > 0 else None,
+        "energy_uj": statistics.median(energies) if energies else None, "energy_source": meter.label,
+        # The test backend is no model: an accuracy figure from it would only mislead.
+        "accuracy": 100.0 * correct / len(x_q) if labels is not None and len(x_q) and source != "test-backend" else None,
+        "inputs_checked": len(x_q), "bit_exact": exact,
+        "reference": "test-backend copy" if dut.get("backend") == "test" else "host TFLM",
+        "arena_predicted_bytes": report["arena_bytes"],
+        "arena_used_bytes": int(dut["arena_used"]) if dut.get("arena_used") not in (None, "0") else None,
+        "noise_lines": device.noise_lines, "runs": runs,
+    }
+    written = results.write_summaries(result, out_dir)
+    log(f"results: {', '.join(str(p) for p in written)} (runs log {run_log.path})")
+    failures = results.regressions(result, opts.baseline, opts.max_regression) if opts.baseline else []
+    if opts.junit:
+        results.write_junit(result, failures, opts.junit)
+    if failures:
+        raise PipelineError("regression against the baseline: " + "; ".join(failures))
+    return result
