@@ -61,6 +61,9 @@ static void print_raw(ee_ctx_t *ctx) {
   write_str(ctx, "]\r\n");
 }
 
+/* What a reply may echo of the input: printable ASCII, anything else (and the closing ']') as '?'. */
+static char printable(char c) { return (c < 0x20 || c > 0x7e || c == ']') ? '?' : c; }
+
 static int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -119,7 +122,7 @@ static void cmd_db(ee_ctx_t *ctx, char *sub, char *arg) {
     } else {
       for (size_t i = 0; i < digits; i += 2) {  /* check every digit before writing any byte */
         if (hex_value(sub[i]) < 0 || hex_value(sub[i + 1]) < 0) {
-          ee_printf(ctx, "e-[Invalid hex digit '%c%c']", sub[i], sub[i + 1]);
+          ee_printf(ctx, "e-[Invalid hex digit '%c%c']", printable(sub[i]), printable(sub[i + 1]));
           return;
         }
       }
@@ -259,7 +262,11 @@ static void execute(ee_ctx_t *ctx, char *line) {
   } else if (strcmp(tok, "xinfo") == 0) {
     cmd_xinfo(ctx);
   } else {
-    ee_printf(ctx, "e-[Unknown command: %.*s]", 40, tok);
+    /* Echo at most 40 characters, non-printable ones as '?', so a reply line is always plain ASCII. */
+    size_t n = 0;
+    for (; tok[n] && n < 40; ++n) tok[n] = printable(tok[n]);
+    tok[n] = '\0';
+    ee_printf(ctx, "e-[Unknown command: %s]", tok);
   }
   ee_printf(ctx, "m-ready");
 }

@@ -1,0 +1,146 @@
+/* Fuzzes the harness core, meant to be built with -fsanitize=address,undefined (pipeline/hil/harness_build.py).
+ *
+ *   fuzz_core SEED CASES     random protocol-shaped inputs from a seed
+ *   fuzz_core -              one input from stdin (to replay a failure)
+ *
+ * Checks, beyond what the sanitizers catch: every '%' gets exactly one "m-ready", every reply line is printable
+ * ASCII ending in "\r\n", and the buffer positions never pass their bounds. Exits 1 on a violated invariant. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ee_core.h"
+#include "test_backend.h"
+
+static char line[4096];
+static size_t line_len;
+static long ready_count;
+static int bad_line;
+
+static void check_write(const char *text, size_t len) {
+  for (size_t i = 0; i < len; ++i) {
+    if (text[i] == '\n') {
+      int printable = line_len >= 1 && line[line_len - 1] == '\r';
+      for (size_t j = 0; printable && j + 1 < line_len; ++j) printable = line[j] >= 0x20 && line[j] <= 0x7e;
+      if (!printable) {
+        bad_line = 1;
+        fprintf(stderr, "bad reply line: %.*s\n", (int)line_len, line);
+      }
+      if (line_len == 8 && strncmp(line, "m-ready\r", 8) == 0) ++ready_count;
+      line_len = 0;
+    } else if (line_len < sizeof(line)) {
+      line[line_len++] = text[i];
+    }
+  }
+}
+
+static uint32_t fake_micros(void) {
+  static uint32_t t = 0xFFFFFF00u;  /* starts near the wrap, so wrapping stamps are exercised */
+  return t += 7;
+}
+
+static uint64_t rng_state;
+static uint32_t next(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (uint32_t)rng_state;
+}
+
+static const char *const words[] = {
+    "db", "load", "print", "infer", "results", "xraw", "xinfo", "name", "profile", "help", "timestamp", "zz",
+};
+static const unsigned sizes[] = {0, 1, 4, 15, 16, 17, 31, 27648, 27649, 4294967295u};
+
+static size_t append(char *buf, size_t len, size_t cap, const char *text, size_t n) {
+  if (n > cap - len) n = cap - len;
+  memcpy(buf + len, text, n);
+  return len + n;
+}
+
+/* One command: mostly well-formed with boundary or random arguments, sometimes mutated or plain garbage. */
+static size_t make_command(char *out) {
+  size_t n = 0;
+  switch (next() % 9) {
+    case 0: n = (size_t)sprintf(out, "db load %u", sizes[next() % 10]); break;
+    case 1: case 2: {  /* db + hex: right length, odd, over-long, with a bad digit */
+      size_t digits = next() % 4 == 0 ? next() % 200 : 2 * (next() % 40);
+      n = (size_t)sprintf(out, "db ");
+      for (size_t i = 0; i < digits && n < 250; ++i) out[n++] = "0123456789abcdefABCDEF"[next() % 22];
+      if (digits && next() % 5 == 0) out[3 + next() % digits] = "g -%"[next() % 4];
+      break;
+    }
+    case 3: n = (size_t)sprintf(out, "db print %u", sizes[next() % 10]); break;
+    case 4: n = (size_t)sprintf(out, "infer %d %d", (int)(next() % 5) - 1, (int)(next() % 4) - 1); break;
+    case 5: n = (size_t)sprintf(out, "%s", words[next() % (sizeof(words) / sizeof(words[0]))]); break;
+    case 6: n = (size_t)sprintf(out, "%s %s", words[next() % 12], words[next() % 12]); break;
+    case 7: {  /* raw bytes, NUL and high bit included */
+      n = next() % 120;
+      for (size_t i = 0; i < n; ++i) out[i] = (char)(next() & 0xFF);
+      break;
+    }
+    default: n = 0; break;  /* an empty command */
+  }
+  return n;
+}
+
+static size_t make_case(char *buf, size_t cap) {
+  char command[300];
+  size_t len = 0, commands = 1 + next() % 30;
+  for (size_t c = 0; c < commands && len < cap; ++c) {
+    len = append(buf, len, cap, command, make_command(command));
+    if (next() % 10 != 0) len = append(buf, len, cap, "%", 1);  /* sometimes two commands run together */
+  }
+  return len;
+}
+
+static int run_case(const char *input, size_t len) {
+  static ee_ctx_t ctx;
+  static const ee_port_t port = {check_write, fake_micros};
+  line_len = 0;
+  ready_count = 0;
+  bad_line = 0;
+  ee_init(&ctx, &port, ee_test_backend(16, 12, "fuzz", "0", 1));
+  long terminators = 1;  /* the boot banner ends with one m-ready */
+  for (size_t i = 0; i < len; ++i) {
+    ee_feed(&ctx, input[i]);
+    if (input[i] == EE_CMD_TERMINATOR) ++terminators;
+    if (ctx.db_pos > ctx.db_size || ctx.db_size > EE_MAX_DB_BYTES || ctx.cmd_len > EE_CMD_SIZE) {
+      fprintf(stderr, "buffer bounds violated\n");
+      return 1;
+    }
+  }
+  if (ready_count != terminators) {
+    fprintf(stderr, "%ld commands but %ld m-ready\n", terminators, ready_count);
+    return 1;
+  }
+  return bad_line;
+}
+
+int main(int argc, char **argv) {
+  static char buf[1 << 16];
+  if (argc == 2 && strcmp(argv[1], "-") == 0) {
+    size_t len = fread(buf, 1, sizeof(buf), stdin);
+    return run_case(buf, len);
+  }
+  if (argc != 3) {
+    fprintf(stderr, "usage: fuzz_core SEED CASES | fuzz_core -\n");
+    return 2;
+  }
+  rng_state = strtoull(argv[1], NULL, 10) * 2654435761u + 1;
+  long cases = strtol(argv[2], NULL, 10);
+  for (long c = 0; c < cases; ++c) {
+    size_t len = make_case(buf, sizeof(buf));
+    if (run_case(buf, len)) {
+      fprintf(stderr, "case %ld of seed %s failed; input written to fuzz_failure.bin\n", c, argv[1]);
+      FILE *f = fopen("fuzz_failure.bin", "wb");
+      if (f) {
+        fwrite(buf, 1, len, f);
+        fclose(f);
+      }
+      return 1;
+    }
+  }
+  printf("%ld cases passed\n", cases);
+  return 0;
+}

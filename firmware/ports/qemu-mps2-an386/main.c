@@ -1,0 +1,75 @@
+/* Cortex-M4 port for QEMU's mps2-an386: the harness core on UART0 (CMSDK APB UART), timed by SysTick.
+ * QEMU has no DWT cycle counter (it reads 0), so time comes from SysTick; run QEMU with -icount shift=0 for
+ * repeatable timings. The backend is the deterministic TEST backend: TFLM is not built here. */
+#include <stdint.h>
+
+#include "ee_core.h"
+#include "test_backend.h"
+
+#ifndef EE_INPUT_BYTES
+#define EE_INPUT_BYTES 64
+#endif
+#ifndef EE_OUTPUTS
+#define EE_OUTPUTS 10
+#endif
+#ifndef EE_MODEL_NAME
+#define EE_MODEL_NAME "test"
+#endif
+#ifndef EE_MODEL_HASH
+#define EE_MODEL_HASH "0000000000000000"
+#endif
+#ifndef EE_WORK_ROUNDS
+#define EE_WORK_ROUNDS 50
+#endif
+
+#define CORE_CLOCK_HZ 25000000u  /* the MPS2 FPGA images' system clock */
+
+typedef struct {
+  volatile uint32_t DATA, STATE, CTRL, INTSTATUS, BAUDDIV;
+} cmsdk_uart_t;
+#define UART0 ((cmsdk_uart_t *)0x40004000u)
+#define UART_STATE_TX_FULL 1u
+#define UART_STATE_RX_FULL 2u
+
+typedef struct {
+  volatile uint32_t CTRL, LOAD, VAL, CALIB;
+} systick_t;
+#define SYSTICK ((systick_t *)0xE000E010u)
+#define TICKS_PER_MS (CORE_CLOCK_HZ / 1000u)
+
+static volatile uint32_t milliseconds;
+
+void SysTick_Handler(void) { ++milliseconds; }
+
+static uint32_t micros(void) {
+  uint32_t ms, val;
+  do {  /* re-read if the millisecond tick happened in between */
+    ms = milliseconds;
+    val = SYSTICK->VAL;
+  } while (ms != milliseconds);
+  return ms * 1000u + (TICKS_PER_MS - 1u - val) / (CORE_CLOCK_HZ / 1000000u);
+}
+
+static void uart_write(const char *text, size_t len) {
+  for (size_t i = 0; i < len; ++i) {
+    while (UART0->STATE & UART_STATE_TX_FULL) {
+    }
+    UART0->DATA = (uint8_t)text[i];
+  }
+}
+
+int main(void) {
+  UART0->BAUDDIV = CORE_CLOCK_HZ / 115200u;
+  UART0->CTRL = 3u;  /* TX and RX enabled */
+  SYSTICK->LOAD = TICKS_PER_MS - 1u;
+  SYSTICK->VAL = 0;
+  SYSTICK->CTRL = 7u;  /* core clock, interrupt, enabled */
+
+  static ee_ctx_t ctx;
+  static const ee_port_t port = {uart_write, micros};
+  ee_init(&ctx, &port,
+          ee_test_backend(EE_INPUT_BYTES, EE_OUTPUTS, EE_MODEL_NAME, EE_MODEL_HASH, EE_WORK_ROUNDS));
+  for (;;) {
+    if (UART0->STATE & UART_STATE_RX_FULL) ee_feed(&ctx, (char)UART0->DATA);
+  }
+}
