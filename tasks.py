@@ -158,3 +158,131 @@ def bench(c, board="esp32", build_dir="build/bench"):
     from pipeline.bench import run_benchmark
 
     run_benchmark(board=board, build_dir=Path(build_dir))
+
+
+MEASURE_HELP = {
+    "board": COMMON_HELP["board"],
+    "model": "the model whose build is measured (default digits)",
+    "port": "serial port: a device path (/dev/ttyUSB0) or a pyserial URL (socket://host:port, rfc2217://...); "
+            "default: found by the board's USB VID:PID",
+    "runs": "timed `infer` commands for the latency statistics (default 10)",
+    "warmup": "warm-up inferences before the first timed run (default 10)",
+    "iterations": "inferences per timed run; latency is the run's time divided by it (default 1)",
+    "inputs": "test inputs uploaded for on-target accuracy and bit-exact output checks (default 20)",
+    "energy": "estimate (board power x latency, labelled estimated), firmware (on-board meter) or ppk2:PORT",
+    "data": COMMON_HELP["data"],
+    "seed": COMMON_HELP["seed"],
+    "out": "folder for runs.jsonl, results.json/.csv and summary.md (default build/<board>/<model>/measure)",
+    "baseline": "a previous results.json: exit non-zero when latency or energy regress by more than --max-regression",
+    "max_regression": "allowed regression against --baseline, in percent (default 10)",
+    "junit": "also write JUnit XML to this file, for CI rigs",
+    "timeout": "seconds to wait for the device's answer to a command (default 5; infer waits at least 30)",
+    "build_dir": COMMON_HELP["build_dir"],
+}
+
+
+def _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
+                     max_regression, junit, timeout, build_dir):
+    from pipeline.hil.measure import MeasureOptions
+
+    return MeasureOptions(board=board, model=model, port=port, runs=int(runs), warmup=int(warmup),
+                          iterations=int(iterations), inputs=int(inputs), energy=energy, data=data, seed=int(seed),
+                          out_dir=Path(out) if out else None, baseline=Path(baseline) if baseline else None,
+                          max_regression=float(max_regression), junit=Path(junit) if junit else None,
+                          timeout=float(timeout), build_dir=Path(build_dir))
+
+
+def _print_measurement(result):
+    lat = result["latency_us"]
+    label = result["source"]
+    print(f"latency ({label}): median {lat['median']:.1f} us, mean {lat['mean']:.1f}, p90 {lat['p90']:.1f}, "
+          f"min {lat['min']:.1f}, max {lat['max']:.1f}, std {lat['std']:.1f} over {len(result['runs'])} runs")
+    if result["energy_uj"] is not None:
+        print(f"energy per inference ({result['energy_source']}): {result['energy_uj']:.2f} uJ")
+    if result["accuracy"] is not None:
+        print(f"on-target accuracy ({label}): {result['accuracy']:.2f}% over {result['inputs_checked']} inputs")
+    print(f"raw outputs equal to {result['reference']}: {result['bit_exact']} of {result['inputs_checked']}")
+    if result.get("arena_used_bytes"):
+        print(f"arena: predicted {result['arena_predicted_bytes']} bytes, device uses {result['arena_used_bytes']}")
+
+
+@task(help=MEASURE_HELP)
+@cli_errors
+def measure(c, board="esp32", model="digits", port=None, runs=10, warmup=10, iterations=1, inputs=20,
+            energy="estimate", data=None, seed=0, out=None, baseline=None, max_regression=10.0, junit=None,
+            timeout=5.0, build_dir="build"):
+    """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
+    from pipeline.hil.measure import measure as run_measure
+
+    _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
+                                                    data, seed, out, baseline, max_regression, junit, timeout,
+                                                    build_dir)))
+
+
+@task(help={"board": COMMON_HELP["board"], "model": "the built model to emulate (default digits)",
+            "build_dir": COMMON_HELP["build_dir"]})
+@cli_errors
+def emulate(c, board="esp32", model="digits", build_dir="build"):
+    """An EMULATED device on a pseudo-terminal: the real protocol, TFLM host outputs, estimated latency."""
+    from pipeline.boards import load_board
+    from pipeline.hil.emulate import device_for_build, serve
+
+    b = load_board(board)
+    device = device_for_build(Path(build_dir), b, model)
+
+    def ready(path):
+        print(f"EMULATED {b.name} running {model} on {path} (latency is the board's estimate: "
+              f"{device.latency_us:.1f} us per inference)")
+        print(f"measure it with: invoke measure --board={b.name} --model={model} --port={path}   (Ctrl-C stops)",
+              flush=True)
+
+    try:
+        serve(device, ready)
+    except KeyboardInterrupt:
+        print("emulated device stopped")
+
+
+@task(help={"board": COMMON_HELP["board"], "model": "the built model whose firmware is flashed (default digits)",
+            "port": "serial port of the board (esptool) or the probe's unique id (pyocd); default: found by USB VID:PID",
+            "runner": "flashing tool, one of the board's [flash] runners (default: the first one available here)",
+            "image": "firmware image to flash instead of the build's (ELF/HEX for pyocd, flasher_args.json for esptool)",
+            "build_dir": COMMON_HELP["build_dir"]})
+@cli_errors
+def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, build_dir="build"):
+    """Flash the built firmware with the board's flasher (esptool for ESP32 boards, pyocd for Cortex-M)."""
+    from pipeline.boards import load_board
+    from pipeline.hil import flash as flash_mod
+    from pipeline.hil.transport import find_port
+
+    b = load_board(board)
+    chosen = flash_mod.choose(b, runner)
+    if port is None and chosen.name == "esptool":
+        port = find_port(b.usb_ids, b.name)
+    project = Path(build_dir) / b.name / model / "firmware"
+    flash_mod.flash(b, project, port, image=Path(image) if image else None, flasher=chosen)
+    print(f"flashed {b.name} on {port} with {chosen.name}")
+
+
+@task(help={**{k: v for k, v in MEASURE_HELP.items()}, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "qat", "width")},
+            "runner": "flashing tool (default: the board's first available runner)"})
+@cli_errors
+def hil(c, board="esp32", model="digits", port=None, runs=10, warmup=10, iterations=1, inputs=20,
+        energy="estimate", data=None, seed=0, out=None, baseline=None, max_regression=10.0, junit=None,
+        timeout=5.0, build_dir="build", epochs=None, sparsity=0.5, qat=True, width=1.0, runner=None):
+    """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
+    from pipeline.boards import load_board
+    from pipeline.hil import flash as flash_mod
+    from pipeline.hil.measure import measure as run_measure
+    from pipeline.hil.transport import find_port
+
+    outcome = _pipeline(board=board, model=model, data=data, epochs=epochs, seed=seed, width=width,
+                        build_dir=build_dir, sparsity=sparsity, qat=qat).run_board(with_firmware=True)
+    firmware = outcome.report["firmware"] or {}
+    if not firmware.get("compiled"):
+        raise PipelineError(f"hil needs compiled firmware, and it was not compiled: {firmware.get('message')}")
+    b = load_board(board)
+    port = port or find_port(b.usb_ids, b.name)
+    flash_mod.flash(b, Path(firmware["project_dir"]), port, runner=runner)
+    _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
+                                                    data, seed, out, baseline, max_regression, junit, timeout,
+                                                    build_dir)))

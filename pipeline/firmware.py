@@ -15,7 +15,9 @@ from pipeline.codegen import GENERATED_FILES
 from pipeline.errors import PipelineError
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
-COMMON_SOURCES = ("model_runner.h", "model_runner.cc")
+# Copied into every rendered project: the TFLM runner and the benchmark harness core with its TFLM backend.
+COMMON_SOURCES = ("common/model_runner.h", "common/model_runner.cc", "common/tflm_backend.h",
+                  "common/tflm_backend.cc", "harness/ee_core.h", "harness/ee_core.c")
 
 
 @dataclass
@@ -56,7 +58,7 @@ class EspIdf(Framework):
 
     def template_files(self) -> list[Path]:
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
-        return files + [FIRMWARE_DIR / "common" / f for f in COMMON_SOURCES]
+        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES]
 
     def render(self, board: Board, generated_dir: Path, project_dir: Path) -> None:
         if not board.target:
@@ -74,7 +76,7 @@ class EspIdf(Framework):
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_text(_substitute(src.read_text(), values))
         for name in COMMON_SOURCES:
-            shutil.copy2(FIRMWARE_DIR / "common" / name, project_dir / "main" / name)
+            shutil.copy2(FIRMWARE_DIR / name, project_dir / "main" / Path(name).name)
         for name in GENERATED_FILES:
             shutil.copy2(generated_dir / name, project_dir / "main" / name)
 

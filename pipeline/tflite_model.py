@@ -38,6 +38,7 @@ class TFLiteModel:
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     weight_sparsity: float  # zeros among the int8 weights of conv / fully connected ops
+    macs: int = 0  # multiply-accumulates of one inference (conv, depthwise, fully connected), for estimates
 
 
 def _schema():
@@ -75,6 +76,7 @@ def read(path: Path) -> TFLiteModel:
         tensor_types: dict[str, int] = {}
         float_tensors: list[str] = []
         zeros = weights = 0
+        macs = 0
         for graph in model.subgraphs:
             tensors = graph.tensors or []
             for t in tensors:
@@ -91,6 +93,8 @@ def read(path: Path) -> TFLiteModel:
                     ops.append(name)
                 if name in WEIGHTED_OPS and op.inputs is not None and len(op.inputs) > 1:
                     weight = tensors[op.inputs[1]]
+                    macs += _op_macs(name, [int(d) for d in weight.shape],
+                                     [int(d) for d in tensors[op.outputs[0]].shape])
                     buffer = model.buffers[weight.buffer].data if weight.buffer < len(model.buffers) else None
                     if buffer is not None and len(buffer) and type_names.get(weight.type) == "INT8":
                         values = np.asarray(buffer, dtype=np.uint8)
@@ -113,7 +117,18 @@ def read(path: Path) -> TFLiteModel:
     except Exception as exc:  # a truncated or corrupted flatbuffer fails anywhere inside the generated reader
         raise PipelineError(f"model file {path} is corrupt: {type(exc).__name__}: {exc}") from None
     return TFLiteModel(path, len(data), ops, custom, tensor_types, float_tensors, inputs, outputs,
-                       zeros / weights if weights else 0.0)
+                       zeros / weights if weights else 0.0, macs)
+
+
+def _op_macs(op: str, weight_shape: list[int], output_shape: list[int]) -> int:
+    out_elements = int(np.prod(output_shape))
+    if op == "FULLY_CONNECTED":  # weights [units, inputs]
+        return out_elements * weight_shape[-1]
+    if op == "CONV_2D":  # weights [out_ch, kh, kw, in_ch]: every output needs kh*kw*in_ch
+        return out_elements * int(np.prod(weight_shape[1:]))
+    if op == "DEPTHWISE_CONV_2D":  # weights [1, kh, kw, ch]: every output needs kh*kw
+        return out_elements * weight_shape[1] * weight_shape[2]
+    return out_elements * int(np.prod(weight_shape[1:]))  # TRANSPOSE_CONV, roughly
 
 
 def require_full_int8(model: TFLiteModel) -> None:

@@ -50,12 +50,19 @@ size_t ArenaUsedBytes() { return interpreter ? interpreter->arena_used_bytes() :
 
 const int8_t* Output() { return interpreter->output(0)->data.int8; }
 
-bool Run(const int8_t* input, Result* result) {
-  std::memcpy(interpreter->input(0)->data.int8, input, kInputSize);
+void LoadInput(const int8_t* input) { std::memcpy(interpreter->input(0)->data.int8, input, kInputSize); }
+
+bool Invoke() {
   if (interpreter->Invoke() != kTfLiteOk) {
     MicroPrintf("Invoke() failed");
     return false;
   }
+  return true;
+}
+
+bool Run(const int8_t* input, Result* result) {
+  LoadInput(input);
+  if (!Invoke()) return false;
   const int8_t* output = Output();
   int top = 0;
   for (int i = 1; i < kOutputSize; ++i) {

@@ -20,7 +20,13 @@ bool Setup(uint8_t* arena, size_t arena_size);
 // Bytes of the arena TFLM really used, to compare with the host's prediction (kTensorArenaSize).
 size_t ArenaUsedBytes();
 
-// Copies `input` (kInputSize int8 values) into the input tensor, runs the model once and reads the output.
+// Copies `input` (kInputSize int8 values) into the input tensor.
+void LoadInput(const int8_t* input);
+
+// Runs the model once on the loaded input.
+bool Invoke();
+
+// LoadInput + Invoke, then the top class and whether the output equals the host's for the sample.
 bool Run(const int8_t* input, Result* result);
 
 // The raw int8 output of the last Run().

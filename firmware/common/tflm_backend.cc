@@ -1,0 +1,37 @@
+#include "tflm_backend.h"
+
+#include "model_runner.h"
+#include "model_settings.h"
+
+namespace {
+
+int Load(const uint8_t* input, size_t len) {
+  if (len != static_cast<size_t>(kInputSize)) return 1;
+  model_runner::LoadInput(reinterpret_cast<const int8_t*>(input));
+  return 0;
+}
+
+int Infer() { return model_runner::Invoke() ? 0 : 1; }
+
+const int8_t* Outputs() { return model_runner::Output(); }
+
+size_t ArenaUsed() { return model_runner::ArenaUsedBytes(); }
+
+}  // namespace
+
+const ee_backend_t* TflmBackend() {
+  static ee_backend_t backend;
+  backend.kind = "tflm";
+  backend.model_name = MODEL_NAME;
+  backend.model_hash = MODEL_HASH;
+  backend.input_bytes = kInputSize;
+  backend.output_count = kOutputSize;
+  backend.output_scale = kOutputScale;
+  backend.output_zero_point = kOutputZeroPoint;
+  backend.arena_size = kTensorArenaSize;
+  backend.load = Load;
+  backend.infer = Infer;
+  backend.outputs = Outputs;
+  backend.arena_used = ArenaUsed;
+  return &backend;
+}
