@@ -38,3 +38,16 @@ def esp32_build(tmp_path_factory):
     out = build_dir / "esp32" / "digits"
     return {"dir": out, "build_dir": build_dir, "proc": proc,
             "report": json.loads((out / "report.json").read_text())}
+
+
+@pytest.fixture(scope="session")
+def host_harness(tmp_path_factory):
+    """The harness core + test backend + POSIX port, built with AddressSanitizer and UBSan."""
+    from pipeline.hil.harness_build import build_host
+
+    return build_host(tmp_path_factory.mktemp("harness") / "ee_host", sanitize=True)
+
+
+def harness_args(report: dict, input_bytes: int = 64, outputs: int = 10, *extra: str) -> list[str]:
+    return ["--input-bytes", str(input_bytes), "--outputs", str(outputs), "--model", report["model"],
+            "--hash", report["model_hash"], "--work", "20", *extra]

@@ -70,7 +70,12 @@ class Device:
         raise AssertionError("unreachable")
 
     def _command_once(self, text: str, timeout: float) -> list[Line]:
-        self.port.write(protocol.command(text))
+        return self.exchange(protocol.command(text), text, timeout)
+
+    def exchange(self, payload: bytes, text: str, timeout: float | None = None) -> list[Line]:
+        """Send raw bytes (a broken host's too, for tests) and read the reply up to m-ready."""
+        timeout = timeout or self.timeout
+        self.port.write(payload)
         self.port.flush()
         deadline = time.monotonic() + timeout
         lines: list[Line] = []
