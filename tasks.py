@@ -286,3 +286,13 @@ def hil(c, board="esp32", model="digits", port=None, runs=10, warmup=10, iterati
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
                                                     build_dir)))
+
+
+@task(help={"baud": "the line rate to model the upload at (default 115200)",
+            "repeats": "uploads of a 96x96x3 input per chunk size (default 5)"})
+@cli_errors
+def bench_serial(c, baud=115200, repeats=5):
+    """Benchmark: reader overhead and `db` upload throughput, 31 bytes a command (MLCommons runner) vs 38."""
+    from pipeline.hil.bench import run_benchmark
+
+    run_benchmark(baud=int(baud), repeats=int(repeats))

@@ -37,11 +37,14 @@ static void write_all(const char *data, size_t len) {
 }
 
 static void port_write(const char *text, size_t len) {
-  if (garbage && len >= 2 && text[len - 1] == '\n') {
-    static const char noise[] = "\x00\xff\xfe#noise\r\nm-lap";  /* junk, then a line cut short by the reply */
+  static int at_line_start = 1;
+  if (garbage && at_line_start && len > 0) {
+    /* Between lines: junk bytes, then the start of a line cut short by the next reply. */
+    static const char noise[] = "\x00\xff\xfe#noise\r\nm-lap";
     write_all(noise, sizeof(noise) - 1);
   }
   write_all(text, len);
+  if (len > 0) at_line_start = text[len - 1] == '\n';
 }
 
 static uint32_t port_micros(void) {

@@ -1,0 +1,241 @@
+"""The reader: protocol parsing (fuzzed), measurement against the host harness and the emulator, faults."""
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import serial
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO, assert_clean_error, harness_args, run_invoke
+from pipeline import boards
+from pipeline.errors import PipelineError
+from pipeline.hil import flash, protocol
+from pipeline.hil.emulate import device_for_build, serve
+from pipeline.hil.errors import DeviceError, DeviceReset, DeviceTimeout, WrongFirmware
+from pipeline.hil.harness_build import HostDevice
+from pipeline.hil.measure import MeasureOptions, measure
+
+
+# -- protocol parser -----------------------------------------------------------------------------------
+@given(st.text())
+def test_parse_line_never_raises(text):
+    line = protocol.parse_line(text)
+    assert line is None or line.text in text
+
+
+VALID = st.one_of(
+    st.integers(0, 2**32 - 1).map(lambda n: (f"m-lap-us-{n}", "lap_us", (str(n),))),
+    st.lists(st.floats(-100, 100, allow_nan=False), min_size=1, max_size=12).map(
+        lambda v: (f"m-results-[{','.join(f'{x:.3f}' for x in v)}]", "results", (",".join(f"{x:.3f}" for x in v),))),
+    st.binary(max_size=40).map(lambda b: (f"m-x-raw-[{b.hex()}]", "x_raw", (b.hex(),))),
+    st.just(("m-ready", "ready", ())),
+    st.text("abcdefghijklmnopqrstuvwxyz :'", max_size=30).map(lambda t: (f"e-[{t}]", "error", (t,))),
+)
+
+
+@settings(max_examples=300)
+@given(VALID, st.text(alphabet=st.characters(blacklist_characters="me\n"), max_size=20))
+def test_known_lines_are_found_behind_noise(line, noise):
+    text, kind, values = line
+    parsed = protocol.parse_line(noise + text + "\r")
+    assert parsed is not None and parsed.kind == kind and parsed.values == values
+
+
+def test_partial_line_glued_to_a_reply_is_recovered():
+    assert protocol.parse_line("m-lapm-name-dut-[mcu-deploy]").kind == "name"
+    assert protocol.parse_line("\ufffd\ufffd#noise") is None
+
+
+def test_db_commands_match_the_mlcommons_runner():
+    commands = protocol.db_commands(bytes(range(64)))
+    assert commands[0] == "db load 64"
+    assert [len(c) for c in commands[1:]] == [65, 65, 7]  # 31, 31 and 2 bytes, as the runner sends them
+    assert all(len(c) <= protocol.MAX_COMMAND for c in commands)
+    assert protocol.lap_delta_us(2**32 - 10, 5) == 15
+
+
+# -- measuring the host harness over a pseudo-terminal ----------------------------------------------------
+def _measure(esp32_build, port, tmp_path, **kw):
+    opts = MeasureOptions(board="esp32", port=port, build_dir=esp32_build["build_dir"], runs=kw.pop("runs", 5),
+                          inputs=kw.pop("inputs", 5), out_dir=tmp_path / "out", timeout=kw.pop("timeout", 2.0), **kw)
+    return measure(opts, log=lambda _: None)
+
+
+def test_measure_host_harness_writes_every_result_file(host_harness, esp32_build, tmp_path):
+    with HostDevice(host_harness, *harness_args(esp32_build["report"])) as dev:
+        result = _measure(esp32_build, dev.port, tmp_path, runs=6, inputs=4)
+    assert result["source"] == "test-backend" and result["accuracy"] is None
+    assert result["bit_exact"] == 4 and result["reference"] == "test-backend copy"
+    assert len(result["runs"]) == 6 and result["latency_us"]["min"] <= result["latency_us"]["median"]
+    log = [json.loads(l) for l in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in log] == ["latency"] * 6 + ["input"] * 4
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert len(rows) == 6 and {r["source"] for r in rows} == {"test-backend"}
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["bit_exact"] == 4
+    assert "(test-backend)" in (tmp_path / "out" / "summary.md").read_text()
+    assert result["energy_source"] == "estimated"
+    power = boards.load_board("esp32").active_power_mw
+    assert result["energy_uj"] == pytest.approx(power * result["latency_us"]["median"] / 1000, rel=0.5)
+
+
+def test_measure_cli_against_the_host_harness(host_harness, esp32_build, tmp_path):
+    with HostDevice(host_harness, *harness_args(esp32_build["report"])) as dev:
+        proc = run_invoke("measure", "--board=esp32", f"--port={dev.port}", f"--build-dir={esp32_build['build_dir']}",
+                          "--runs=3", "--inputs=3", f"--out={tmp_path}", f"--junit={tmp_path / 'junit.xml'}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"latency \(test-backend\): median [\d.]+ us", proc.stdout)
+    assert "raw outputs equal to test-backend copy: 3 of 3" in proc.stdout
+    assert 'failures="0"' in (tmp_path / "junit.xml").read_text()
+
+
+# -- the emulator ----------------------------------------------------------------------------------------
+def test_emulated_device_answers_with_tflm_outputs(esp32_build, tmp_path):
+    board = boards.load_board("esp32")
+    device = device_for_build(esp32_build["build_dir"], board, "digits")
+    ready, stop = {}, threading.Event()
+    thread = threading.Thread(target=serve, args=(device, lambda p: ready.setdefault("port", p), stop.is_set),
+                              daemon=True)
+    thread.start()
+    while "port" not in ready:
+        time.sleep(0.01)
+    try:
+        result = _measure(esp32_build, ready["port"], tmp_path, runs=3, inputs=40)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert result["source"] == "emulated" and result["device"]["backend"] == "emulated"
+    assert result["bit_exact"] == 40 and result["reference"] == "host TFLM"
+    assert result["accuracy"] >= 90.0  # the real model's outputs, on real test digits
+    from pipeline.tflite_model import read
+
+    macs = read(esp32_build["dir"] / "model.tflite").macs
+    assert result["latency_us"]["median"] == pytest.approx(macs * board.cycles_per_mac / board.clock_mhz, abs=1)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert summary.count("emulated") >= 2
+
+
+def test_emulate_task_serves_until_stopped(esp32_build, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "emulate", "--board=esp32",
+                             f"--build-dir={esp32_build['build_dir']}"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("EMULATED esp32"), first + proc.stderr.read()
+        port = re.search(r"on (/dev/\S+)", first).group(1)
+        result = _measure(esp32_build, port, tmp_path, runs=2, inputs=2)
+        assert result["source"] == "emulated"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# -- faults ----------------------------------------------------------------------------------------------
+def test_missing_port(esp32_build, tmp_path):
+    with pytest.raises(PipelineError, match="/dev/ttyNOPE0 does not exist"):
+        _measure(esp32_build, "/dev/ttyNOPE0", tmp_path)
+    assert_clean_error(run_invoke("measure", "--port=/dev/ttyNOPE0", f"--build-dir={esp32_build['build_dir']}"),
+                       "/dev/ttyNOPE0")
+
+
+def test_busy_port(host_harness, esp32_build, tmp_path):
+    with HostDevice(host_harness, *harness_args(esp32_build["report"])) as dev:
+        holder = serial.Serial(dev.port, 115200, exclusive=True)
+        try:
+            with pytest.raises(PipelineError, match="busy"):
+                _measure(esp32_build, dev.port, tmp_path)
+        finally:
+            holder.close()
+
+
+def test_silent_device_times_out_after_retries(host_harness, esp32_build, tmp_path):
+    with HostDevice(host_harness, *harness_args(esp32_build["report"], 64, 10, "--silent-after", "0")) as dev:
+        start = time.monotonic()
+        with pytest.raises(DeviceTimeout, match="no answer .* to 'name' within 0.5 s"):
+            _measure(esp32_build, dev.port, tmp_path, timeout=0.5)
+        elapsed = time.monotonic() - start
+    assert 1.4 < elapsed < 10  # three tries of 0.5 s, like the MLCommons runner's retries, then a clear stop
+
+
+def test_garbage_and_partial_lines_are_skipped(host_harness, esp32_build, tmp_path):
+    with HostDevice(host_harness, *harness_args(esp32_build["report"], 64, 10, "--garbage")) as dev:
+        result = _measure(esp32_build, dev.port, tmp_path, runs=3, inputs=3)
+    assert result["noise_lines"] > 10 and result["bit_exact"] == 3
+
+
+def test_reset_mid_run_keeps_what_was_measured(host_harness, esp32_build, tmp_path):
+    # name, profile, xinfo, db load, 3 x db = 7 commands; then the 3rd timed infer (command 10) meets a reset.
+    with HostDevice(host_harness, *harness_args(esp32_build["report"], 64, 10, "--reset-after", "10")) as dev:
+        with pytest.raises(DeviceReset, match="rebooted during 'infer 1 0'.*2 runs kept in"):
+            _measure(esp32_build, dev.port, tmp_path, runs=5)
+    log = [json.loads(l) for l in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in log] == ["latency", "latency", "fault"]
+
+
+def test_wrong_firmware_is_refused(host_harness, esp32_build, tmp_path):
+    report = dict(esp32_build["report"], model_hash="feedfacefeedface")
+    with HostDevice(host_harness, *harness_args(report)) as dev:
+        with pytest.raises(WrongFirmware, match="feedfacefeedface.*invoke flash"):
+            _measure(esp32_build, dev.port, tmp_path)
+
+
+def test_error_reply_is_reported(host_harness, esp32_build, tmp_path):
+    with HostDevice(host_harness, *harness_args(esp32_build["report"], 32, 10)) as dev:
+        with pytest.raises(DeviceError, match="Input has 64 bytes, model expects 32"):
+            _measure(esp32_build, dev.port, tmp_path)
+
+
+def test_baseline_regression_fails_with_junit(host_harness, esp32_build, tmp_path):
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"latency_us": {"median": 0.001}}))
+    junit = tmp_path / "junit.xml"
+    with HostDevice(host_harness, *harness_args(esp32_build["report"], 64, 10)) as dev:
+        with pytest.raises(PipelineError, match="regression against the baseline: latency median"):
+            _measure(esp32_build, dev.port, tmp_path, baseline=baseline, max_regression=10.0, junit=junit)
+    assert 'failures="1"' in junit.read_text() and "latency median" in junit.read_text()
+    assert (tmp_path / "out" / "results.json").is_file()  # the figures are written before the verdict
+
+
+# -- flashing --------------------------------------------------------------------------------------------
+def test_esptool_needs_a_compiled_firmware(esp32_build, tmp_path):
+    proc = run_invoke("flash", "--board=esp32", "--port=/dev/null", f"--build-dir={esp32_build['build_dir']}")
+    assert_clean_error(proc, "flasher_args.json", "idf.py")
+
+
+def test_esptool_reports_a_port_without_a_chip(host_harness, esp32_build, tmp_path):
+    """Real esptool against the host harness's pty: no ESP32 bootloader answers there."""
+    build = tmp_path / "firmware" / "build"
+    (build / "bootloader").mkdir(parents=True)
+    (build / "bootloader" / "bootloader.bin").write_bytes(b"\xff" * 64)
+    (build / "app.bin").write_bytes(b"\xff" * 64)
+    (build / "flasher_args.json").write_text(json.dumps({
+        "write_flash_args": ["--flash_mode", "dio", "--flash_size", "4MB", "--flash_freq", "40m"],
+        "flash_files": {"0x10000": "app.bin", "0x1000": "bootloader/bootloader.bin"},
+        "extra_esptool_args": {"after": "hard_reset", "before": "default_reset", "stub": True, "chip": "esp32"}}))
+    board = boards.load_board("esp32")
+    esptool = flash.Esptool(connect_attempts=1)
+    command = esptool.command(board, tmp_path / "firmware", "/dev/pts/x")
+    assert command[command.index("write-flash") + 1:] == ["--flash-mode", "dio", "--flash-size", "4MB",
+                                                           "--flash-freq", "40m", "0x1000",
+                                                           str(build / "bootloader" / "bootloader.bin"),
+                                                           "0x10000", str(build / "app.bin")]
+    with HostDevice(host_harness, *harness_args(esp32_build["report"])) as dev:
+        with pytest.raises(PipelineError, match=f"esp32 on {dev.port}: hold BOOT"):
+            flash.flash(board, tmp_path / "firmware", dev.port, flasher=esptool)
+
+
+def test_flasher_choice_follows_the_board_file():
+    assert flash.choose(boards.load_board("esp32"), None).name == "esptool"
+    assert flash.choose(boards.load_board("nucleo-l4r5zi"), None).name == "pyocd"
+    assert flash.choose(boards.load_board("nano33ble"), None).name == "pyocd"  # bossac has no class yet
+    with pytest.raises(PipelineError, match="not flashed with 'esptool'"):
+        flash.choose(boards.load_board("rp2040"), "esptool")
+    pyocd = flash.Pyocd()
+    command = pyocd.command(boards.load_board("nucleo-l4r5zi"), None, None, image=__import__("pathlib").Path(__file__))
+    assert command[:4] == ["pyocd", "flash", "--target", "stm32l4r5zitx"]
