@@ -193,17 +193,19 @@ def _measure_options(board, model, port, runs, warmup, iterations, inputs, energ
 
 
 def _print_measurement(result):
+    """One line a figure; figures not from a real device (emulated, test backend) say so on every line."""
     lat = result["latency_us"]
     label = result["source"]
-    print(f"latency ({label}): median {lat['median']:.1f} us, mean {lat['mean']:.1f}, p90 {lat['p90']:.1f}, "
+    tag = "" if label == "device" else f"[{label}] "
+    print(f"{tag}latency ({label}): median {lat['median']:.1f} us, mean {lat['mean']:.1f}, p90 {lat['p90']:.1f}, "
           f"min {lat['min']:.1f}, max {lat['max']:.1f}, std {lat['std']:.1f} over {len(result['runs'])} runs")
     if result["energy_uj"] is not None:
-        print(f"energy per inference ({result['energy_source']}): {result['energy_uj']:.2f} uJ")
+        print(f"{tag}energy per inference ({result['energy_source']}): {result['energy_uj']:.2f} uJ")
     if result["accuracy"] is not None:
-        print(f"on-target accuracy ({label}): {result['accuracy']:.2f}% over {result['inputs_checked']} inputs")
-    print(f"raw outputs equal to {result['reference']}: {result['bit_exact']} of {result['inputs_checked']}")
+        print(f"{tag}on-target accuracy ({label}): {result['accuracy']:.2f}% over {result['inputs_checked']} inputs")
+    print(f"{tag}raw outputs equal to {result['reference']}: {result['bit_exact']} of {result['inputs_checked']}")
     if result.get("arena_used_bytes"):
-        print(f"arena: predicted {result['arena_predicted_bytes']} bytes, device uses {result['arena_used_bytes']}")
+        print(f"{tag}arena: predicted {result['arena_predicted_bytes']} bytes, device uses {result['arena_used_bytes']}")
 
 
 @task(help=MEASURE_HELP)
@@ -263,7 +265,7 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
     print(f"flashed {b.name} on {port} with {chosen.name}")
 
 
-@task(help={**{k: v for k, v in MEASURE_HELP.items()}, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "qat", "width")},
+@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "qat", "width")},
             "runner": "flashing tool (default: the board's first available runner)"})
 @cli_errors
 def hil(c, board="esp32", model="digits", port=None, runs=10, warmup=10, iterations=1, inputs=20,

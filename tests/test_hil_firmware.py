@@ -60,6 +60,8 @@ def test_db_refuses_bad_hex_and_overflow_without_writing(device):
     device.command("db 0a0b")
     lines = device.command("db print 4")
     assert [l.values[0] for l in lines if l.kind == "buffer"] == ["0a-0b"]  # nothing from the refused commands
+    lines = device.command("db print 1 1")
+    assert [l.values[0] for l in lines if l.kind == "buffer"] == ["0b"]
 
 
 def test_infer_reports_two_timestamps_and_results(device):

@@ -91,7 +91,9 @@ def test_measure_cli_against_the_host_harness(host_harness, esp32_build, tmp_pat
                           "--runs=3", "--inputs=3", f"--out={tmp_path}", f"--junit={tmp_path / 'junit.xml'}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert re.search(r"latency \(test-backend\): median [\d.]+ us", proc.stdout)
-    assert "raw outputs equal to test-backend copy: 3 of 3" in proc.stdout
+    assert "[test-backend] raw outputs equal to test-backend copy: 3 of 3" in proc.stdout
+    assert all(line.startswith("[test-backend]") for line in proc.stdout.splitlines()
+               if "latency" in line or "energy" in line or "raw outputs" in line)
     assert 'failures="0"' in (tmp_path / "junit.xml").read_text()
 
 
@@ -137,6 +139,13 @@ def test_emulate_task_serves_until_stopped(esp32_build, tmp_path):
 
 
 # -- faults ----------------------------------------------------------------------------------------------
+def test_no_board_on_usb_names_the_ids():
+    from pipeline.hil.transport import find_port
+
+    with pytest.raises(PipelineError, match=r"no serial port of a esp32 found \(USB ids 10c4:ea60, 1a86:7523\)"):
+        find_port(("10c4:ea60", "1a86:7523"), "esp32")
+
+
 def test_missing_port(esp32_build, tmp_path):
     with pytest.raises(PipelineError, match="/dev/ttyNOPE0 does not exist"):
         _measure(esp32_build, "/dev/ttyNOPE0", tmp_path)

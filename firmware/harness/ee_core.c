@@ -83,7 +83,7 @@ static long parse_count(const char *s) {
   return value;
 }
 
-static void cmd_db(ee_ctx_t *ctx, char *sub, char *arg) {
+static void cmd_db(ee_ctx_t *ctx, char *sub, char *arg, char *arg2) {
   if (sub == NULL) {
     ee_printf(ctx, "e-[Command 'db' requires a subcommand]");
   } else if (strcmp(sub, "load") == 0) {
@@ -99,15 +99,18 @@ static void cmd_db(ee_ctx_t *ctx, char *sub, char *arg) {
       ctx->db_pos = 0;
       ee_printf(ctx, "m-[Expecting %lu bytes]", (unsigned long)ctx->db_size);
     }
-  } else if (strcmp(sub, "print") == 0) {
+  } else if (strcmp(sub, "print") == 0) {  /* db print [N=16] [offset=0], within what was received */
     long n = arg ? parse_count(arg) : 16;
-    size_t count = n < 0 ? 16u : (size_t)n;
-    if (count > ctx->db_pos) count = ctx->db_pos;
-    for (size_t i = 0; i < count; i += 8) {
+    long offset = arg2 ? parse_count(arg2) : 0;
+    size_t start = offset < 0 ? 0u : (size_t)offset;
+    if (start > ctx->db_pos) start = ctx->db_pos;
+    size_t end = start + (n < 0 ? 16u : (size_t)n);
+    if (end > ctx->db_pos || end < start) end = ctx->db_pos;
+    for (size_t i = start; i < end; i += 8) {
       char line[8 * 3 + 16];
       size_t len = (size_t)sprintf(line, "m-buffer-");
-      for (size_t j = i; j < i + 8 && j < count; ++j) {
-        len += (size_t)sprintf(line + len, j + 1 < i + 8 && j + 1 < count ? "%02x-" : "%02x", ctx->db[j]);
+      for (size_t j = i; j < i + 8 && j < end; ++j) {
+        len += (size_t)sprintf(line + len, j + 1 < i + 8 && j + 1 < end ? "%02x-" : "%02x", ctx->db[j]);
       }
       ee_printf(ctx, "%s", line);
     }
@@ -247,7 +250,8 @@ static void execute(ee_ctx_t *ctx, char *line) {
     cmd_help(ctx);
   } else if (strcmp(tok, "db") == 0) {
     char *sub = next_token(&cursor);
-    cmd_db(ctx, sub, next_token(&cursor));
+    char *arg = next_token(&cursor);
+    cmd_db(ctx, sub, arg, next_token(&cursor));
   } else if (strcmp(tok, "infer") == 0) {
     char *n = next_token(&cursor);
     cmd_infer(ctx, n, next_token(&cursor));

@@ -70,7 +70,7 @@ static size_t make_command(char *out) {
       if (digits && next() % 5 == 0) out[3 + next() % digits] = "g -%"[next() % 4];
       break;
     }
-    case 3: n = (size_t)sprintf(out, "db print %u", sizes[next() % 10]); break;
+    case 3: n = (size_t)sprintf(out, "db print %u %u", sizes[next() % 10], sizes[next() % 10]); break;
     case 4: n = (size_t)sprintf(out, "infer %d %d", (int)(next() % 5) - 1, (int)(next() % 4) - 1); break;
     case 5: n = (size_t)sprintf(out, "%s", words[next() % (sizeof(words) / sizeof(words[0]))]); break;
     case 6: n = (size_t)sprintf(out, "%s %s", words[next() % 12], words[next() % 12]); break;

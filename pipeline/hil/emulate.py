@@ -7,6 +7,7 @@ its backend, and `invoke measure` labels every figure from it "emulated".
 """
 from __future__ import annotations
 
+import json
 import os
 import select
 import time
@@ -138,8 +139,6 @@ def device_for_build(build_dir: Path, board: boards.Board, model: str) -> Emulat
                             f"`invoke build --board={board.name} --model={model}` first")
     info = tflite_model.read(path)
     model_bytes = path.read_bytes()
-    import json
-
     arena = json.loads((folder / "report.json").read_text())["arena_bytes"]
     return EmulatedDevice(model_bytes, model, codegen.model_hash(model_bytes),
                           estimate_latency_us(info.macs, board), arena)
