@@ -248,3 +248,23 @@ def test_flasher_choice_follows_the_board_file():
     pyocd = flash.Pyocd()
     command = pyocd.command(boards.load_board("nucleo-l4r5zi"), None, None, image=__import__("pathlib").Path(__file__))
     assert command[:4] == ["pyocd", "flash", "--target", "stm32l4r5zitx"]
+
+
+def test_firmware_energy_without_an_onboard_meter(host_harness, esp32_build, tmp_path):
+    with HostDevice(host_harness, *harness_args(esp32_build["report"])) as dev:
+        with pytest.raises(PipelineError, match="no on-board meter"):
+            _measure(esp32_build, dev.port, tmp_path, energy="firmware")
+
+
+def test_ppk2_needs_its_port():
+    from pipeline.hil.energy import meter_for
+
+    with pytest.raises(PipelineError, match="--energy=ppk2:/dev/ttyACM1"):
+        meter_for("ppk2", boards.load_board("esp32"))
+    with pytest.raises(PipelineError, match="unknown --energy 'joules'"):
+        meter_for("joules", boards.load_board("esp32"))
+
+
+def test_hil_stops_before_flashing_uncompiled_firmware(esp32_build):
+    proc = run_invoke("hil", "--board=esp32", "--port=/dev/null", f"--build-dir={esp32_build['build_dir']}")
+    assert_clean_error(proc, "hil needs compiled firmware", "idf.py")
