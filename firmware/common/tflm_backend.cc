@@ -19,7 +19,13 @@ size_t ArenaUsed() { return model_runner::ArenaUsedBytes(); }
 
 }  // namespace
 
-const ee_backend_t* TflmBackend() {
+size_t TflmArenaSize(void) { return kTensorArenaSize; }
+
+const ee_backend_t* TflmBackendInit(uint8_t* arena, size_t arena_size) {
+  return model_runner::Setup(arena, arena_size) ? TflmBackend() : nullptr;
+}
+
+const ee_backend_t* TflmBackend(void) {
   static ee_backend_t backend;
   backend.kind = "tflm";
   backend.model_name = MODEL_NAME;

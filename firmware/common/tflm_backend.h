@@ -1,10 +1,29 @@
-// The harness backend that runs the generated model with TFLM (through model_runner).
+// The harness backend that runs the generated model with TFLM (through model_runner). C-callable, so the C
+// ports (host, QEMU) can use it when built with -DEE_BACKEND_TFLM against a TFLM library.
 #ifndef TFLM_BACKEND_H_
 #define TFLM_BACKEND_H_
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "ee_core.h"
 
-// Call after model_runner::Setup() succeeded.
-const ee_backend_t* TflmBackend();
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// The arena the generated model needs (kTensorArenaSize).
+size_t TflmArenaSize(void);
+
+// Sets the model up in `arena` (16-byte aligned, TflmArenaSize() bytes) and returns the backend, or NULL
+// when the model, the op resolver or the arena does not work (the reason is printed through MicroPrintf).
+const ee_backend_t* TflmBackendInit(uint8_t* arena, size_t arena_size);
+
+// The backend of a model already set up with model_runner::Setup().
+const ee_backend_t* TflmBackend(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif  // TFLM_BACKEND_H_

@@ -4,6 +4,9 @@
  *           [--garbage] [--reset-after N] [--silent-after N]
  *
  * Prints "pty: /dev/pts/N" on stdout, then serves the protocol on that terminal until killed.
+ * Built with -DEE_BACKEND_TFLM (and linked with a TFLM library, the generated model files and
+ * common/{model_runner,tflm_backend}.cc) it runs the real model instead of the test backend; the size and
+ * model options are then ignored.
  * The fault switches make the device misbehave on purpose, for the reader's fault tests: --garbage writes
  * noise and a partial line between replies, --reset-after N reboots (banner again) on the Nth command,
  * --silent-after N stops answering from the Nth command on. */
@@ -20,6 +23,9 @@
 
 #include "ee_core.h"
 #include "test_backend.h"
+#ifdef EE_BACKEND_TFLM
+#include "tflm_backend.h"
+#endif
 
 static int master_fd = -1;
 static int garbage = 0;
@@ -100,7 +106,17 @@ int main(int argc, char **argv) {
 
   static ee_ctx_t ctx;
   static const ee_port_t port = {port_write, port_micros};
+#ifdef EE_BACKEND_TFLM
+  (void)input_bytes, (void)outputs, (void)model, (void)hash, (void)work;
+  uint8_t *arena = aligned_alloc(16, (TflmArenaSize() + 15u) / 16u * 16u);
+  const ee_backend_t *backend = arena ? TflmBackendInit(arena, TflmArenaSize()) : NULL;
+  if (backend == NULL) {
+    fprintf(stderr, "error: the TFLM backend could not set the model up\n");
+    return 1;
+  }
+#else
   const ee_backend_t *backend = ee_test_backend(input_bytes, outputs, model, hash, work);
+#endif
   ee_init(&ctx, &port, backend);
   long commands = 0;
   char buf[256];

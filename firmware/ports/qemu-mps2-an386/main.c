@@ -1,10 +1,15 @@
 /* Cortex-M4 port for QEMU's mps2-an386: the harness core on UART0 (CMSDK APB UART), timed by SysTick.
  * QEMU has no DWT cycle counter (it reads 0), so time comes from SysTick; run QEMU with -icount shift=0 for
- * repeatable timings. The backend is the deterministic TEST backend: TFLM is not built here. */
+ * repeatable timings. The backend is the deterministic TEST backend, or with -DEE_BACKEND_TFLM (linked with a
+ * TFLM library for cortex-m4, the generated model files and common/{model_runner,tflm_backend}.cc) the model. */
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "ee_core.h"
 #include "test_backend.h"
+#ifdef EE_BACKEND_TFLM
+#include "tflm_backend.h"
+#endif
 
 #ifndef EE_INPUT_BYTES
 #define EE_INPUT_BYTES 64
@@ -67,8 +72,20 @@ int main(void) {
 
   static ee_ctx_t ctx;
   static const ee_port_t port = {uart_write, micros};
-  ee_init(&ctx, &port,
-          ee_test_backend(EE_INPUT_BYTES, EE_OUTPUTS, EE_MODEL_NAME, EE_MODEL_HASH, EE_WORK_ROUNDS));
+#ifdef EE_BACKEND_TFLM
+  uint8_t *arena = aligned_alloc(16, (TflmArenaSize() + 15u) / 16u * 16u);
+  const ee_backend_t *backend = arena ? TflmBackendInit(arena, TflmArenaSize()) : NULL;
+  if (backend == NULL) {
+    static const char message[] = "e-[TFLM backend setup failed]\r\n";
+    uart_write(message, sizeof(message) - 1);
+    for (;;) {
+    }
+  }
+#else
+  const ee_backend_t *backend =
+      ee_test_backend(EE_INPUT_BYTES, EE_OUTPUTS, EE_MODEL_NAME, EE_MODEL_HASH, EE_WORK_ROUNDS);
+#endif
+  ee_init(&ctx, &port, backend);
   for (;;) {
     if (UART0->STATE & UART_STATE_RX_FULL) ee_feed(&ctx, (char)UART0->DATA);
   }
