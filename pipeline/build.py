@@ -235,7 +235,7 @@ class Pipeline:
         fit.require(result, board, info.size_bytes, generated["arena"]["arena_bytes"])
         return result
 
-    def firmware(self, board: boards.Board, board_dir: Path) -> dict:
+    def firmware(self, board: boards.Board, board_dir: Path, generated_result: dict) -> dict:
         framework = firmware.framework_for(board)
         if framework is None:
             self.log(f"[7/{len(STAGES)}] firmware: no project renderer for framework '{board.framework}' yet; "
@@ -249,7 +249,7 @@ class Pipeline:
         key = cache.stage_key("firmware", {"board": board.name}, inputs, _code("firmware"))
 
         def run():
-            firmware.render(board, generated, project)
+            firmware.render(board, generated, project, generated_result["sample_bytes"])
             return {"project_dir": str(project)}
 
         self.stage(7, "firmware", board_dir, key, [project / "CMakeLists.txt"], run)
@@ -270,7 +270,7 @@ class Pipeline:
         metrics = self.validate()
         generated = self.generate(board, board_dir)
         fit_result = self.fit(board, generated)
-        firmware_result = self.firmware(board, board_dir) if with_firmware else None
+        firmware_result = self.firmware(board, board_dir, generated) if with_firmware else None
         report = self.report(board, metrics, generated, fit_result, firmware_result)
         tmp = report_path.with_name("report.json.tmp")
         tmp.write_text(json.dumps(report, indent=2))

@@ -38,7 +38,7 @@ class Framework:
     def template_files(self) -> list[Path]:
         return []
 
-    def render(self, board: Board, generated_dir: Path, project_dir: Path) -> None:
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
         raise NotImplementedError
 
     def build_command(self, project_dir: Path) -> list[str]:
@@ -60,7 +60,7 @@ class EspIdf(Framework):
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
         return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES]
 
-    def render(self, board: Board, generated_dir: Path, project_dir: Path) -> None:
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
         if not board.target:
             raise PipelineError(f"board {board.name}: an esp-idf board needs a 'target' field (e.g. \"esp32\")")
         values = {
@@ -70,6 +70,7 @@ class EspIdf(Framework):
             "CLOCK_MHZ": str(board.clock_mhz),
             "BAUD": str(board.serial_baud),
             "APP_PARTITION_SIZE": hex(board.flash_bytes),
+            "INPUT_BYTES": str(input_bytes),
         }
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
             dst = project_dir / src.relative_to(self.template)
@@ -94,13 +95,13 @@ def framework_for(board: Board) -> Framework | None:
     return FRAMEWORKS.get(board.framework)
 
 
-def render(board: Board, generated_dir: Path, project_dir: Path) -> None:
+def render(board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
     """Render into a temporary folder and swap it in, so a failed render leaves no half-written project."""
     framework = framework_for(board)
     tmp = project_dir.with_name(project_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    framework.render(board, generated_dir, tmp)
+    framework.render(board, generated_dir, tmp, input_bytes)
     if project_dir.exists():
         for name in KEEP_ON_RERENDER:
             if (project_dir / name).exists():

@@ -59,9 +59,9 @@ def test_stage_key_follows_input_file_content(tmp_path):
 
 def test_fit_adds_the_runtime_estimates():
     board = boards.load_board("nano33ble")
-    result = fit.check(board, tflite_bytes=100_000, arena_bytes=50_000, sample_bytes=64)
-    assert result.flash_bytes == 100_064 + board.runtime_flash_bytes
-    assert result.ram_bytes == 50_000 + board.runtime_ram_bytes
+    result = fit.check(board, tflite_bytes=100_000, arena_bytes=50_000, input_bytes=64)
+    assert result.flash_bytes == 100_064 + board.runtime_flash_bytes  # the built-in test sample
+    assert result.ram_bytes == 50_064 + board.runtime_ram_bytes  # the harness's input buffer
     assert result.fits
     too_big = fit.check(board, tflite_bytes=board.flash_bytes, arena_bytes=1)
     assert not too_big.fits

@@ -13,9 +13,11 @@
 namespace model_runner {
 namespace {
 
-ModelOpResolver op_resolver;
-// Constructed in place once Setup() knows the arena; raw storage avoids a heap and a static constructor.
+// Both constructed in place by Setup(): raw storage means no heap, and no global constructor or destructor
+// (bare-metal start-up code need not run them, and nothing registers an exit-time destructor).
+alignas(ModelOpResolver) uint8_t resolver_storage[sizeof(ModelOpResolver)];
 alignas(tflite::MicroInterpreter) uint8_t interpreter_storage[sizeof(tflite::MicroInterpreter)];
+ModelOpResolver* op_resolver = nullptr;
 tflite::MicroInterpreter* interpreter = nullptr;
 
 }  // namespace
@@ -27,11 +29,12 @@ bool Setup(uint8_t* arena, size_t arena_size) {
                 TFLITE_SCHEMA_VERSION);
     return false;
   }
-  if (RegisterModelOps(op_resolver) != kTfLiteOk) {
+  op_resolver = new (resolver_storage) ModelOpResolver();
+  if (RegisterModelOps(*op_resolver) != kTfLiteOk) {
     MicroPrintf("registering the model's %d ops failed", static_cast<int>(kModelOpCount));
     return false;
   }
-  interpreter = new (interpreter_storage) tflite::MicroInterpreter(model, op_resolver, arena, arena_size);
+  interpreter = new (interpreter_storage) tflite::MicroInterpreter(model, *op_resolver, arena, arena_size);
   if (interpreter->AllocateTensors() != kTfLiteOk) {
     MicroPrintf("AllocateTensors() failed in a %u-byte arena: the optimized kernels may need more scratch; "
                 "raise kTensorArenaSize in model_settings.h",

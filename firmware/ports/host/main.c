@@ -108,7 +108,9 @@ int main(int argc, char **argv) {
   static const ee_port_t port = {port_write, port_micros};
 #ifdef EE_BACKEND_TFLM
   (void)input_bytes, (void)outputs, (void)model, (void)hash, (void)work;
-  uint8_t *arena = aligned_alloc(16, (TflmArenaSize() + 15u) / 16u * 16u);
+  /* 16-byte aligned by hand: newlib-nano's aligned_alloc lacks the posix_memalign it calls. */
+  uint8_t *raw = malloc(TflmArenaSize() + 15u);
+  uint8_t *arena = raw ? (uint8_t *)(((uintptr_t)raw + 15u) & ~(uintptr_t)15u) : NULL;
   const ee_backend_t *backend = arena ? TflmBackendInit(arena, TflmArenaSize()) : NULL;
   if (backend == NULL) {
     fprintf(stderr, "error: the TFLM backend could not set the model up\n");

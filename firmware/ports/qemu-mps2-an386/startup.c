@@ -1,7 +1,9 @@
-/* Minimal Cortex-M4 start-up: vector table, .data copy, .bss clear, FPU on, then main(). */
+/* Minimal Cortex-M4 start-up: vector table, .data copy, .bss clear, FPU on, C++ static constructors, main(). */
 #include <stdint.h>
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
+extern void (*__init_array_start[])(void);
+extern void (*__init_array_end[])(void);
 extern int main(void);
 void SysTick_Handler(void);
 
@@ -12,6 +14,7 @@ void Reset_Handler(void) {
   /* CPACR: full access to CP10 and CP11, the FPU (the image is built for the hard-float ABI). */
   *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20;
   __asm volatile("dsb\n isb");
+  for (void (**ctor)(void) = __init_array_start; ctor < __init_array_end; ++ctor) (*ctor)();  /* C++ globals */
   main();
   for (;;) {
   }
