@@ -54,7 +54,7 @@ def kernel_sparsity(model) -> float:
 
 
 def prune(model, spec: ModelSpec, data: Dataset, sparsity: float, epochs: int):
-    k, tfmot = tfenv.keras(), tfenv.tfmot()
+    tfmot = tfenv.tfmot()
     steps_per_epoch = max(1, math.ceil(len(data.x_train) / spec.batch_size))
     total_steps = steps_per_epoch * epochs
     # Reach the target a little before the end so the last steps fine-tune at full sparsity; the final mask

@@ -60,7 +60,7 @@ def test_resolver_registers_exactly_the_models_ops(esp32_build):
     header = (esp32_build["dir"] / "generated" / "model_ops.h").read_text()
     info = tflite_model.read(esp32_build["dir"] / "model.tflite")
     assert resolver_ops(header) == info.ops
-    assert f"MicroMutableOpResolver<kModelOpCount>" in header
+    assert "MicroMutableOpResolver<kModelOpCount>" in header
     assert f"kModelOpCount = {len(info.ops)};" in header
 
 

@@ -1,6 +1,5 @@
 """The firmware harness core: the protocol over a real pseudo-terminal, malformed input under ASan/UBSan,
 a fuzzer, and the Cortex-M4 image under qemu-system-arm."""
-import json
 import shutil
 import subprocess
 

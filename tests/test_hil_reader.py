@@ -1,7 +1,6 @@
 """The reader: protocol parsing (fuzzed), measurement against the host harness and the emulator, faults."""
 import csv
 import json
-import os
 import re
 import subprocess
 import sys

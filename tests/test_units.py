@@ -1,5 +1,4 @@
 """Boards, the stage cache and the fit check."""
-import json
 
 import pytest
 
