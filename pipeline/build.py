@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -45,8 +45,6 @@ class Options:
 class Outcome:
     report: dict
     report_path: Path | None
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    cached: list[str] = field(default_factory=list)
 
 
 def _code(*names: str) -> list[Path]:
@@ -275,7 +273,7 @@ class Pipeline:
         tmp = report_path.with_name("report.json.tmp")
         tmp.write_text(json.dumps(report, indent=2))
         tmp.replace(report_path)
-        return Outcome(report, report_path, self.stage_seconds, self.cached)
+        return Outcome(report, report_path)
 
     def report(self, board, metrics, generated, fit_result, firmware_result) -> dict:
         info = self.model_info()

@@ -102,11 +102,6 @@ class Device:
         return lines
 
     # -- protocol operations ---------------------------------------------------------------------------
-    def values(self, text: str) -> dict[str, tuple[str, ...]]:
-        return {line.kind if not line.kind.startswith("x_") else f"x:{line.values[0]}":
-                line.values if not line.kind.startswith("x_") else line.values[1:]
-                for line in self.command(text)}
-
     def load(self, data: bytes) -> None:
         for text in protocol.db_commands(data):
             self.command(text)

@@ -127,15 +127,15 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
 
         correct = exact = 0
         output_count = int(np.prod(info.outputs[0].shape))
+        if dut.get("backend") == "test":
+            expected = [test_backend_outputs(sample.tobytes(), output_count) for sample in x_q]
+        else:  # one host TFLM interpreter for all the inputs
+            expected = [row.tobytes() for row in validate.run_tflm(model_bytes, x_q)] if len(x_q) else []
         for i, sample in enumerate(x_q):
             device.load(sample.tobytes())
             reply = device.infer(1, 0, timeout=infer_timeout)
-            if dut.get("backend") == "test":
-                expected = test_backend_outputs(sample.tobytes(), output_count)
-            else:
-                expected = validate.run_tflm(model_bytes, sample[np.newaxis])[0].tobytes()
             raw = device.raw_outputs() if dut.get("extensions") else None
-            match = raw == expected if raw is not None else None
+            match = raw == expected[i] if raw is not None else None
             hit = bool(np.argmax(reply.results) == labels[i]) if labels is not None else None
             correct += bool(hit)
             exact += bool(match)

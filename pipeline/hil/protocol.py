@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 TERMINATOR = "%"
 READY = "m-ready"
-INIT_DONE = "m-init-done"
 MAX_COMMAND = 80
 # Bytes per `db` command: as the MLCommons runner without a power manager ("db " + 62 hex digits = 65 chars).
 DB_BYTES_PER_COMMAND = 31
