@@ -37,12 +37,22 @@ def cli_errors(fn):
     return wrapper
 
 
+def _number(option: str, value, kind=float):
+    """An option value as int or float, or one line naming the option (invoke passes what was typed as text)."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        kinds = "a whole number" if kind is int else "a number"
+        raise PipelineError(f"--{option.replace('_', '-')} must be {kinds} (got {value!r})") from None
+
+
 def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, qat=True, seed=0, max_drop=2.0,
              width=1.0, build_dir="build", tflite=None, compile_firmware=True):
     from pipeline.build import Options
 
-    return Options(model=model, board=board, data=data, epochs=int(epochs) if epochs else None,
-                   sparsity=float(sparsity), qat=qat, seed=int(seed), max_drop=float(max_drop), width=float(width),
+    return Options(model=model, board=board, data=data, epochs=_number("epochs", epochs, int) if epochs else None,
+                   sparsity=_number("sparsity", sparsity), qat=qat, seed=_number("seed", seed, int),
+                   max_drop=_number("max_drop", max_drop), width=_number("width", width),
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir),
                    compile_firmware=compile_firmware)
 
@@ -71,7 +81,7 @@ def _help(names, **extra):
 
 @task(help=_help(MODEL_OPTS))
 @cli_errors
-def train(c, model="digits", data=None, epochs=None, seed=0, width=1.0, build_dir="build"):
+def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", build_dir="build"):
     """Stage 1: train the float Keras model (seeded, early stopping)."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir)
     print(json.dumps(p.train(), indent=2))
@@ -79,7 +89,7 @@ def train(c, model="digits", data=None, epochs=None, seed=0, width=1.0, build_di
 
 @task(help=_help(OPT_OPTS))
 @cli_errors
-def optimize(c, model="digits", data=None, epochs=None, seed=0, width=1.0, build_dir="build", sparsity=0.5, qat=True):
+def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", build_dir="build", sparsity="0.5", qat=True):
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir,
                   sparsity=sparsity, qat=qat)
@@ -88,8 +98,8 @@ def optimize(c, model="digits", data=None, epochs=None, seed=0, width=1.0, build
 
 @task(help=_help(CONVERT_OPTS))
 @cli_errors
-def convert(c, model="digits", data=None, epochs=None, seed=0, width=1.0, build_dir="build", sparsity=0.5, qat=True,
-            max_drop=2.0):
+def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", build_dir="build", sparsity="0.5", qat=True,
+            max_drop="2.0"):
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir,
                   sparsity=sparsity, qat=qat, max_drop=max_drop)
@@ -101,8 +111,8 @@ def convert(c, model="digits", data=None, epochs=None, seed=0, width=1.0, build_
                  tflite="an int8 .tflite trained elsewhere: skip training and generate from it (--data then "
                         "measures its accuracy)"))
 @cli_errors
-def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed=0, width=1.0,
-             build_dir="build", sparsity=0.5, qat=True, max_drop=2.0):
+def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0",
+             build_dir="build", sparsity="0.5", qat=True, max_drop="2.0"):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width,
                   build_dir=build_dir, sparsity=sparsity, qat=qat, max_drop=max_drop)
@@ -113,8 +123,8 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
                  tflite="build firmware for an int8 .tflite trained elsewhere instead of a zoo model",
                  compile="run the framework's build tool (idf.py) when it is on PATH (default on)"))
 @cli_errors
-def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed=0, width=1.0,
-          build_dir="build", sparsity=0.5, qat=True, max_drop=2.0, compile=True):
+def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0",
+          build_dir="build", sparsity="0.5", qat=True, max_drop="2.0", compile=True):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
     Only stages whose inputs changed run again. Output: build/<board>/<model>/ with report.json.
@@ -185,11 +195,14 @@ def _measure_options(board, model, port, runs, warmup, iterations, inputs, energ
                      max_regression, junit, timeout, build_dir):
     from pipeline.hil.measure import MeasureOptions
 
-    return MeasureOptions(board=board, model=model, port=port, runs=int(runs), warmup=int(warmup),
-                          iterations=int(iterations), inputs=int(inputs), energy=energy, data=data, seed=int(seed),
-                          out_dir=Path(out) if out else None, baseline=Path(baseline) if baseline else None,
-                          max_regression=float(max_regression), junit=Path(junit) if junit else None,
-                          timeout=float(timeout), build_dir=Path(build_dir))
+    return MeasureOptions(board=board, model=model, port=port, runs=_number("runs", runs, int),
+                          warmup=_number("warmup", warmup, int), iterations=_number("iterations", iterations, int),
+                          inputs=_number("inputs", inputs, int), energy=energy, data=data,
+                          seed=_number("seed", seed, int), out_dir=Path(out) if out else None,
+                          baseline=Path(baseline) if baseline else None,
+                          max_regression=_number("max_regression", max_regression),
+                          junit=Path(junit) if junit else None, timeout=_number("timeout", timeout),
+                          build_dir=Path(build_dir))
 
 
 def _print_measurement(result):
@@ -210,9 +223,9 @@ def _print_measurement(result):
 
 @task(help=MEASURE_HELP)
 @cli_errors
-def measure(c, board="esp32", model="digits", port=None, runs=10, warmup=10, iterations=1, inputs=20,
-            energy="estimate", data=None, seed=0, out=None, baseline=None, max_regression=10.0, junit=None,
-            timeout=5.0, build_dir="build"):
+def measure(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
+            energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
+            timeout="5.0", build_dir="build"):
     """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
     from pipeline.hil.measure import measure as run_measure
 
@@ -268,9 +281,9 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
 @task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "qat", "width")},
             "runner": "flashing tool (default: the board's first available runner)"})
 @cli_errors
-def hil(c, board="esp32", model="digits", port=None, runs=10, warmup=10, iterations=1, inputs=20,
-        energy="estimate", data=None, seed=0, out=None, baseline=None, max_regression=10.0, junit=None,
-        timeout=5.0, build_dir="build", epochs=None, sparsity=0.5, qat=True, width=1.0, runner=None):
+def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
+        energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
+        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", qat=True, width="1.0", runner=None):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
@@ -293,8 +306,8 @@ def hil(c, board="esp32", model="digits", port=None, runs=10, warmup=10, iterati
 @task(help={"baud": "the line rate to model the upload at (default 115200)",
             "repeats": "uploads of a 96x96x3 input per chunk size (default 5)"})
 @cli_errors
-def bench_serial(c, baud=115200, repeats=5):
+def bench_serial(c, baud="115200", repeats="5"):
     """Benchmark: reader overhead and `db` upload throughput, 31 bytes a command (MLCommons runner) vs 38."""
     from pipeline.hil.bench import run_benchmark
 
-    run_benchmark(baud=int(baud), repeats=int(repeats))
+    run_benchmark(baud=_number("baud", baud, int), repeats=_number("repeats", repeats, int))

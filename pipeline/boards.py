@@ -36,6 +36,13 @@ class Board:
     active_power_mw: float | None = None
     cycles_per_mac: float | None = None  # estimate for int8 kernels on this core, for emulated latency
     pyocd_target: str | None = None  # pyocd's name for the chip, where pyocd flashes the board
+    # Which port the firmware serves the benchmark protocol on: "uart" (a USB-UART bridge or a probe's virtual
+    # COM port) or "usb-serial-jtag" (the chip's own USB, e.g. the ESP32-S3's, VID:PID 303a:1001).
+    console: str = "uart"
+    flash_chip_mb: int | None = None  # the flash chip's size, where the firmware's partition table depends on it
+    # The optimized int8 kernels the firmware links: "reference", "cmsis-nn" or "esp-nn". They decide the scratch
+    # buffers the arena must hold and the latency estimate.
+    kernels: str = "reference"
     source: Path | None = field(default=None, compare=False)
 
 
@@ -52,6 +59,41 @@ def _require(table: dict, key: str, kind: type, where: str):
     if kind is list and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
         raise PipelineError(f"{where}: field '{key}' must be a list of strings (got {value!r})")
     return value
+
+
+CONSOLES = ("uart", "usb-serial-jtag")
+KERNELS = ("reference", "cmsis-nn", "esp-nn")
+USB_SERIAL_JTAG_ID = "303a:1001"  # Espressif's USB Serial/JTAG controller, the same on every chip that has one
+# ESP-IDF targets with a USB Serial/JTAG controller (the ESP32 and ESP32-S2 have none).
+USB_SERIAL_JTAG_TARGETS = ("esp32s3", "esp32c3", "esp32c5", "esp32c6", "esp32c61", "esp32h2", "esp32p4")
+ESP_FLASH_CHIP_MB = (1, 2, 4, 8, 16, 32, 64, 128)  # the sizes ESP-IDF's CONFIG_ESPTOOLPY_FLASHSIZE offers
+
+
+def _choice(table: dict, key: str, choices: tuple, default: str, where: str) -> str:
+    value = table.get(key, default)
+    if value not in choices:
+        raise PipelineError(f"{where}: field '{key}' must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
+def _check_esp_idf(board: Board, where: str) -> None:
+    """What an ESP-IDF project needs from its board file, checked before anything is rendered."""
+    if board.flash_chip_mb is None:
+        raise PipelineError(f"{where} [memory]: an esp-idf board needs 'flash_chip_mb' (the flash chip's size: "
+                            f"{', '.join(map(str, ESP_FLASH_CHIP_MB))})")
+    if board.flash_chip_mb not in ESP_FLASH_CHIP_MB:
+        raise PipelineError(f"{where} [memory]: field 'flash_chip_mb' must be one of "
+                            f"{', '.join(map(str, ESP_FLASH_CHIP_MB))} (got {board.flash_chip_mb})")
+    if board.console == "usb-serial-jtag" and board.target not in USB_SERIAL_JTAG_TARGETS:
+        raise PipelineError(f"{where} [serial]: console 'usb-serial-jtag' needs a chip that has one "
+                            f"({', '.join(USB_SERIAL_JTAG_TARGETS)}), not {board.target}")
+    # The port auto-detection must find the port the firmware really answers on.
+    if board.console == "uart" and USB_SERIAL_JTAG_ID in board.usb_ids:
+        raise PipelineError(f"{where} [serial]: usb lists {USB_SERIAL_JTAG_ID} (the chip's USB Serial/JTAG), but the "
+                            "firmware serves the protocol on the UART: remove it, or set console = \"usb-serial-jtag\"")
+    if board.console == "usb-serial-jtag" and board.usb_ids != (USB_SERIAL_JTAG_ID,):
+        raise PipelineError(f"{where} [serial]: with console = \"usb-serial-jtag\" the port is the chip's own USB: "
+                            f"usb must be [\"{USB_SERIAL_JTAG_ID}\"] (got {list(board.usb_ids)})")
 
 
 def _table(data: dict, key: str, where: str) -> dict:
@@ -74,7 +116,7 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
     target = data.get("target")
     if target is not None and not isinstance(target, str):
         raise PipelineError(f"{where}: field 'target' must be a string (got {target!r})")
-    return Board(
+    board = Board(
         name=_require(data, "name", str, where),
         description=_require(data, "description", str, where),
         core=_require(data, "core", str, where),
@@ -92,8 +134,15 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         cycles_per_mac=(_require(estimate, "cycles_per_mac", float, where + " [estimate]")
                         if "cycles_per_mac" in estimate else None),
         pyocd_target=_require(flash, "pyocd_target", str, where + " [flash]") if "pyocd_target" in flash else None,
+        console=_choice(serial, "console", CONSOLES, "uart", where + " [serial]"),
+        flash_chip_mb=(_require(memory, "flash_chip_mb", int, where + " [memory]")
+                       if "flash_chip_mb" in memory else None),
+        kernels=_choice(data, "kernels", KERNELS, "reference", where),
         source=source,
     )
+    if board.framework == "esp-idf":
+        _check_esp_idf(board, where)
+    return board
 
 
 def board_names() -> list[str]:

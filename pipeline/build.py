@@ -263,7 +263,8 @@ class Pipeline:
         board = boards.load_board(self.opts.board)
         board_dir = self.opts.build_root / board.name / self.model_name
         report_path = board_dir / "report.json"
-        report_path.unlink(missing_ok=True)  # a report only ever describes a finished, successful build
+        # The last good report stays until this build succeeds and replaces it atomically: a failed build
+        # changes nothing a user relies on.
         board_dir.mkdir(parents=True, exist_ok=True)
         metrics = self.validate()
         generated = self.generate(board, board_dir)

@@ -89,7 +89,19 @@ def _check_x(x: np.ndarray, input_shape: tuple, where: str) -> np.ndarray:
         raise PipelineError(f"{where} has shape {tuple(x.shape)}, but the model expects (N, {expected})")
     if not np.issubdtype(x.dtype, np.number):
         raise PipelineError(f"{where} must be numeric (got dtype {x.dtype})")
-    return x.astype(np.float32)
+    x = x.astype(np.float32)
+    _check_finite(x, where)
+    return x
+
+
+def _check_finite(values: np.ndarray, where: str) -> None:
+    """NaN or infinity would reach the int8 converter as a broken quantization range: name them here instead."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        flat = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))
+        kinds = [k for k, m in (("NaN", np.isnan(values)), ("infinite", np.isinf(values))) if m.any()]
+        raise PipelineError(f"{where} holds {int(bad.sum())} {' and '.join(kinds)} values in {len(flat)} examples "
+                            f"(first: example {int(flat[0])}); clean or drop them before training")
 
 
 def _check_labels(y: np.ndarray, num_classes: int, where: str) -> np.ndarray:
@@ -125,6 +137,8 @@ def from_npz(path: Path, input_shape: tuple, num_classes: int | None, seed: int,
     elif num_classes is None:
         y_train = archive["y_train"].astype(np.float32).reshape(len(x_train), -1)
         y_test = archive["y_test"].astype(np.float32).reshape(len(x_test), -1)
+        _check_finite(y_train, f"dataset {path}: y_train")
+        _check_finite(y_test, f"dataset {path}: y_test")
         task, labels = "regression", ["y"]
     else:
         y_train = _check_labels(archive["y_train"], num_classes, f"dataset {path}: y_train")

@@ -10,6 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import esp_partitions
 from pipeline.boards import Board
 from pipeline.codegen import GENERATED_FILES
 from pipeline.errors import PipelineError
@@ -63,23 +64,38 @@ class EspIdf(Framework):
     def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
         if not board.target:
             raise PipelineError(f"board {board.name}: an esp-idf board needs a 'target' field (e.g. \"esp32\")")
+        partitions = esp_partitions.layout(board)  # refuses a table ESP-IDF would reject, before writing
         values = {
             "BOARD": board.name,
             "PROJECT": f"mcu_deploy_{board.name}".replace("-", "_"),
             "TARGET": board.target,
             "CLOCK_MHZ": str(board.clock_mhz),
-            "BAUD": str(board.serial_baud),
-            "APP_PARTITION_SIZE": hex(board.flash_bytes),
+            "FLASH_CHIP_MB": str(board.flash_chip_mb),
+            "CONSOLE_CONFIG": "\n".join(self.console_config(board)),
+            "CONSOLE_COMPONENT": self.CONSOLE_COMPONENTS[board.console],
             "INPUT_BYTES": str(input_bytes),
         }
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
             dst = project_dir / src.relative_to(self.template)
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_text(_substitute(src.read_text(), values))
+        (project_dir / "partitions.csv").write_text(esp_partitions.render_csv(partitions))
         for name in COMMON_SOURCES:
             shutil.copy2(FIRMWARE_DIR / name, project_dir / "main" / Path(name).name)
         for name in GENERATED_FILES:
             shutil.copy2(generated_dir / name, project_dir / "main" / name)
+
+    # The ESP-IDF >= 5.3 driver component of each console (older versions have them all in `driver`).
+    CONSOLE_COMPONENTS = {"uart": "esp_driver_uart", "usb-serial-jtag": "esp_driver_usb_serial_jtag"}
+
+    @staticmethod
+    def console_config(board: Board) -> list[str]:
+        """sdkconfig lines for the board's console. The baud rate is only visible to Kconfig (so only takes
+        effect) with a custom UART console, which on UART0 keeps the default pins."""
+        if board.console == "usb-serial-jtag":
+            return ["CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG=y"]
+        return ["CONFIG_ESP_CONSOLE_UART_CUSTOM=y", "CONFIG_ESP_CONSOLE_UART_CUSTOM_NUM_0=y",
+                f"CONFIG_ESP_CONSOLE_UART_BAUDRATE={board.serial_baud}"]
 
     def build_command(self, project_dir: Path) -> list[str]:
         return ["idf.py", "-C", str(project_dir), "build"]

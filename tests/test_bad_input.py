@@ -1,4 +1,6 @@
 """Each bad input: a one-line cause naming what is wrong, a non-zero exit, no traceback, no report."""
+import shutil
+
 import numpy as np
 import pytest
 
@@ -114,6 +116,34 @@ def test_labels_outside_the_models_classes(tmp_path):
     np.savez(data, x_train=np.zeros((20, 8, 8, 1)), y_train=np.arange(20), x_test=np.zeros((5, 8, 8, 1)),
              y_test=np.zeros(5, int))
     assert_clean_error(run_invoke("train", f"--data={data}", f"--build-dir={tmp_path}"), "0..19", "10 classes")
+
+
+@pytest.mark.parametrize("bad, what", [(np.nan, "NaN"), (np.inf, "infinite")])
+def test_dataset_with_nan_or_infinity_names_the_values(tmp_path, bad, what):
+    data = tmp_path / "bad.npz"
+    x_train = np.random.default_rng(0).random((20, 8, 8, 1))
+    x_train[3, 2, 2, 0] = bad
+    np.savez(data, x_train=x_train, y_train=np.arange(20) % 10, x_test=np.zeros((5, 8, 8, 1)),
+             y_test=np.zeros(5, int))
+    assert_clean_error(run_invoke("train", f"--data={data}", f"--build-dir={tmp_path}"),
+                       str(data), "x_train", what, "example 3")
+
+
+@pytest.mark.parametrize("task, option", [("build", "--epochs=abc"), ("optimize", "--sparsity=half"),
+                                          ("measure", "--runs=ten"), ("generate", "--width=wide")])
+def test_non_numeric_option_is_one_line(tmp_path, task, option):
+    assert_clean_error(run_invoke(task, option, f"--build-dir={tmp_path}"), option.split("=")[0],
+                       repr(option.split("=")[1]))
+
+
+def test_failed_build_keeps_the_last_good_report(esp32_build, tmp_path):
+    build_dir = tmp_path / "b"
+    shutil.copytree(esp32_build["build_dir"], build_dir)
+    report = build_dir / "esp32" / "digits" / "report.json"
+    good = report.read_text()
+    assert_clean_error(run_invoke("build", "--board=esp32", "--data=nosuch.npz", f"--build-dir={build_dir}"),
+                       "nosuch.npz")
+    assert report.read_text() == good
 
 
 def test_zoo_model_without_bundled_data_asks_for_data():

@@ -90,9 +90,11 @@ def test_build_compiles_when_idf_py_is_on_path(esp32_build, tmp_path):
     proc = run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert calls.read_text().split() == ["-C", str(build_dir / "esp32" / "digits" / "firmware"), "build"]
+    good_report = (build_dir / "esp32" / "digits" / "report.json").read_text()
     proc = run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", env={**env, "FAKE_IDF_EXIT": "2"})
     assert proc.returncode != 0 and "firmware build failed" in proc.stderr
-    assert not (build_dir / "esp32" / "digits" / "report.json").exists()
+    # A failed build leaves the last good build's report exactly as it was.
+    assert (build_dir / "esp32" / "digits" / "report.json").read_text() == good_report
 
 
 def test_generate_from_a_model_trained_elsewhere(esp32_build, tmp_path):

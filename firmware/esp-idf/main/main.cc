@@ -1,59 +1,131 @@
-// ESP-IDF port: the benchmark harness (MLPerf Tiny serial protocol, docs/serial-protocol.md) on the console
-// UART, with the TFLM backend. At boot it also runs the model once on the generated test sample and prints the
-// prediction, the latency and the arena TFLM really used, so a plain serial monitor shows the model working.
+// ESP-IDF port: the benchmark harness (MLPerf Tiny serial protocol, docs/serial-protocol.md) on the console port
+// the board file names (the UART, or the chip's USB Serial/JTAG), with the TFLM backend. At boot it also runs the
+// model once on the generated test sample and prints the prediction, the latency and the arena TFLM really used
+// against the arena it was given, so a plain serial monitor shows the model working.
 #include <cinttypes>
+#include <cstdarg>
 #include <cstdio>
 
-#include "driver/uart.h"
 #include "ee_core.h"
 #include "esp_heap_caps.h"
+#include "esp_idf_version.h"
 #include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
 #include "model_runner.h"
 #include "model_settings.h"
+#include "sdkconfig.h"
 #include "tflm_backend.h"
+
+#if CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG
+#include "driver/usb_serial_jtag.h"
+#if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 3, 0)
+#include "driver/usb_serial_jtag_vfs.h"
+#else
+#include "esp_vfs_usb_serial_jtag.h"
+#endif
+#else
+#include "driver/uart.h"
+#endif
 
 namespace {
 
-constexpr uart_port_t kUart = UART_NUM_0;
+#if CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG
+constexpr const char* kConsoleName = "USB Serial/JTAG";
 
-void UartWrite(const char* text, size_t len) { uart_write_bytes(kUart, text, len); }
+esp_err_t ConsoleInstall() {
+  usb_serial_jtag_driver_config_t config = USB_SERIAL_JTAG_DRIVER_CONFIG_DEFAULT();
+  const esp_err_t err = usb_serial_jtag_driver_install(&config);
+  if (err == ESP_OK) {
+    // printf (TFLM's log, this file's messages) must go through the driver now that it owns the port.
+#if ESP_IDF_VERSION >= ESP_IDF_VERSION_VAL(5, 3, 0)
+    usb_serial_jtag_vfs_use_driver();
+#else
+    esp_vfs_usb_serial_jtag_use_driver();
+#endif
+  }
+  return err;
+}
+
+// A host that is not reading must not stall the harness forever: give up on a write after 100 ms.
+void ConsoleWrite(const char* text, size_t len) { usb_serial_jtag_write_bytes(text, len, pdMS_TO_TICKS(100)); }
+
+int ConsoleRead(uint8_t* buffer, size_t size) {
+  return usb_serial_jtag_read_bytes(buffer, size, pdMS_TO_TICKS(20));
+}
+#else
+constexpr uart_port_t kUart = static_cast<uart_port_t>(CONFIG_ESP_CONSOLE_UART_NUM);
+constexpr const char* kConsoleName = "UART";
+
+esp_err_t ConsoleInstall() { return uart_driver_install(kUart, 1024, 0, 0, nullptr, 0); }
+
+void ConsoleWrite(const char* text, size_t len) { uart_write_bytes(kUart, text, len); }
+
+int ConsoleRead(uint8_t* buffer, size_t size) { return uart_read_bytes(kUart, buffer, size, pdMS_TO_TICKS(20)); }
+#endif
+
+// Everything this port prints goes through the console driver, like the harness's own replies.
+void Print(const char* format, ...) {
+  char line[256];
+  va_list args;
+  va_start(args, format);
+  const int n = vsnprintf(line, sizeof(line), format, args);
+  va_end(args);
+  if (n > 0) ConsoleWrite(line, static_cast<size_t>(n) < sizeof(line) ? static_cast<size_t>(n) : sizeof(line) - 1);
+}
 
 uint32_t Micros() { return static_cast<uint32_t>(esp_timer_get_time()); }
+
+// A fault before the harness can serve: say it once a second, forever, so a monitor opened late still sees it.
+[[noreturn]] void Halt(const char* reason) {
+  for (;;) {
+    printf("e-[%s]\r\n", reason);
+    fflush(stdout);
+    vTaskDelay(pdMS_TO_TICKS(1000));
+  }
+}
 
 }  // namespace
 
 extern "C" void app_main(void) {
-  uart_driver_install(kUart, 1024, 0, 0, nullptr, 0);
+  const esp_err_t installed = ConsoleInstall();
+  if (installed != ESP_OK) {
+    char reason[96];
+    snprintf(reason, sizeof(reason), "%s driver install failed: %s", kConsoleName, esp_err_to_name(installed));
+    Halt(reason);
+  }
   // From the heap, not a static array: the ESP32's statically allocatable DRAM is far smaller than its heap.
   auto* arena = static_cast<uint8_t*>(
       heap_caps_aligned_alloc(16, kTensorArenaSize, MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT));
   if (arena == nullptr) {
-    printf("e-[cannot allocate a %u-byte arena: largest free internal block %u bytes]\r\n", kTensorArenaSize,
-           static_cast<unsigned>(heap_caps_get_largest_free_block(MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT)));
-    return;
+    char reason[128];
+    snprintf(reason, sizeof(reason), "cannot allocate a %u-byte arena: largest free internal block %u bytes",
+             static_cast<unsigned>(kTensorArenaSize),
+             static_cast<unsigned>(heap_caps_get_largest_free_block(MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT)));
+    Halt(reason);
   }
   if (!model_runner::Setup(arena, kTensorArenaSize)) {
-    printf("e-[model setup failed]\r\n");
-    return;
+    // TFLM printed why above (e.g. a kernel's scratch buffer that does not fit the arena).
+    char reason[128];
+    snprintf(reason, sizeof(reason), "model setup failed in a %u-byte arena (see TFLM's message above)",
+             static_cast<unsigned>(kTensorArenaSize));
+    Halt(reason);
   }
   model_runner::Result result;
   const int64_t start = esp_timer_get_time();
   const bool ok = model_runner::Run(kSampleInput, &result);
   const int64_t elapsed_us = esp_timer_get_time() - start;
   const char* label = ok && result.top_index < kLabelCount ? kLabels[result.top_index] : "?";
-  printf("m-x-selftest-[model=%s prediction=%s expected=%s matches_host=%s latency_us=%" PRId64
-         " arena_used_bytes=%u arena_predicted_bytes=%u]\r\n",
-         MODEL_NAME, label, SAMPLE_LABEL, ok && result.matches_expected ? "yes" : "no", elapsed_us,
-         static_cast<unsigned>(model_runner::ArenaUsedBytes()), kTensorArenaSize);
-  fflush(stdout);
+  Print("m-x-selftest-[model=%s prediction=%s expected=%s matches_host=%s latency_us=%" PRId64
+        " arena_used_bytes=%u arena_bytes=%u]\r\n",
+        MODEL_NAME, label, SAMPLE_LABEL, ok && result.matches_expected ? "yes" : "no", elapsed_us,
+        static_cast<unsigned>(model_runner::ArenaUsedBytes()), static_cast<unsigned>(kTensorArenaSize));
 
   static ee_ctx_t ctx;
-  static const ee_port_t port = {UartWrite, Micros};
+  static const ee_port_t port = {ConsoleWrite, Micros};
   ee_init(&ctx, &port, TflmBackend());
   uint8_t received[64];
   for (;;) {
-    const int n = uart_read_bytes(kUart, received, sizeof(received), pdMS_TO_TICKS(20));
+    const int n = ConsoleRead(received, sizeof(received));
     for (int i = 0; i < n; ++i) ee_feed(&ctx, static_cast<char>(received[i]));
   }
 }
