@@ -93,7 +93,7 @@ def read(path: Path) -> TFLiteModel:
                     ops.append(name)
                 if name in WEIGHTED_OPS and op.inputs is not None and len(op.inputs) > 1:
                     weight = tensors[op.inputs[1]]
-                    macs += _op_macs(name, [int(d) for d in weight.shape],
+                    macs += op_macs(name, [int(d) for d in weight.shape],
                                      [int(d) for d in tensors[op.outputs[0]].shape])
                     buffer = model.buffers[weight.buffer].data if weight.buffer < len(model.buffers) else None
                     if buffer is not None and len(buffer) and type_names.get(weight.type) == "INT8":
@@ -120,7 +120,7 @@ def read(path: Path) -> TFLiteModel:
                        zeros / weights if weights else 0.0, macs)
 
 
-def _op_macs(op: str, weight_shape: list[int], output_shape: list[int]) -> int:
+def op_macs(op: str, weight_shape: list[int], output_shape: list[int]) -> int:
     out_elements = int(np.prod(output_shape))
     if op == "FULLY_CONNECTED":  # weights [units, inputs]
         return out_elements * weight_shape[-1]

@@ -8,21 +8,57 @@
 #include "model_settings.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_log.h"
+#include "tensorflow/lite/micro/micro_profiler_interface.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
 namespace model_runner {
 namespace {
 
-// Both constructed in place by Setup(): raw storage means no heap, and no global constructor or destructor
+// Times each operator of an inference with the port's clock. TFLM calls BeginEvent/EndEvent around every
+// operator's Invoke (ScopedMicroProfiler in the interpreter graph), tagged with the operator's name.
+class OpProfiler : public tflite::MicroProfilerInterface {
+ public:
+  static constexpr size_t kMaxOps = 256;
+
+  explicit OpProfiler(Clock clock) : clock_(clock) {}
+
+  uint32_t BeginEvent(const char* tag) override {
+    if (count_ >= kMaxOps) return kMaxOps;
+    tags_[count_] = tag;
+    start_[count_] = clock_();
+    us_[count_] = 0;
+    return static_cast<uint32_t>(count_++);
+  }
+
+  void EndEvent(uint32_t handle) override {
+    if (handle < count_) us_[handle] = clock_() - start_[handle];
+  }
+
+  void Reset() { count_ = 0; }
+  size_t count() const { return count_; }
+  const char* tag(size_t i) const { return tags_[i]; }
+  uint32_t us(size_t i) const { return us_[i]; }
+
+ private:
+  Clock clock_;
+  size_t count_ = 0;
+  const char* tags_[kMaxOps] = {};
+  uint32_t start_[kMaxOps] = {};
+  uint32_t us_[kMaxOps] = {};
+};
+
+// All constructed in place by Setup(): raw storage means no heap, and no global constructor or destructor
 // (bare-metal start-up code need not run them, and nothing registers an exit-time destructor).
 alignas(ModelOpResolver) uint8_t resolver_storage[sizeof(ModelOpResolver)];
 alignas(tflite::MicroInterpreter) uint8_t interpreter_storage[sizeof(tflite::MicroInterpreter)];
+alignas(OpProfiler) uint8_t profiler_storage[sizeof(OpProfiler)];
 ModelOpResolver* op_resolver = nullptr;
 tflite::MicroInterpreter* interpreter = nullptr;
+OpProfiler* profiler = nullptr;
 
 }  // namespace
 
-bool Setup(uint8_t* arena, size_t arena_size) {
+bool Setup(uint8_t* arena, size_t arena_size, Clock clock) {
   const tflite::Model* model = tflite::GetModel(g_model_data);
   if (model->version() != TFLITE_SCHEMA_VERSION) {
     MicroPrintf("model schema version %d, TFLM supports %d", static_cast<int>(model->version()),
@@ -34,7 +70,9 @@ bool Setup(uint8_t* arena, size_t arena_size) {
     MicroPrintf("registering the model's %d ops failed", static_cast<int>(kModelOpCount));
     return false;
   }
-  interpreter = new (interpreter_storage) tflite::MicroInterpreter(model, *op_resolver, arena, arena_size);
+  profiler = clock ? new (profiler_storage) OpProfiler(clock) : nullptr;
+  interpreter = new (interpreter_storage)
+      tflite::MicroInterpreter(model, *op_resolver, arena, arena_size, nullptr, profiler);
   if (interpreter->AllocateTensors() != kTfLiteOk) {
     MicroPrintf("AllocateTensors() failed in a %u-byte arena: the optimized kernels may need more scratch; "
                 "raise kTensorArenaSize in model_settings.h",
@@ -55,7 +93,15 @@ const int8_t* Output() { return interpreter->output(0)->data.int8; }
 
 void LoadInput(const int8_t* input) { std::memcpy(interpreter->input(0)->data.int8, input, kInputSize); }
 
+size_t ProfileCount() { return profiler ? profiler->count() : 0; }
+
+void ProfileEntry(size_t i, const char** op, uint32_t* us) {
+  *op = profiler && i < profiler->count() ? profiler->tag(i) : "";
+  *us = profiler && i < profiler->count() ? profiler->us(i) : 0;
+}
+
 bool Invoke() {
+  if (profiler) profiler->Reset();
   if (interpreter->Invoke() != kTfLiteOk) {
     MicroPrintf("Invoke() failed");
     return false;

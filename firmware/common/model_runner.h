@@ -13,9 +13,17 @@ struct Result {
   bool matches_expected;  // raw int8 output equals what the host TFLM runtime gave for the sample
 };
 
+// A free-running microsecond clock (it may wrap at 2^32), for the per-operator profile.
+using Clock = uint32_t (*)();
+
 // Sets up the interpreter in `arena` (16-byte aligned, kTensorArenaSize bytes). Returns false and prints
-// the reason when the model, the op resolver or the arena does not work.
-bool Setup(uint8_t* arena, size_t arena_size);
+// the reason when the model, the op resolver or the arena does not work. With a clock, every Invoke() also
+// times each operator (TFLM's profiler interface), read back with ProfileCount() and ProfileEntry().
+bool Setup(uint8_t* arena, size_t arena_size, Clock clock = nullptr);
+
+// Operators timed in the last Invoke() (0 without a clock), and operator i's name and microseconds.
+size_t ProfileCount();
+void ProfileEntry(size_t i, const char** op, uint32_t* us);
 
 // Bytes of the arena TFLM really used, to compare with the host's prediction (kTensorArenaSize).
 size_t ArenaUsedBytes();

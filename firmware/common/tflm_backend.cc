@@ -17,12 +17,14 @@ const int8_t* Outputs() { return model_runner::Output(); }
 
 size_t ArenaUsed() { return model_runner::ArenaUsedBytes(); }
 
+size_t ProfileCount() { return model_runner::ProfileCount(); }
+
 }  // namespace
 
 size_t TflmArenaSize(void) { return kTensorArenaSize; }
 
-const ee_backend_t* TflmBackendInit(uint8_t* arena, size_t arena_size) {
-  return model_runner::Setup(arena, arena_size) ? TflmBackend() : nullptr;
+const ee_backend_t* TflmBackendInit(uint8_t* arena, size_t arena_size, uint32_t (*micros)(void)) {
+  return model_runner::Setup(arena, arena_size, micros) ? TflmBackend() : nullptr;
 }
 
 const ee_backend_t* TflmBackend(void) {
@@ -39,5 +41,7 @@ const ee_backend_t* TflmBackend(void) {
   backend.infer = Infer;
   backend.outputs = Outputs;
   backend.arena_used = ArenaUsed;
+  backend.profile_count = ProfileCount;
+  backend.profile = model_runner::ProfileEntry;
   return &backend;
 }

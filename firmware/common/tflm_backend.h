@@ -17,9 +17,10 @@ size_t TflmArenaSize(void);
 
 // Sets the model up in `arena` (16-byte aligned, TflmArenaSize() bytes) and returns the backend, or NULL
 // when the model, the op resolver or the arena does not work (the reason is printed through MicroPrintf).
-const ee_backend_t* TflmBackendInit(uint8_t* arena, size_t arena_size);
+// `micros` (the port's clock, or NULL) times each operator for the xprofile command.
+const ee_backend_t* TflmBackendInit(uint8_t* arena, size_t arena_size, uint32_t (*micros)(void));
 
-// The backend of a model already set up with model_runner::Setup().
+// The backend of a model already set up with model_runner::Setup() (with a clock, it serves xprofile).
 const ee_backend_t* TflmBackend(void);
 
 #ifdef __cplusplus

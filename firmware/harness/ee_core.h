@@ -13,7 +13,7 @@ extern "C" {
 
 #define EE_CMD_SIZE 80u        /* longest command, as the reference firmware */
 #define EE_CMD_TERMINATOR '%'
-#define EE_EXT_VERSION 1       /* version of this firmware's x- extensions */
+#define EE_EXT_VERSION 2       /* version of this firmware's x- extensions (2: xprofile) */
 #ifndef EE_MAX_DB_BYTES
 #define EE_MAX_DB_BYTES (96u * 96u * 3u) /* the reference MAX_DB_INPUT_SIZE: the largest MLPerf Tiny input */
 #endif
@@ -45,6 +45,10 @@ typedef struct {
   const int8_t *(*outputs)(void);
   /* Arena bytes the runtime really uses (0 if unknown). */
   size_t (*arena_used)(void);
+  /* Optional per-operator profile of the last inference (NULL where there is none): the number of operators
+   * timed, and for operator i its name and its time in the port's microseconds. */
+  size_t (*profile_count)(void);
+  void (*profile)(size_t i, const char **op, uint32_t *us);
 } ee_backend_t;
 
 typedef struct {

@@ -14,6 +14,10 @@ extern "C" {
 const ee_backend_t *ee_test_backend(size_t input_bytes, size_t output_count, const char *model_name,
                                     const char *model_hash, unsigned work_rounds);
 
+/* With a clock (the port's microseconds), each inference is profiled as two operators, TEST_HASH and
+ * TEST_OUTPUTS, so the xprofile extension can be exercised without TFLM. */
+void ee_test_backend_clock(uint32_t (*micros)(void));
+
 #ifdef __cplusplus
 }
 #endif

@@ -103,7 +103,7 @@ extern "C" void app_main(void) {
              static_cast<unsigned>(heap_caps_get_largest_free_block(MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT)));
     Halt(reason);
   }
-  if (!model_runner::Setup(arena, kTensorArenaSize)) {
+  if (!model_runner::Setup(arena, kTensorArenaSize, Micros)) {
     // TFLM printed why above (e.g. a kernel's scratch buffer that does not fit the arena).
     char reason[128];
     snprintf(reason, sizeof(reason), "model setup failed in a %u-byte arena (see TFLM's message above)",

@@ -111,12 +111,13 @@ int main(int argc, char **argv) {
   /* 16-byte aligned by hand: newlib-nano's aligned_alloc lacks the posix_memalign it calls. */
   uint8_t *raw = malloc(TflmArenaSize() + 15u);
   uint8_t *arena = raw ? (uint8_t *)(((uintptr_t)raw + 15u) & ~(uintptr_t)15u) : NULL;
-  const ee_backend_t *backend = arena ? TflmBackendInit(arena, TflmArenaSize()) : NULL;
+  const ee_backend_t *backend = arena ? TflmBackendInit(arena, TflmArenaSize(), port_micros) : NULL;
   if (backend == NULL) {
     fprintf(stderr, "error: the TFLM backend could not set the model up\n");
     return 1;
   }
 #else
+  ee_test_backend_clock(port_micros);
   const ee_backend_t *backend = ee_test_backend(input_bytes, outputs, model, hash, work);
 #endif
   ee_init(&ctx, &port, backend);

@@ -76,7 +76,7 @@ int main(void) {
   /* 16-byte aligned by hand: newlib-nano's aligned_alloc lacks the posix_memalign it calls. */
   uint8_t *raw = malloc(TflmArenaSize() + 15u);
   uint8_t *arena = raw ? (uint8_t *)(((uintptr_t)raw + 15u) & ~(uintptr_t)15u) : NULL;
-  const ee_backend_t *backend = arena ? TflmBackendInit(arena, TflmArenaSize()) : NULL;
+  const ee_backend_t *backend = arena ? TflmBackendInit(arena, TflmArenaSize(), micros) : NULL;
   if (backend == NULL) {
     static const char message[] = "e-[TFLM backend setup failed]\r\n";
     uart_write(message, sizeof(message) - 1);
@@ -84,6 +84,7 @@ int main(void) {
     }
   }
 #else
+  ee_test_backend_clock(micros);
   const ee_backend_t *backend =
       ee_test_backend(EE_INPUT_BYTES, EE_OUTPUTS, EE_MODEL_NAME, EE_MODEL_HASH, EE_WORK_ROUNDS);
 #endif
