@@ -134,6 +134,23 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
     _print_board_outcome(p.run_board(with_firmware=True))
 
 
+@task(help=_help(CONVERT_OPTS + ("board",),
+                 tflite="profile an int8 .tflite trained elsewhere instead of a zoo model"))
+@cli_errors
+def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0",
+            build_dir="build", sparsity="0.5", qat=True, max_drop="2.0"):
+    """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots.
+
+    Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/). Latency and energy are
+    ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
+    """
+    p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
+                  build_dir=build_dir, sparsity=sparsity, qat=qat, max_drop=max_drop)
+    _, out_dir = p.run_profile()
+    print((out_dir / "profile.md").read_text())
+    print(f"profile: {out_dir / 'profile.md'} (.json, .csv, .png)")
+
+
 @task(help={"board": "show one board, by name or path, instead of the list"})
 @cli_errors
 def boards(c, board=None):

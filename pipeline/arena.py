@@ -30,8 +30,21 @@ class ArenaResult:
     measured_bytes: int  # TFLM's total on the host
     head_bytes: int  # non-persistent (activations, scratch)
     tail_bytes: int  # persistent (tensor structs, kernel data)
-    arena_bytes: int  # what the firmware allocates: measured + margin, a multiple of 16
+    arena_bytes: int  # what the firmware allocates: measured + kernel scratch + margin, a multiple of 16
     margin_bytes: int
+    # The largest scratch buffer the board's optimized kernels request beyond the host's reference kernels
+    # (pipeline.kernels); a scratch buffer lives only while its op runs, so the largest one is what is added.
+    kernel_scratch_bytes: int = 0
+    kernel_scratch_op: str | None = None  # "#1 CONV_2D"
+    kernels: str = "reference"
+
+
+def with_kernel_scratch(host: ArenaResult, scratch_bytes: int, scratch_op: str | None, kernels: str) -> ArenaResult:
+    """The arena for a board: what the host measured, plus the board kernels' largest scratch request, plus the
+    margin."""
+    arena = arena_size_for(host.measured_bytes + scratch_bytes)
+    return ArenaResult(host.measured_bytes, host.head_bytes, host.tail_bytes, arena,
+                       arena - host.measured_bytes - scratch_bytes, scratch_bytes, scratch_op, kernels)
 
 
 def capture_fd2(fn) -> str:

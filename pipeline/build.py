@@ -17,11 +17,11 @@ from typing import Callable
 import numpy as np
 
 from pipeline import arena as arena_mod
-from pipeline import boards, cache, codegen, datasets, fit, firmware, models, tflite_model, validate
+from pipeline import boards, cache, codegen, datasets, fit, firmware, graph, kernels, models, tflite_model, validate
 from pipeline.errors import PipelineError
 
 PIPELINE_DIR = Path(__file__).resolve().parent
-STAGES = ("train", "optimize", "convert", "validate", "generate", "fit", "firmware")
+STAGES = ("train", "optimize", "convert", "validate", "generate", "fit", "profile", "firmware")
 MODELS_SUBDIR = "_models"
 
 
@@ -206,12 +206,19 @@ class Pipeline:
     def generate(self, board: boards.Board, board_dir: Path) -> dict:
         info = self.model_info()
         generated = board_dir / "generated"
-        key = cache.stage_key("generate", {"model": self.model_name, "data": self.fingerprint()}, [self.tflite_path],
-                              _code("codegen", "arena", "tflm_ops", "tflite_model"))
+        key = cache.stage_key("generate", {"model": self.model_name, "data": self.fingerprint(),
+                                           "kernels": board.kernels, "target": kernels.target_of(board)},
+                              [self.tflite_path], _code("codegen", "arena", "tflm_ops", "tflite_model", "graph",
+                                                        "kernels"))
 
         def run():
             codegen.resolver_methods(info)  # name an op TFLM lacks before TFLM itself fails on it
-            measured = arena_mod.measure(self.tflite_path.read_bytes())
+            host = arena_mod.measure(self.tflite_path.read_bytes())
+            model_graph = graph.read(self.tflite_path)
+            scratch = kernels.scratch(model_graph, board)
+            where = (f"#{scratch.max_op} {model_graph.ops[scratch.max_op].kind}"
+                     if scratch.max_op is not None else None)
+            measured = arena_mod.with_kernel_scratch(host, scratch.max_bytes, where, scratch.kernels)
             sample = self.sample(info)
             result = codegen.generate(info, self.model_name, measured.arena_bytes, self.labels(info), sample, generated)
             shutil.copy2(self.tflite_path, board_dir / "model.tflite")
@@ -233,10 +240,26 @@ class Pipeline:
         fit.require(result, board, info.size_bytes, generated["arena"]["arena_bytes"])
         return result
 
+    def profile(self, board: boards.Board, board_dir: Path) -> dict:
+        """Per-layer cost on the board (estimates) and what sets the peak arena: profile.json/.csv/.md/.png."""
+        from pipeline import costmodel, profile as profile_mod
+
+        cost_file = costmodel.for_board(board).path
+        key = cache.stage_key("profile", {"model": self.model_name, "board": board.name, "kernels": board.kernels},
+                              [self.tflite_path, cost_file] + ([board.source] if board.source else []),
+                              _code("profile", "costmodel", "graph", "kernels"))
+
+        def run():
+            result = profile_mod.build(graph.read(self.tflite_path), board, self.model_name)
+            profile_mod.write(result, board_dir)
+            return asdict(result)
+
+        return self.stage(7, "profile", board_dir, key, [board_dir / f for f in profile_mod.FILES], run)
+
     def firmware(self, board: boards.Board, board_dir: Path, generated_result: dict) -> dict:
         framework = firmware.framework_for(board)
         if framework is None:
-            self.log(f"[7/{len(STAGES)}] firmware: no project renderer for framework '{board.framework}' yet; "
+            self.log(f"[8/{len(STAGES)}] firmware: no project renderer for framework '{board.framework}' yet; "
                      f"add the files in {board_dir / 'generated'} and firmware/common/ to your project")
             return asdict(firmware.FirmwareResult(board.framework, None, False, None, "no renderer for this framework"))
         project = board_dir / "firmware"
@@ -250,12 +273,12 @@ class Pipeline:
             firmware.render(board, generated, project, generated_result["sample_bytes"])
             return {"project_dir": str(project)}
 
-        self.stage(7, "firmware", board_dir, key, [project / "CMakeLists.txt"], run)
+        self.stage(8, "firmware", board_dir, key, [project / "CMakeLists.txt"], run)
         if not self.opts.compile_firmware:
             return asdict(firmware.FirmwareResult(framework.name, str(project), False,
                                                   " ".join(framework.build_command(project)), "compile skipped"))
         result = firmware.compile_project(board, project)
-        self.log(f"[7/{len(STAGES)}] firmware: {result.message}")
+        self.log(f"[8/{len(STAGES)}] firmware: {result.message}")
         return asdict(result)
 
     # -- entry points ----------------------------------------------------------------------------------
@@ -269,14 +292,22 @@ class Pipeline:
         metrics = self.validate()
         generated = self.generate(board, board_dir)
         fit_result = self.fit(board, generated)
+        profile = self.profile(board, board_dir)
         firmware_result = self.firmware(board, board_dir, generated) if with_firmware else None
-        report = self.report(board, metrics, generated, fit_result, firmware_result)
-        tmp = report_path.with_name("report.json.tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        tmp.replace(report_path)
+        report = self.report(board, metrics, generated, fit_result, firmware_result, profile)
+        cache.write_atomic(report_path, json.dumps(report, indent=2))
         return Outcome(report, report_path)
 
-    def report(self, board, metrics, generated, fit_result, firmware_result) -> dict:
+    def run_profile(self) -> tuple[dict, Path]:
+        """The per-layer profile on the board, whether or not the model fits it (that is what it helps decide)."""
+        board = boards.load_board(self.opts.board)
+        board_dir = self.opts.build_root / board.name / self.model_name
+        board_dir.mkdir(parents=True, exist_ok=True)
+        self.validate()
+        self.generate(board, board_dir)
+        return self.profile(board, board_dir), board_dir
+
+    def report(self, board, metrics, generated, fit_result, firmware_result, profile) -> dict:
         info = self.model_info()
         converted = self.results.get("convert", {})
         optimized = self.results.get("optimize", {})
@@ -301,6 +332,9 @@ class Pipeline:
             "arena_bytes": generated["arena"]["arena_bytes"],
             "arena_measured_bytes": generated["arena"]["measured_bytes"],
             "arena_margin_bytes": generated["arena"]["margin_bytes"],
+            "arena_kernel_scratch_bytes": generated["arena"]["kernel_scratch_bytes"],
+            "arena_kernel_scratch_op": generated["arena"]["kernel_scratch_op"],
+            "kernels": generated["arena"]["kernels"],
             "ops": generated["ops"],
             "model_hash": generated["model_hash"],
             "flash_bytes": fit_result.flash_bytes,
@@ -309,6 +343,15 @@ class Pipeline:
             "ram_budget_bytes": fit_result.ram_budget,
             "fits": fit_result.fits,
             "firmware": firmware_result,
+            # ESTIMATES from the board's cost model (pipeline.costmodel), never measured: labelled so.
+            "latency_estimate_us": profile["totals"]["est_us"],
+            "energy_estimate_uj": profile["totals"]["est_energy_uj"],
+            "estimate_label": "estimate",
+            "cost_model": profile["cost_model"],
+            "cost_model_source": profile["cost_source"],
+            "macs": profile["totals"]["macs"],
+            "profile_top_latency": profile["top_latency"],
+            "profile_peak": profile["peak"],
             "stage_seconds": self.stage_seconds,
             "stages_cached": self.cached,
             "keras_sparsity": optimized.get("keras_sparsity"),
@@ -326,8 +369,16 @@ def summary(report: dict) -> str:
     if report.get("float_tflite_bytes"):
         size += f" (float {report['float_tflite_bytes']} bytes, ratio {report['tflite_bytes'] / report['float_tflite_bytes']:.3f})"
     lines.append(size + f", weight sparsity {report['sparsity'] * 100:.1f}%")
-    lines.append(f"  arena: {report['arena_bytes']} bytes (TFLM measured {report['arena_measured_bytes']} + margin "
-                 f"{report['arena_margin_bytes']}), ops: {', '.join(report['ops'])}")
+    scratch = report.get("arena_kernel_scratch_bytes") or 0
+    kernel = (f" + {report['kernels']} scratch {scratch} for {report['arena_kernel_scratch_op']}" if scratch
+              else f" + no {report['kernels']} kernel scratch")
+    lines.append(f"  arena: {report['arena_bytes']} bytes (TFLM measured on the host {report['arena_measured_bytes']}"
+                 f"{kernel} + margin {report['arena_margin_bytes']}), ops: {', '.join(report['ops'])}")
+    if report.get("latency_estimate_us") is not None:
+        from pipeline.profile import summary as profile_summary
+
+        lines.append(profile_summary(report["latency_estimate_us"], report["energy_estimate_uj"],
+                                     report["cost_model"], report["profile_top_latency"], report["profile_peak"]))
     lines.append(f"  fit: flash {report['flash_bytes']} / {report['flash_budget_bytes']}, RAM {report['ram_bytes']} / "
                  f"{report['ram_budget_bytes']} -> {'fits' if report['fits'] else 'does NOT fit'}")
     return "\n".join(lines)

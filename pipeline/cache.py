@@ -15,6 +15,13 @@ from typing import Callable
 STAMP_DIR = "stages"
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name, then rename: a reader never sees a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

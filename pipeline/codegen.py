@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.cache import write_atomic
 from pipeline.errors import PipelineError
 from pipeline.tflite_model import TFLiteModel
 from pipeline.tflm_ops import RESOLVER_METHODS
@@ -153,12 +154,6 @@ def render_settings(model: TFLiteModel, model_name: str, arena_bytes: int, label
         + "const int8_t kSampleExpectedOutput[kOutputSize] = {\n" + c_int8(sample.expected_output_q) + "\n};\n"
     )
     return header, source
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def generate(model: TFLiteModel, model_name: str, arena_bytes: int, labels: list[str], sample: Sample,

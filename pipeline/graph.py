@@ -25,6 +25,7 @@ class Tensor:
     shape: tuple[int, ...]
     dtype: str
     constant: bool  # weights, biases and shapes live in the flatbuffer (flash), not in the arena
+    per_channel: bool = False  # quantized with one scale per output channel
 
     @property
     def elements(self) -> int:
@@ -146,8 +147,10 @@ def read(path: Path) -> Graph:
         for i, t in enumerate(graph.tensors or []):
             buffer = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
             shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
+            scales = t.quantization.scale if t.quantization is not None else None
             tensors.append(Tensor(i, t.name.decode(errors="replace") if t.name else f"t{i}", shape,
-                                  type_names.get(t.type, str(t.type)), buffer is not None and len(buffer) > 0))
+                                  type_names.get(t.type, str(t.type)), buffer is not None and len(buffer) > 0,
+                                  scales is not None and len(scales) > 1))
         ops = []
         for n, op in enumerate(graph.operators or []):
             code = model.operatorCodes[op.opcodeIndex]

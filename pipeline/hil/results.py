@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from pipeline.cache import write_atomic
 from pipeline.errors import PipelineError
 
 
@@ -29,23 +30,17 @@ class RunLog:
         self._file.close()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def write_summaries(result: dict, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "results.json", json.dumps(result, indent=2))
+    write_atomic(out_dir / "results.json", json.dumps(result, indent=2))
     buf = io.StringIO()
     fields = ["run", "iterations", "latency_us", "energy_uj", "energy_source", "source"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for run in result["runs"]:
         writer.writerow(run)
-    _write_atomic(out_dir / "results.csv", buf.getvalue())
-    _write_atomic(out_dir / "summary.md", markdown(result))
+    write_atomic(out_dir / "results.csv", buf.getvalue())
+    write_atomic(out_dir / "summary.md", markdown(result))
     return [out_dir / n for n in ("results.json", "results.csv", "summary.md")]
 
 
@@ -102,4 +97,4 @@ def write_junit(result: dict, failures: list[str], path: Path) -> None:
     failed = sum(1 for _, p in cases if p)
     xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name={quoteattr("mcu-deploy measure " + name)} '
            f'tests="{len(cases)}" failures="{failed}">\n' + "\n".join(body) + "\n</testsuite>\n")
-    _write_atomic(Path(path), xml)
+    write_atomic(Path(path), xml)
