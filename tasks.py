@@ -205,11 +205,12 @@ MEASURE_HELP = {
     "junit": "also write JUnit XML to this file, for CI rigs",
     "timeout": "seconds to wait for the device's answer to a command (default 5; infer waits at least 30)",
     "build_dir": COMMON_HELP["build_dir"],
+    "profile": "also read each operator's time (xprofile) and write profile.md/.png with measured beside estimated",
 }
 
 
 def _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
-                     max_regression, junit, timeout, build_dir):
+                     max_regression, junit, timeout, build_dir, profile=False):
     from pipeline.hil.measure import MeasureOptions
 
     return MeasureOptions(board=board, model=model, port=port, runs=_number("runs", runs, int),
@@ -219,7 +220,7 @@ def _measure_options(board, model, port, runs, warmup, iterations, inputs, energ
                           baseline=Path(baseline) if baseline else None,
                           max_regression=_number("max_regression", max_regression),
                           junit=Path(junit) if junit else None, timeout=_number("timeout", timeout),
-                          build_dir=Path(build_dir))
+                          build_dir=Path(build_dir), profile=profile)
 
 
 def _print_measurement(result):
@@ -233,7 +234,10 @@ def _print_measurement(result):
         print(f"{tag}energy per inference ({result['energy_source']}): {result['energy_uj']:.2f} uJ")
     if result["accuracy"] is not None:
         print(f"{tag}on-target accuracy ({label}): {result['accuracy']:.2f}% over {result['inputs_checked']} inputs")
-    print(f"{tag}raw outputs equal to {result['reference']}: {result['bit_exact']} of {result['inputs_checked']}")
+    if result["bit_exact"] is None:
+        print(f"{tag}raw outputs: not checked (the firmware has no xraw extension)")
+    else:
+        print(f"{tag}raw outputs equal to {result['reference']}: {result['bit_exact']} of {result['inputs_checked']}")
     if result.get("arena_used_bytes"):
         print(f"{tag}arena: predicted {result['arena_predicted_bytes']} bytes, device uses {result['arena_used_bytes']}")
 
@@ -242,13 +246,13 @@ def _print_measurement(result):
 @cli_errors
 def measure(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
             energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-            timeout="5.0", build_dir="build"):
+            timeout="5.0", build_dir="build", profile=False):
     """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
     from pipeline.hil.measure import measure as run_measure
 
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
-                                                    build_dir)))
+                                                    build_dir, profile)))
 
 
 @task(help={"board": COMMON_HELP["board"], "model": "the built model to emulate (default digits)",
@@ -300,7 +304,7 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
 @cli_errors
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", qat=True, width="1.0", runner=None):
+        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", qat=True, width="1.0", runner=None, profile=False):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
@@ -317,7 +321,7 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     flash_mod.flash(b, Path(firmware["project_dir"]), port, runner=runner)
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
-                                                    build_dir)))
+                                                    build_dir, profile)))
 
 
 @task(help={"baud": "the line rate to model the upload at (default 115200)",

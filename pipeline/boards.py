@@ -34,7 +34,6 @@ class Board:
     usb_ids: tuple[str, ...] = ()
     target: str | None = None  # the framework's own name for the chip, e.g. ESP-IDF's "esp32s3"
     active_power_mw: float | None = None
-    cycles_per_mac: float | None = None  # estimate for int8 kernels on this core, for emulated latency
     pyocd_target: str | None = None  # pyocd's name for the chip, where pyocd flashes the board
     # Which port the firmware serves the benchmark protocol on: "uart" (a USB-UART bridge or a probe's virtual
     # COM port) or "usb-serial-jtag" (the chip's own USB, e.g. the ESP32-S3's, VID:PID 303a:1001).
@@ -109,7 +108,6 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
     flash = _table(data, "flash", where)
     serial = _table(data, "serial", where)
     power = data.get("power", {})
-    estimate = data.get("estimate", {})
     usb = serial.get("usb", [])
     if not isinstance(usb, list) or not all(isinstance(u, str) and len(u.split(":")) == 2 for u in usb):
         raise PipelineError(f"{where}: field 'serial.usb' must be a list of \"VID:PID\" strings (got {usb!r})")
@@ -131,8 +129,6 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         usb_ids=tuple(usb),
         target=target,
         active_power_mw=_require(power, "active_mw", float, where + " [power]") if "active_mw" in power else None,
-        cycles_per_mac=(_require(estimate, "cycles_per_mac", float, where + " [estimate]")
-                        if "cycles_per_mac" in estimate else None),
         pyocd_target=_require(flash, "pyocd_target", str, where + " [flash]") if "pyocd_target" in flash else None,
         console=_choice(serial, "console", CONSOLES, "uart", where + " [serial]"),
         flash_chip_mb=(_require(memory, "flash_chip_mb", int, where + " [memory]")

@@ -79,9 +79,30 @@ def test_measure_host_harness_writes_every_result_file(host_harness, esp32_build
     assert len(rows) == 6 and {r["source"] for r in rows} == {"test-backend"}
     assert json.loads((tmp_path / "out" / "results.json").read_text())["bit_exact"] == 4
     assert "(test-backend)" in (tmp_path / "out" / "summary.md").read_text()
-    assert result["energy_source"] == "estimated"
-    power = boards.load_board("esp32").active_power_mw
-    assert result["energy_uj"] == pytest.approx(power * result["latency_us"]["median"] / 1000, rel=0.5)
+    # The board's power times a host's latency would be an invented figure: no energy, and it says why.
+    assert result["energy_uj"] is None and "test-backend" in result["energy_source"]
+    assert result["device"]["platform"] == "host"
+
+
+def test_estimated_energy_is_board_power_times_latency():
+    from pipeline.hil.dut import InferReply
+    from pipeline.hil.energy import EstimatedEnergy
+
+    board = boards.load_board("esp32")
+    meter = EstimatedEnergy(board)
+    assert meter.label == "estimated"
+    assert meter.per_inference_uj(InferReply(4, 8000, [], {})) == pytest.approx(board.active_power_mw * 2000 / 1000)
+
+
+def test_measure_profile_reads_each_operator_and_checks_it_against_the_build(host_harness, esp32_build, tmp_path):
+    """The test backend times two phases; the build has 7 operators, so the reader refuses to pair them."""
+    with HostDevice(host_harness, *harness_args(esp32_build["report"])) as dev:
+        with pytest.raises(PipelineError, match="device timed 2 operators, the model has 7"):
+            _measure(esp32_build, dev.port, tmp_path, runs=2, inputs=0, profile=True)
+    log = [json.loads(l) for l in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    profile = [r for r in log if r["kind"] == "profile"][0]
+    assert [name for name, _ in profile["ops"]] == ["TEST_HASH", "TEST_OUTPUTS"]
+    assert all(us >= 0 for _, us in profile["ops"]) and profile["source"] == "test-backend"
 
 
 def test_measure_cli_against_the_host_harness(host_harness, esp32_build, tmp_path):
@@ -107,19 +128,25 @@ def test_emulated_device_answers_with_tflm_outputs(esp32_build, tmp_path):
     while "port" not in ready:
         time.sleep(0.01)
     try:
-        result = _measure(esp32_build, ready["port"], tmp_path, runs=3, inputs=40)
+        result = _measure(esp32_build, ready["port"], tmp_path, runs=3, inputs=40, profile=True)
     finally:
         stop.set()
         thread.join(timeout=5)
     assert result["source"] == "emulated" and result["device"]["backend"] == "emulated"
     assert result["bit_exact"] == 40 and result["reference"] == "host TFLM"
     assert result["accuracy"] >= 90.0  # the real model's outputs, on real test digits
-    from pipeline.tflite_model import read
+    from pipeline import costmodel, graph
 
-    macs = read(esp32_build["dir"] / "model.tflite").macs
-    assert result["latency_us"]["median"] == pytest.approx(macs * board.cycles_per_mac / board.clock_mhz, abs=1)
+    estimate = costmodel.estimate(graph.read(esp32_build["dir"] / "model.tflite"), board)
+    assert result["latency_us"]["median"] == pytest.approx(estimate.latency_us, abs=1)
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert summary.count("emulated") >= 2
+    # --profile: the emulator's per-operator times (the estimates, labelled emulated) beside the estimates.
+    profile = json.loads((tmp_path / "out" / "profile.json").read_text())
+    assert profile["measured"]["source"] == "emulated"
+    assert [r["op"] for r in profile["rows"]] == [e.op for e in estimate.per_op]
+    assert all(abs(r["measured_us"] - r["est_us"]) <= 0.5 for r in profile["rows"])
+    assert "measured us (emulated)" in (tmp_path / "out" / "profile.md").read_text()
 
 
 def test_emulate_task_serves_until_stopped(esp32_build, tmp_path):

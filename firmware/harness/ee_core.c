@@ -209,6 +209,7 @@ static void cmd_xinfo(ee_ctx_t *ctx) {
   const ee_backend_t *b = ctx->backend;
   ee_printf(ctx, "m-x-version-%d", EE_EXT_VERSION);
   ee_printf(ctx, "m-x-backend-[%s]", b->kind);
+  ee_printf(ctx, "m-x-platform-[%s]", ctx->port->platform ? ctx->port->platform : "device");
   ee_printf(ctx, "m-x-model-[%s]", b->model_name);
   ee_printf(ctx, "m-x-model-hash-[%s]", b->model_hash);
   ee_printf(ctx, "m-x-input-bytes-%lu", (unsigned long)b->input_bytes);

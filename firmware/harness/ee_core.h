@@ -26,6 +26,9 @@ typedef struct {
   void (*write)(const char *text, size_t len);
   /* A free-running microsecond counter; it may wrap at 2^32. */
   uint32_t (*micros)(void);
+  /* Where the figures come from, for the reader's labels: "device" (the board's own clock), "qemu-icount"
+   * (QEMU with -icount: the clock counts instructions, 1 us = 1000 of them), "host" (a PC). */
+  const char *platform;
 } ee_port_t;
 
 typedef struct {

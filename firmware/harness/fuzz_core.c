@@ -96,7 +96,7 @@ static size_t make_case(char *buf, size_t cap) {
 
 static int run_case(const char *input, size_t len) {
   static ee_ctx_t ctx;
-  static const ee_port_t port = {check_write, fake_micros};
+  static const ee_port_t port = {check_write, fake_micros, "host"};
   line_len = 0;
   ready_count = 0;
   bad_line = 0;

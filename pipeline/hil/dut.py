@@ -116,6 +116,15 @@ class Device:
         return InferReply(iterations, protocol.lap_delta_us(laps[-2], laps[-1]),
                           protocol.parse_results(results[-1].values[0]), extra)
 
+    def profile(self) -> list[tuple[str, int]]:
+        """Per-operator microseconds of the last inference (the xprofile extension), in execution order."""
+        lines = self.command("xprofile")
+        rows = [line.values[1].split(",") for line in lines if line.kind == "x_text" and line.values[0] == "profile"]
+        try:
+            return [(name, int(us)) for _, name, us in rows]
+        except ValueError:
+            raise DeviceError(f"the device on {self.name} sent a malformed xprofile line") from None
+
     def raw_outputs(self) -> bytes:
         for line in self.command("xraw"):
             if line.kind == "x_raw":

@@ -2,7 +2,7 @@
 
 It speaks the same protocol as the firmware harness (firmware/harness/ee_core.c), answers with the real int8
 outputs of the TFLM host runtime for the uploaded input, and advances its m-lap-us clock by the board's latency
-estimate (multiply-accumulates x cycles per MAC / clock). It says it is emulated in its name, its profile and
+ESTIMATE (pipeline.costmodel, per operator; `xprofile` answers with those per-operator estimates). It says it is emulated in its name, its profile and
 its backend, and `invoke measure` labels every figure from it "emulated".
 """
 from __future__ import annotations
@@ -18,17 +18,11 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import boards, codegen, tflite_model
+from pipeline import boards, codegen, costmodel, graph, tflite_model
 from pipeline.errors import PipelineError
 from pipeline.hil import protocol
 
 MAX_DB_BYTES = 96 * 96 * 3
-
-
-def estimate_latency_us(macs: int, board: boards.Board) -> float:
-    if board.cycles_per_mac is None:
-        raise PipelineError(f"board {board.name} has no [estimate] cycles_per_mac: add one to emulate it")
-    return macs * board.cycles_per_mac / board.clock_mhz
 
 
 @dataclass
@@ -36,8 +30,12 @@ class EmulatedDevice:
     model_bytes: bytes
     model_name: str
     model_hash: str
-    latency_us: float
+    op_latency_us: list[tuple[str, float]]  # the cost model's estimate for each operator
     arena_bytes: int
+
+    @property
+    def latency_us(self) -> float:
+        return sum(us for _, us in self.op_latency_us)
 
     def __post_init__(self):
         from tflite_micro import runtime
@@ -76,7 +74,7 @@ class EmulatedDevice:
         if cmd == "timestamp":
             return [self._lap()]
         if cmd == "xinfo":
-            return ["m-x-version-1", "m-x-backend-[emulated]", f"m-x-model-[{self.model_name}]",
+            return ["m-x-version-2", "m-x-backend-[emulated]", f"m-x-model-[{self.model_name}]",
                     f"m-x-model-hash-[{self.model_hash}]", f"m-x-input-bytes-{self.input_bytes}",
                     f"m-x-output-count-{0 if self.outputs is None else self.outputs.size}",
                     f"m-x-arena-size-{self.arena_bytes}", "m-x-arena-used-0", f"m-x-max-db-bytes-{MAX_DB_BYTES}"]
@@ -84,6 +82,11 @@ class EmulatedDevice:
             return self._db(args)
         if cmd == "infer":
             return self._infer(args)
+        if cmd == "xprofile":
+            if self.outputs is None:
+                return ["e-[No results: run infer first]"]
+            return [f"m-x-profile-[{i},{op},{round(us)}]" for i, (op, us) in enumerate(self.op_latency_us)] + [
+                f"m-x-profile-count-{len(self.op_latency_us)}"]
         if cmd in ("results", "xraw"):
             if self.outputs is None:
                 return ["e-[No results: run infer first]"]
@@ -137,11 +140,12 @@ def device_for_build(build_dir: Path, board: boards.Board, model: str) -> Emulat
     if not path.is_file():
         raise PipelineError(f"no build of {model} for {board.name} in {folder}: run "
                             f"`invoke build --board={board.name} --model={model}` first")
-    info = tflite_model.read(path)
+    tflite_model.read(path)  # a corrupt model fails here with one line
     model_bytes = path.read_bytes()
     arena = json.loads((folder / "report.json").read_text())["arena_bytes"]
+    estimate = costmodel.estimate(graph.read(path), board)
     return EmulatedDevice(model_bytes, model, codegen.model_hash(model_bytes),
-                          estimate_latency_us(info.macs, board), arena)
+                          [(op.op, op.us) for op in estimate.per_op], arena)
 
 
 def serve(device: EmulatedDevice, on_ready: Callable[[str], None], stop: Callable[[], bool] = lambda: False) -> None:

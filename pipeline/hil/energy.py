@@ -26,6 +26,17 @@ class EnergyMeter:
         pass
 
 
+class NoMeter(EnergyMeter):
+    """No energy figure: where the latency is not the board's own (QEMU, host, emulated, test backend)."""
+    name = "none"
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def per_inference_uj(self, reply: InferReply) -> None:
+        return None
+
+
 class EstimatedEnergy(EnergyMeter):
     name = "estimate"
     label = "estimated"

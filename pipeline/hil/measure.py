@@ -41,6 +41,18 @@ class MeasureOptions:
     baseline: Path | None = None
     max_regression: float = 10.0
     junit: Path | None = None
+    profile: bool = False  # also read per-operator times (xprofile) and put them beside the estimates
+
+
+# Where a figure comes from, by the firmware's backend and platform (xinfo): every output is labelled with it.
+SOURCES = {"emulated": "emulated", "test": "test-backend"}
+PLATFORMS = {"qemu-icount": "QEMU instruction count", "host": "host"}
+
+
+def source_of(dut: dict) -> str:
+    if dut.get("backend") in SOURCES:
+        return SOURCES[dut["backend"]]
+    return PLATFORMS.get(dut.get("platform"), "device")
 
 
 def handshake(device: Device) -> dict:
@@ -77,15 +89,29 @@ def _test_inputs(opts: MeasureOptions, info: tflite_model.TFLiteModel):
                                 build_root=opts.build_dir), log=lambda _: None)
     out_size = int(np.prod(info.outputs[0].shape))
     data = pipeline.data(tuple(info.inputs[0].shape[1:]), out_size if out_size > 1 else None)
-    count = min(opts.inputs, len(data.x_test))
+    count = min(max(opts.inputs, 1), len(data.x_test))  # the first one is also the latency input
     x_q = validate.quantize(data.x_test[:count], info.inputs[0])
     labels = data.y_test[:count] if data.task == "classification" else None
     return x_q, labels
 
 
+def _write_profile(build: Path, board: boards.Board, model: str, measured: list[tuple[str, int]], source: str,
+                   out_dir: Path) -> list[Path]:
+    """The build's per-layer estimates with the device's measured times beside them, in the measure folder."""
+    from pipeline import graph, profile
+
+    result = profile.build(graph.read(build / "model.tflite"), board, model)
+    try:
+        profile.add_measured(result, measured, source)
+    except ValueError as exc:
+        raise PipelineError(f"xprofile does not fit the build: {exc}; is the flashed firmware this build's?") from None
+    return profile.write(result, out_dir)
+
+
 def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
     if opts.runs < 1 or opts.iterations < 1 or opts.warmup < 0 or opts.inputs < 0:
-        raise PipelineError("--runs and --iterations must be at least 1, --warmup and --inputs at least 0")
+        raise PipelineError("--runs and --iterations must be at least 1, --warmup and --inputs at least 0 "
+                            "(--inputs=0 measures latency only)")
     board = boards.load_board(opts.board)
     build = opts.build_dir / board.name / opts.model
     report_path = build / "report.json"
@@ -111,10 +137,14 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
         if dut.get("model_hash") and dut["model_hash"] != report["model_hash"]:
             raise WrongFirmware(f"the device on {port_name} runs model hash {dut['model_hash']}, the build has "
                                 f"{report['model_hash']}: flash the current build (invoke flash --board={board.name})")
-        source = {"emulated": "emulated", "test": "test-backend"}.get(dut.get("backend"), "device")
+        source = source_of(dut)
+        if source != "device" and isinstance(meter, energy.EstimatedEnergy):
+            # The estimate is the board's power times the board's latency: from any other clock it would be invented.
+            meter = energy.NoMeter(f"none: latency is {source}, not the board's")
         infer_timeout = max(30.0, opts.timeout)
 
         device.load(x_q[0].tobytes())
+        x_q = x_q[:opts.inputs]  # --inputs=0: latency only
         for run in range(opts.runs):
             meter.start()
             reply = device.infer(opts.iterations, opts.warmup if run == 0 else 0, timeout=infer_timeout)
@@ -124,6 +154,11 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
             run_log.append(record)
             runs.append(record)
             log(f"run {run + 1}/{opts.runs}: {record['latency_us']:.1f} us ({source})")
+
+        measured_profile = None
+        if opts.profile:
+            measured_profile = device.profile()
+            run_log.append({"kind": "profile", "ops": measured_profile, "source": source, "time": time.time()})
 
         correct = exact = 0
         output_count = int(np.prod(info.outputs[0].shape))
@@ -158,13 +193,17 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
         "energy_uj": statistics.median(energies) if energies else None, "energy_source": meter.label,
         # The test backend is no model: an accuracy figure from it would only mislead.
         "accuracy": 100.0 * correct / len(x_q) if labels is not None and len(x_q) and source != "test-backend" else None,
-        "inputs_checked": len(x_q), "bit_exact": exact,
+        "inputs_checked": len(x_q),
+        # None where the firmware cannot give raw outputs (no xraw): not checked, rather than 0 matches.
+        "bit_exact": exact if dut.get("extensions") else None,
         "reference": "test-backend copy" if dut.get("backend") == "test" else "host TFLM",
         "arena_predicted_bytes": report["arena_bytes"],
         "arena_used_bytes": int(dut["arena_used"]) if dut.get("arena_used") not in (None, "0") else None,
         "noise_lines": device.noise_lines, "runs": runs,
     }
     written = results.write_summaries(result, out_dir)
+    if measured_profile is not None:
+        written += _write_profile(build, board, opts.model, measured_profile, source, out_dir)
     log(f"results: {', '.join(str(p) for p in written)} (runs log {run_log.path})")
     failures = results.regressions(result, opts.baseline, opts.max_regression) if opts.baseline else []
     if opts.junit:

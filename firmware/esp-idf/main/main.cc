@@ -121,7 +121,7 @@ extern "C" void app_main(void) {
         static_cast<unsigned>(model_runner::ArenaUsedBytes()), static_cast<unsigned>(kTensorArenaSize));
 
   static ee_ctx_t ctx;
-  static const ee_port_t port = {ConsoleWrite, Micros};
+  static const ee_port_t port = {ConsoleWrite, Micros, "device"};
   ee_init(&ctx, &port, TflmBackend());
   uint8_t received[64];
   for (;;) {

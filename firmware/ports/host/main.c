@@ -105,7 +105,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   static ee_ctx_t ctx;
-  static const ee_port_t port = {port_write, port_micros};
+  static const ee_port_t port = {port_write, port_micros, "host"};
 #ifdef EE_BACKEND_TFLM
   (void)input_bytes, (void)outputs, (void)model, (void)hash, (void)work;
   /* 16-byte aligned by hand: newlib-nano's aligned_alloc lacks the posix_memalign it calls. */

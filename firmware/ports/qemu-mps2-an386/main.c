@@ -71,7 +71,7 @@ int main(void) {
   SYSTICK->CTRL = 7u;  /* core clock, interrupt, enabled */
 
   static ee_ctx_t ctx;
-  static const ee_port_t port = {uart_write, micros};
+  static const ee_port_t port = {uart_write, micros, "qemu-icount"};
 #ifdef EE_BACKEND_TFLM
   /* 16-byte aligned by hand: newlib-nano's aligned_alloc lacks the posix_memalign it calls. */
   uint8_t *raw = malloc(TflmArenaSize() + 15u);
