@@ -17,7 +17,10 @@ COMMON_HELP = {
     "data": "dataset: digits, sine, an .npz (x_train, y_train, x_test, y_test) or a folder of class sub-folders; "
             "default: the model's bundled dataset",
     "epochs": "maximum training epochs (early stopping on validation); pruning and QAT fine-tune for 1/4 and 1/8 of it",
-    "sparsity": "fraction of weights pruned to zero, 0 to <1 (default 0.5; 0 skips pruning)",
+    "sparsity": "what --prune removes, 0 to <1: the fraction of weights zeroed (magnitude) or of channels removed "
+                "(structured) (default 0.5; 0 skips pruning)",
+    "prune": "magnitude (zeros single weights: TFLM still stores and multiplies them, 0 bytes saved) or structured "
+             "(removes whole channels: a smaller, faster model) (default magnitude)",
     "qat": "quantization-aware training before int8 conversion (default on; --no-qat converts post-training)",
     "seed": "random seed for the data split, initialisation and training (default 0)",
     "max_drop": "largest allowed drop float -> int8: accuracy points, or for regression % of the target range (default 2)",
@@ -46,12 +49,13 @@ def _number(option: str, value, kind=float):
         raise PipelineError(f"--{option.replace('_', '-')} must be {kinds} (got {value!r})") from None
 
 
-def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, qat=True, seed=0, max_drop=2.0,
+def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, prune="magnitude", qat=True, seed=0,
+             max_drop=2.0,
              width=1.0, build_dir="build", tflite=None, compile_firmware=True):
     from pipeline.build import Options
 
     return Options(model=model, board=board, data=data, epochs=_number("epochs", epochs, int) if epochs else None,
-                   sparsity=_number("sparsity", sparsity), qat=qat, seed=_number("seed", seed, int),
+                   sparsity=_number("sparsity", sparsity), prune=prune, qat=qat, seed=_number("seed", seed, int),
                    max_drop=_number("max_drop", max_drop), width=_number("width", width),
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir),
                    compile_firmware=compile_firmware)
@@ -71,7 +75,7 @@ def _print_board_outcome(outcome):
 
 
 MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "build_dir")
-OPT_OPTS = MODEL_OPTS + ("sparsity", "qat")
+OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
 CONVERT_OPTS = OPT_OPTS + ("max_drop",)
 
 
@@ -89,20 +93,20 @@ def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", buil
 
 @task(help=_help(OPT_OPTS))
 @cli_errors
-def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", build_dir="build", sparsity="0.5", qat=True):
+def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", build_dir="build", sparsity="0.5", prune="magnitude", qat=True):
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir,
-                  sparsity=sparsity, qat=qat)
+                  sparsity=sparsity, prune=prune, qat=qat)
     print(json.dumps(p.optimize(), indent=2))
 
 
 @task(help=_help(CONVERT_OPTS))
 @cli_errors
-def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", build_dir="build", sparsity="0.5", qat=True,
+def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
             max_drop="2.0"):
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir,
-                  sparsity=sparsity, qat=qat, max_drop=max_drop)
+                  sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop)
     print(json.dumps({"convert": p.convert(), "validate": p.validate()}, indent=2))
     print(f"model: {p.tflite_path}")
 
@@ -112,10 +116,10 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", bu
                         "measures its accuracy)"))
 @cli_errors
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0",
-             build_dir="build", sparsity="0.5", qat=True, max_drop="2.0"):
+             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0"):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width,
-                  build_dir=build_dir, sparsity=sparsity, qat=qat, max_drop=max_drop)
+                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop)
     _print_board_outcome(p.run_board(with_firmware=False))
 
 
@@ -124,13 +128,13 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
                  compile="run the framework's build tool (idf.py) when it is on PATH (default on)"))
 @cli_errors
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0",
-          build_dir="build", sparsity="0.5", qat=True, max_drop="2.0", compile=True):
+          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", compile=True):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
     Only stages whose inputs changed run again. Output: build/<board>/<model>/ with report.json.
     """
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
-                  build_dir=build_dir, sparsity=sparsity, qat=qat, max_drop=max_drop, compile_firmware=compile)
+                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, compile_firmware=compile)
     _print_board_outcome(p.run_board(with_firmware=True))
 
 
@@ -138,14 +142,14 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
                  tflite="profile an int8 .tflite trained elsewhere instead of a zoo model"))
 @cli_errors
 def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0",
-            build_dir="build", sparsity="0.5", qat=True, max_drop="2.0"):
+            build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0"):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/). Latency and energy are
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
     """
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
-                  build_dir=build_dir, sparsity=sparsity, qat=qat, max_drop=max_drop)
+                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop)
     _, out_dir = p.run_profile()
     print((out_dir / "profile.md").read_text())
     print(f"profile: {out_dir / 'profile.md'} (.json, .csv, .png)")
@@ -299,12 +303,12 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
     print(f"flashed {b.name} on {port} with {chosen.name}")
 
 
-@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "qat", "width")},
+@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width")},
             "runner": "flashing tool (default: the board's first available runner)"})
 @cli_errors
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", qat=True, width="1.0", runner=None, profile=False):
+        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", runner=None, profile=False):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
@@ -312,7 +316,7 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     from pipeline.hil.transport import find_port
 
     outcome = _pipeline(board=board, model=model, data=data, epochs=epochs, seed=seed, width=width,
-                        build_dir=build_dir, sparsity=sparsity, qat=qat).run_board(with_firmware=True)
+                        build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat).run_board(with_firmware=True)
     firmware = outcome.report["firmware"] or {}
     if not firmware.get("compiled"):
         raise PipelineError(f"hil needs compiled firmware, and it was not compiled: {firmware.get('message')}")

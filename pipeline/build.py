@@ -23,6 +23,7 @@ from pipeline.errors import PipelineError
 PIPELINE_DIR = Path(__file__).resolve().parent
 STAGES = ("train", "optimize", "convert", "validate", "generate", "fit", "profile", "firmware")
 MODELS_SUBDIR = "_models"
+PRUNE_KINDS = ("magnitude", "structured")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Options:
     seed: int = 0
     max_drop: float = 2.0
     width: float = 1.0
+    prune: str = "magnitude"  # "magnitude" (zeros single weights) or "structured" (removes whole channels)
     tflite: Path | None = None  # bring your own int8 model: skip train/optimize/convert
     build_root: Path = Path("build")
     compile_firmware: bool = True
@@ -60,6 +62,8 @@ def _check_options(opts: Options) -> None:
         raise PipelineError(f"--width must be positive (got {opts.width})")
     if opts.max_drop < 0:
         raise PipelineError(f"--max-drop must not be negative (got {opts.max_drop})")
+    if opts.prune not in PRUNE_KINDS:
+        raise PipelineError(f"--prune must be one of {', '.join(PRUNE_KINDS)} (got {opts.prune!r})")
 
 
 class Pipeline:
@@ -81,7 +85,11 @@ class Pipeline:
         if opts.qat and not self.qat:
             self.log(f"note: QAT skipped for {opts.model} ({self.spec.qat_unsupported}); "
                      "converting with post-training int8 quantization instead")
-        self.model_dir = opts.build_root / MODELS_SUBDIR / self.model_name
+        # Each training configuration and each optimization of it has a folder of its own, so variants (another
+        # --width, --prune, --sparsity ...) sit side by side in the stage cache instead of replacing each other.
+        self.train_dir = opts.build_root / MODELS_SUBDIR / self.model_name / (
+            f"w{opts.width:g}-e{self.epochs}-seed{opts.seed}")
+        self.model_dir = self.train_dir / f"{opts.prune}{opts.sparsity:g}-{'qat' if self.qat else 'ptq'}"
         self._data = None
         self._fingerprint = None
         self.stage_seconds: dict[str, float] = {}
@@ -116,7 +124,7 @@ class Pipeline:
 
     @property
     def float_path(self) -> Path:
-        return self.model_dir / "float.h5"
+        return self.train_dir / "float.h5"
 
     @property
     def optimized_path(self) -> Path:
@@ -133,18 +141,19 @@ class Pipeline:
         params = {"model": self.model_name, "width": self.opts.width, "epochs": self.epochs,
                   "seed": self.opts.seed, "data": self.fingerprint()}
         key = cache.stage_key("train", params, code=_code("train", "models", "datasets"))
-        return self.stage(1, "train", self.model_dir, key, [self.float_path], lambda: asdict(
+        return self.stage(1, "train", self.train_dir, key, [self.float_path], lambda: asdict(
             train_mod.train(self.spec, self.data(), self.opts.width, self.epochs, self.opts.seed, self.float_path)))
 
     def optimize(self) -> dict:
         from pipeline import optimize as optimize_mod
 
         self.train()
-        params = {"sparsity": self.opts.sparsity, "qat": self.qat, "epochs": self.epochs, "seed": self.opts.seed}
-        key = cache.stage_key("optimize", params, [self.float_path], _code("optimize"))
+        params = {"sparsity": self.opts.sparsity, "qat": self.qat, "epochs": self.epochs, "seed": self.opts.seed,
+                  "prune": self.opts.prune}
+        key = cache.stage_key("optimize", params, [self.float_path], _code("optimize", "structured"))
         return self.stage(2, "optimize", self.model_dir, key, [self.optimized_path], lambda: asdict(
             optimize_mod.optimize(self.float_path, self.optimized_path, self.spec, self.data(), self.opts.sparsity,
-                                  self.qat, self.epochs, self.opts.seed)))
+                                  self.qat, self.epochs, self.opts.seed, self.opts.prune)))
 
     def convert(self) -> dict:
         from pipeline import convert as convert_mod
@@ -295,8 +304,43 @@ class Pipeline:
         profile = self.profile(board, board_dir)
         firmware_result = self.firmware(board, board_dir, generated) if with_firmware else None
         report = self.report(board, metrics, generated, fit_result, firmware_result, profile)
+        report["pruning"] = self.pruning(board, metrics)
         cache.write_atomic(report_path, json.dumps(report, indent=2))
         return Outcome(report, report_path)
+
+    def device_figures(self, board: boards.Board, tflite: Path) -> dict:
+        """What a model costs on the board: flash (the .tflite), arena, MACs and the latency estimate."""
+        from pipeline import costmodel
+
+        model_graph = graph.read(tflite)
+        host = arena_mod.measure(tflite.read_bytes())
+        arena = arena_mod.arena_size_for(host.measured_bytes + kernels.scratch(model_graph, board).max_bytes)
+        estimate = costmodel.estimate(model_graph, board)
+        return {"tflite_bytes": tflite.stat().st_size, "arena_bytes": arena,
+                "macs": sum(op.macs for op in model_graph.ops), "latency_estimate_us": round(estimate.latency_us, 1)}
+
+    def pruning(self, board: boards.Board, metrics: dict | None) -> dict | None:
+        """What pruning saved on the device, side by side with the same model unpruned (same seed and options)."""
+        if self.byo or self.opts.sparsity == 0:
+            return None
+        if self.opts.prune == "magnitude":
+            return {"kind": "magnitude", "sparsity": self.opts.sparsity, "flash_saved_bytes": 0, "macs_saved": 0,
+                    "note": "TFLM stores and multiplies the zeroed weights: magnitude pruning saves 0 bytes of flash "
+                            "and 0 cycles unless a compressed format is used; --prune=structured removes channels"}
+        from dataclasses import replace
+
+        self.log("unpruned baseline, for the comparison (same seed, cached after the first build) ...")
+        base = Pipeline(replace(self.opts, sparsity=0.0), log=lambda line: self.log("  baseline " + line))
+        base_metrics = base.validate()
+        pruned = {**self.device_figures(board, self.tflite_path),
+                  "metric": metrics["tflm_metric"] if metrics else None}
+        unpruned = {**self.device_figures(board, base.tflite_path),
+                    "metric": base_metrics["tflm_metric"] if base_metrics else None}
+        saved = {k: round(1 - pruned[k] / unpruned[k], 4) for k in ("tflite_bytes", "arena_bytes", "macs",
+                                                                     "latency_estimate_us") if unpruned[k]}
+        return {"kind": "structured", "sparsity": self.opts.sparsity, "metric_name": metrics["metric_name"]
+                if metrics else None, "pruned": pruned, "unpruned": unpruned, "saved_fraction": saved,
+                "channels": {k: self.results.get("optimize", {}).get(k) for k in ("channels_before", "channels_after")}}
 
     def run_profile(self) -> tuple[dict, Path]:
         """The per-layer profile on the board, whether or not the model fits it (that is what it helps decide)."""
@@ -358,6 +402,24 @@ class Pipeline:
         }
 
 
+def pruning_summary(pruning: dict | None, sparsity: float) -> list[str]:
+    """What pruning saved on the device, in bytes, MACs and time, not in percent of zeros."""
+    if pruning is None:
+        return []
+    if pruning["kind"] == "magnitude":
+        return [f"  pruning (magnitude, weight sparsity {sparsity * 100:.1f}%): saves 0 bytes of flash and 0 cycles "
+                "under TFLM (zeros are stored and multiplied); --prune=structured removes whole channels"]
+    p, u, s = pruning["pruned"], pruning["unpruned"], pruning["saved_fraction"]
+    unit = "%" if pruning["metric_name"] == "accuracy" else ""
+    metric = (f"; {pruning['metric_name']} {p['metric']:.4g}{unit} vs {u['metric']:.4g}{unit} unpruned"
+              if p["metric"] is not None and u["metric"] is not None else "")
+    return [f"  pruning (structured, {pruning['sparsity'] * 100:.0f}% of channels removed) vs the unpruned model: "
+            f"flash {p['tflite_bytes']} vs {u['tflite_bytes']} B (-{100 * s['tflite_bytes']:.0f}%), "
+            f"arena {p['arena_bytes']} vs {u['arena_bytes']} B (-{100 * s['arena_bytes']:.0f}%), "
+            f"MACs {p['macs']} vs {u['macs']} (-{100 * s['macs']:.0f}%), latency estimate "
+            f"{p['latency_estimate_us'] / 1000:.3f} vs {u['latency_estimate_us'] / 1000:.3f} ms{metric}"]
+
+
 def summary(report: dict) -> str:
     """The trade-off in numbers, for the end of a build."""
     lines = [f"model {report['model']} on {report['board']}:"]
@@ -368,7 +430,8 @@ def summary(report: dict) -> str:
     size = f"  size: int8 .tflite {report['tflite_bytes']} bytes"
     if report.get("float_tflite_bytes"):
         size += f" (float {report['float_tflite_bytes']} bytes, ratio {report['tflite_bytes'] / report['float_tflite_bytes']:.3f})"
-    lines.append(size + f", weight sparsity {report['sparsity'] * 100:.1f}%")
+    lines.append(size)
+    lines.extend(pruning_summary(report.get("pruning"), report["sparsity"]))
     scratch = report.get("arena_kernel_scratch_bytes") or 0
     kernel = (f" + {report['kernels']} scratch {scratch} for {report['arena_kernel_scratch_op']}" if scratch
               else f" + no {report['kernels']} kernel scratch")

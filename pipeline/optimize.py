@@ -25,6 +25,12 @@ class OptimizeResult:
     prune_epochs: int
     qat_epochs: int
     qat: bool
+    prune: str = "magnitude"
+    # Structured pruning: output channels of the Conv2D/Dense layers and parameters, before and after.
+    channels_before: int | None = None
+    channels_after: int | None = None
+    params_before: int | None = None
+    params_after: int | None = None
 
 
 def fine_tune_epochs(epochs: int) -> tuple[int, int]:
@@ -88,12 +94,28 @@ def quantization_aware(model, spec: ModelSpec, data: Dataset, epochs: int):
     return qat_model
 
 
+def prune_channels(model, spec: ModelSpec, data: Dataset, fraction: float, epochs: int):
+    """Structured pruning (pipeline.structured), then fine-tuning of the smaller model to recover accuracy."""
+    from pipeline import structured
+
+    smaller, figures = structured.prune(model, fraction)
+    compile_model(smaller, spec, spec.learning_rate / 2)
+    smaller.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
+                batch_size=spec.batch_size, verbose=keras_verbosity())
+    return smaller, figures
+
+
 def optimize(float_path: Path, out_path: Path, spec: ModelSpec, data: Dataset, sparsity: float, qat: bool,
-             epochs: int, seed: int) -> OptimizeResult:
+             epochs: int, seed: int, kind: str = "magnitude") -> OptimizeResult:
     seed_everything(seed)
     prune_epochs, qat_epochs = fine_tune_epochs(epochs)
     model = load_model(float_path)
-    if sparsity > 0:
+    figures = None
+    if sparsity > 0 and kind == "structured":
+        # Removing channels takes more recovery than zeroing weights: fine-tune twice as long.
+        model, figures = prune_channels(model, spec, data, sparsity, 2 * prune_epochs)
+        prune_epochs *= 2
+    elif sparsity > 0:
         model = prune(model, spec, data, sparsity, prune_epochs)
     measured = kernel_sparsity(model)
     if qat:
@@ -101,4 +123,8 @@ def optimize(float_path: Path, out_path: Path, spec: ModelSpec, data: Dataset, s
     tmp = out_path.with_name(out_path.name + ".tmp.h5")
     model.save(tmp)
     tmp.replace(out_path)
-    return OptimizeResult(sparsity, measured, prune_epochs if sparsity > 0 else 0, qat_epochs if qat else 0, qat)
+    extra = {} if figures is None else {"channels_before": figures.channels_before, "channels_after":
+                                        figures.channels_after, "params_before": figures.params_before,
+                                        "params_after": figures.params_after}
+    return OptimizeResult(sparsity, measured, prune_epochs if sparsity > 0 else 0, qat_epochs if qat else 0, qat,
+                          kind, **extra)
