@@ -328,6 +328,82 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
                                                     build_dir, profile)))
 
 
+@task(help={"tflm": "a TFLM source tree with microlite built for the target (TFLM's Makefile, "
+                    "BUILD_TYPE=release_with_logs so the per-operator profiler runs)",
+            "cost_model": "which cost model to calibrate: cortex-m4f-cmsis-nn (default) or cortex-m0plus-reference",
+            "work": "scratch folder for the builds and images (default build/calibrate)"})
+@cli_errors
+def calibrate(c, tflm, cost_model="cortex-m4f-cmsis-nn", work="build/calibrate"):
+    """Calibrate a cost model under QEMU -icount: every zoo model at several widths, timed per operator."""
+    from pipeline import calibrate as calibrate_mod
+
+    path = calibrate_mod.run(Path(tflm), cost_model, Path(work))
+    print(f"cost model written: {path} (measurements: {calibrate_mod.measurements_path(cost_model)})")
+    _print_costmodel_check(calibrate_mod.check(cost_model))
+
+
+def _print_costmodel_check(result: dict) -> None:
+    print(f"cost model {result['cost_model']} (ESTIMATE) vs QEMU instruction counts ({result['source']}):")
+    print(f"  {'model':<14} {'width':>5} {'measured':>12} {'estimated':>12} {'ratio':>6}")
+    for t in result["models"]:
+        print(f"  {t['model']:<14} {t['width']:>5g} {t['measured']:>12.0f} {t['estimated']:>12.0f} {t['ratio']:>6.3f}")
+    print(f"  worst ratio estimate/measured: {result['worst_ratio']:.3f} (target within 0.80-1.20)")
+    for row in result.get("mlperf_nucleo_l4r5zi", []):
+        print(f"  MLPerf Tiny NUCLEO-L4R5ZI {row['model']:<13} estimate {row['estimated_ms']:>8.2f} ms vs published "
+              f"{row['published_ms']:>8.2f} ms: ratio {row['ratio']:.3f} (target within 0.70-1.30)")
+
+
+@task(help={"cost_model": "one cost model to check (default: every one with calibration measurements)"})
+@cli_errors
+def bench_costmodel(c, cost_model=None):
+    """Benchmark: each calibrated cost model's estimate vs its QEMU measurements and published MLPerf Tiny figures."""
+    from pipeline import calibrate as calibrate_mod
+
+    names = [cost_model] if cost_model else sorted(p.stem for p in calibrate_mod.CALIBRATION_DIR.glob("*.json"))
+    if not names:
+        raise PipelineError("no calibration measurements in boards/costs/calibration/: run `invoke calibrate` first")
+    for name in names:
+        _print_costmodel_check(calibrate_mod.check(name))
+
+
+@task(help={"generated": "a build's generated/ folder (default build/<board>/<model>/generated)",
+            "board": COMMON_HELP["board"], "model": "the built model (default digits)",
+            "tflm": "a TFLM source tree with microlite built for the CPU (see README: Without hardware)",
+            "cpu": "cortex-m4+fp (mps2-an386, default) or cortex-m0plus (ARMv6-M code on mps2-an385)",
+            "out": "the image to write (default build/<board>/<model>/qemu-<cpu>.elf)",
+            "build_dir": COMMON_HELP["build_dir"]})
+@cli_errors
+def firmware_qemu(c, tflm, board="nucleo-l4r5zi", model="digits", generated=None, cpu="cortex-m4+fp", out=None,
+                  build_dir="build"):
+    """Build the QEMU image of the benchmark harness with the real model, linked with your TFLM library."""
+    from pipeline.hil.harness_build import QEMU_CPUS, build_qemu_tflm
+
+    folder = Path(build_dir) / board / model
+    image = build_qemu_tflm(Path(generated) if generated else folder / "generated", Path(tflm),
+                            Path(out) if out else folder / f"qemu-{cpu}.elf", cpu)
+    machine = QEMU_CPUS[cpu][1]
+    print(f"QEMU image: {image}")
+    print(f"run it:     qemu-system-arm -M {machine} -nographic -monitor none -icount shift=0 -kernel {image} "
+          "-serial tcp:127.0.0.1:4444,server=on,wait=off")
+    print(f"measure it: invoke measure --board={board} --model={model} --port=socket://127.0.0.1:4444 "
+          "(figures labelled QEMU instruction count)")
+
+
+@task(help={"tflm": "a TFLM source tree with microlite built for the host (TFLM's Makefile, no TARGET)",
+            "board": COMMON_HELP["board"], "model": "the built model (default digits)",
+            "out": "the program to write (default build/<board>/<model>/host-harness)",
+            "build_dir": COMMON_HELP["build_dir"]})
+@cli_errors
+def firmware_host(c, tflm, board="esp32", model="digits", out=None, build_dir="build"):
+    """Build the host (pseudo-terminal) harness with the real model, linked with your TFLM host library."""
+    from pipeline.hil.harness_build import build_host_tflm
+
+    folder = Path(build_dir) / board / model
+    program = build_host_tflm(folder / "generated", Path(tflm), Path(out) if out else folder / "host-harness")
+    print(f"host harness: {program}  (it prints the pseudo-terminal it serves; then invoke measure "
+          f"--board={board} --model={model} --port=/dev/pts/N, figures labelled host)")
+
+
 @task(help={"baud": "the line rate to model the upload at (default 115200)",
             "repeats": "uploads of a 96x96x3 input per chunk size (default 5)"})
 @cli_errors

@@ -1,5 +1,6 @@
-"""Builds this project's benchmark harness for the places TFLM cannot be compiled here: the host (POSIX, over a
-pseudo-terminal) and the Cortex-M4 of QEMU's mps2-an386. Both use the deterministic TEST backend."""
+"""Builds this project's benchmark harness for the host (POSIX, over a pseudo-terminal) and for QEMU's mps2 boards
+(Cortex-M4F on mps2-an386; ARMv6-M Cortex-M0+ code on mps2-an385's Cortex-M3), with the deterministic TEST backend
+or, linked with a TFLM library the user built (`--tflm=PATH`), the real model."""
 from __future__ import annotations
 
 import shutil
@@ -51,6 +52,86 @@ def build_qemu(out: Path, input_bytes: int, outputs: int, model: str, model_hash
     return out
 
 
+# -- the real model: the ports linked with a TFLM library built from the user's TFLM tree --------------------------
+# What each QEMU CPU compiles with (the same as TFLM's cortex_m_generic TARGET_ARCH), and the machine it runs on.
+QEMU_CPUS = {
+    "cortex-m4+fp": (["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"], "mps2-an386"),
+    "cortex-m0plus": (["-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"], "mps2-an385"),
+}
+
+
+def tflm_library(tflm: Path, target: str) -> Path:
+    """The microlite library of a TFLM tree for a target ("cortex-m4+fp", "cortex-m0plus" or "host"): built by
+    TFLM's own Makefile (gen/<target folder>/lib/libtensorflow-microlite.a)."""
+    pattern = "linux_x86_64_*" if target == "host" else f"cortex_m_generic_{target}_*"
+    found = sorted(Path(tflm).glob(f"gen/{pattern}/lib/libtensorflow-microlite.a"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        hint = "" if target == "host" else f" TARGET=cortex_m_generic TARGET_ARCH={target}"
+        raise PipelineError(f"no TFLM library for {target} in {tflm}/gen: build it in the TFLM tree with "
+                            f"`make -f tensorflow/lite/micro/tools/make/Makefile{hint} "
+                            "BUILD_TYPE=release_with_logs microlite` (add OPTIMIZED_KERNEL_DIR=cmsis_nn for CMSIS-NN)")
+    return found[-1]
+
+
+def tflm_flags(tflm: Path, library: Path) -> list[str]:
+    """Defines and include paths that must match how the library was built: TF_LITE_STATIC_MEMORY always (without
+    it the port links, then fails on a wrong tensor layout), and the build type's NDEBUG / stripped error strings
+    (a `release` build strips them, which also silences TFLM's per-operator profiler)."""
+    build_type = library.parent.parent.name
+    flags = ["-DTF_LITE_STATIC_MEMORY"]
+    if "_release_with_logs" in build_type:
+        flags.append("-DNDEBUG")
+    elif "_release" in build_type:
+        flags += ["-DNDEBUG", "-DTF_LITE_STRIP_ERROR_STRINGS"]
+    downloads = Path(tflm) / "tensorflow/lite/micro/tools/make/downloads"
+    return flags + [f"-I{tflm}", f"-I{downloads / 'flatbuffers/include'}", f"-I{downloads / 'gemmlowp'}",
+                    f"-I{downloads / 'ruy'}"]
+
+
+def _build_tflm_port(cc: str, cxx: str, arch: list[str], port_sources: list[Path], link: list[str], generated: Path,
+                     tflm: Path, library: Path, out: Path, what: str) -> Path:
+    if not (generated / "model_data.cc").is_file():
+        raise PipelineError(f"{generated} holds no generated model: run `invoke generate` first")
+    if not (Path(tflm) / "tensorflow/lite/micro/micro_interpreter.h").is_file():
+        raise PipelineError(f"{tflm} is not a TFLM source tree (no tensorflow/lite/micro/micro_interpreter.h)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    objects = out.parent / (out.name + ".obj")
+    shutil.rmtree(objects, ignore_errors=True)
+    objects.mkdir()
+    flags = tflm_flags(tflm, library)
+    includes = [f"-I{FIRMWARE / 'harness'}", f"-I{FIRMWARE / 'common'}", f"-I{generated}"]
+    common = [*arch, "-O2", "-g", "-ffunction-sections", "-fdata-sections"]
+    for src in [FIRMWARE / "harness" / "ee_core.c", *port_sources]:
+        _compile([cc, "-std=c99", *common, "-Wall", "-Wextra", "-Werror", "-DEE_BACKEND_TFLM", *flags, *includes,
+                  "-c", str(src), "-o", str(objects / (src.name + ".o"))], what)
+    for src in [FIRMWARE / "common" / "model_runner.cc", FIRMWARE / "common" / "tflm_backend.cc",
+                *sorted(generated.glob("*.cc"))]:
+        _compile([cxx, "-std=c++17", *common, "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics",
+                  "-Wall", "-Wextra", "-Wno-unused-parameter", *flags, *includes, "-c", str(src),
+                  "-o", str(objects / (src.name + ".o"))], what)
+    _compile([cxx, *arch, *sorted(map(str, objects.glob("*.o"))), str(library), *link, "-o", str(out)], what)
+    shutil.rmtree(objects, ignore_errors=True)
+    return out
+
+
+def build_qemu_tflm(generated: Path, tflm: Path, out: Path, cpu: str = "cortex-m4+fp") -> Path:
+    """The QEMU port with the real model: the generated files linked with the TFLM library for `cpu`."""
+    if cpu not in QEMU_CPUS:
+        raise PipelineError(f"unknown QEMU cpu '{cpu}': choose one of {', '.join(QEMU_CPUS)}")
+    arch, _ = QEMU_CPUS[cpu]
+    port = FIRMWARE / "ports" / "qemu-mps2-an386"
+    return _build_tflm_port("arm-none-eabi-gcc", "arm-none-eabi-g++", arch, [port / "startup.c", port / "main.c"],
+                            [f"-T{port / 'mps2_an386.ld'}", "-nostartfiles", "--specs=nano.specs",
+                             "--specs=nosys.specs", "-Wl,--gc-sections", "-lm"],
+                            generated, tflm, tflm_library(tflm, cpu), out, f"QEMU {cpu} image with TFLM")
+
+
+def build_host_tflm(generated: Path, tflm: Path, out: Path) -> Path:
+    """The host (POSIX pty) port with the real model, linked with the TFLM host library."""
+    return _build_tflm_port("gcc", "g++", [], [FIRMWARE / "ports" / "host" / "main.c"], ["-lm"], generated, tflm,
+                            tflm_library(tflm, "host"), out, "host harness with TFLM")
+
+
 class HostDevice:
     """The host harness running on a pseudo-terminal: `with HostDevice(binary, ...) as dev: dev.port`."""
 
@@ -81,8 +162,8 @@ class HostDevice:
 class QemuDevice:
     """The mps2-an386 image under qemu-system-arm, its UART on a loopback TCP port (pyserial socket://)."""
 
-    def __init__(self, image: Path, tcp_port: int, icount: bool = True):
-        self.command = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none", "-kernel", str(image),
+    def __init__(self, image: Path, tcp_port: int, icount: bool = True, machine: str = "mps2-an386"):
+        self.command = ["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none", "-kernel", str(image),
                         "-serial", f"tcp:127.0.0.1:{tcp_port},server=on,wait=off"]
         if icount:
             self.command += ["-icount", "shift=0"]  # one instruction per virtual ns: repeatable timings

@@ -8,6 +8,7 @@
 #include "ee_core.h"
 #include "test_backend.h"
 #ifdef EE_BACKEND_TFLM
+#include "tensorflow/lite/micro/cortex_m_generic/debug_log_callback.h"
 #include "tflm_backend.h"
 #endif
 
@@ -63,6 +64,19 @@ static void uart_write(const char *text, size_t len) {
   }
 }
 
+#ifdef EE_BACKEND_TFLM
+/* TFLM's messages (MicroPrintf: why a model failed to set up) go to the UART, as e- lines the reader shows. */
+static void tflm_log(const char *text) {
+  static const char prefix[] = "e-[TFLM: ";
+  size_t len = 0;
+  while (text[len] && text[len] != '\r' && text[len] != '\n') ++len;
+  if (len == 0) return;
+  uart_write(prefix, sizeof(prefix) - 1);
+  uart_write(text, len);
+  uart_write("]\r\n", 3);
+}
+#endif
+
 int main(void) {
   UART0->BAUDDIV = CORE_CLOCK_HZ / 115200u;
   UART0->CTRL = 3u;  /* TX and RX enabled */
@@ -73,6 +87,7 @@ int main(void) {
   static ee_ctx_t ctx;
   static const ee_port_t port = {uart_write, micros, "qemu-icount"};
 #ifdef EE_BACKEND_TFLM
+  RegisterDebugLogCallback(tflm_log);
   /* 16-byte aligned by hand: newlib-nano's aligned_alloc lacks the posix_memalign it calls. */
   uint8_t *raw = malloc(TflmArenaSize() + 15u);
   uint8_t *arena = raw ? (uint8_t *)(((uintptr_t)raw + 15u) & ~(uintptr_t)15u) : NULL;

@@ -1,4 +1,5 @@
-/* Minimal Cortex-M4 start-up: vector table, .data copy, .bss clear, FPU on, C++ static constructors, main(). */
+/* Minimal Cortex-M start-up: vector table, .data copy, .bss clear, FPU on (where the image uses one), C++ static
+ * constructors, main(). Also used for ARMv6-M (Cortex-M0+) images run on mps2-an385's Cortex-M3. */
 #include <stdint.h>
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _estack;
@@ -11,9 +12,11 @@ void Reset_Handler(void) {
   uint32_t *src = &_sidata;
   for (uint32_t *dst = &_sdata; dst < &_edata;) *dst++ = *src++;
   for (uint32_t *dst = &_sbss; dst < &_ebss;) *dst++ = 0;
+#if defined(__ARM_FP)
   /* CPACR: full access to CP10 and CP11, the FPU (the image is built for the hard-float ABI). */
   *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20;
   __asm volatile("dsb\n isb");
+#endif
   for (void (**ctor)(void) = __init_array_start; ctor < __init_array_end; ++ctor) (*ctor)();  /* C++ globals */
   main();
   for (;;) {

@@ -1,0 +1,266 @@
+"""Calibrating a cost model (boards/costs/) from per-operator measurements, and checking it.
+
+`invoke calibrate --tflm=PATH` builds the QEMU port with the real TFLM library of the user's TFLM tree (CMSIS-NN
+for the Cortex-M4F, reference kernels for ARMv6-M code standing in for the Cortex-M0+), for each zoo model at
+several widths, runs it under `qemu-system-arm -icount shift=0` (one instruction per virtual nanosecond, so the
+port's microsecond clock counts thousands of instructions), reads each operator's time with `xprofile`, and
+fits the cost model's coefficients per op kind by non-negative least squares on the relative error. The
+measurements are kept as data next to the cost model (boards/costs/calibration/), so `invoke bench-costmodel`
+re-checks the fit anywhere, without TFLM or QEMU.
+
+Latency only depends on the shapes, not on the trained weights, so the models are trained one epoch on random
+data of the right shape.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline import costmodel, graph
+from pipeline.errors import PipelineError
+
+CALIBRATION_DIR = costmodel.COSTS_DIR / "calibration"
+# What is calibrated under QEMU: the cost model, the QEMU CPU, and a board of that core for the generated files.
+TARGETS = {
+    "cortex-m4f-cmsis-nn": {"cpu": "cortex-m4+fp", "board": "nucleo-l4r5zi"},
+    "cortex-m0plus-reference": {"cpu": "cortex-m0plus", "board": "rp2040"},
+}
+PLAN = {"digits": (0.5, 1.0, 2.0), "ds_cnn": (0.5, 1.0), "mobilenet_v1": (0.5, 1.0), "resnet8": (0.5, 1.0),
+        "autoencoder": (0.5, 1.0)}
+# Published MLPerf Tiny v1.0 results of the reference submission on the NUCLEO-L4R5ZI (TFLM with CMSIS-NN,
+# 120 MHz), milliseconds per inference: the check the Cortex-M4F model must come within 30 % of.
+MLPERF_L4R5ZI_MS = {"ds_cnn": 181.9, "mobilenet_v1": 600.6, "resnet8": 704.2, "autoencoder": 10.05}
+
+
+@dataclass
+class OpMeasurement:
+    model: str
+    width: float
+    index: int
+    op: str
+    cost_class: str
+    features: dict[str, float]
+    instructions: float
+
+
+def random_dataset(spec, path: Path, examples: int = 64, seed: int = 0) -> Path:
+    """Random inputs and labels of the model's shapes: enough to train, convert and time it."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((examples,) + tuple(spec.input_shape), dtype=np.float32)
+    if spec.autoencoder:
+        np.savez(path, x_train=x, x_test=x[:16])
+    else:
+        y = np.arange(examples) % (spec.num_classes or 1)
+        np.savez(path, x_train=x, y_train=y, x_test=x[:16], y_test=y[:16])
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def time_operators(image: Path, machine: str, input_bytes: int, timeout: float = 600.0) -> list[tuple[str, int]]:
+    """Run the image under QEMU with -icount and read one inference's per-operator times (us = 1000 instructions)."""
+    import serial
+
+    from pipeline.hil.dut import Device
+    from pipeline.hil.harness_build import QemuDevice
+
+    with QemuDevice(image, _free_port(), machine=machine) as qemu:
+        port = None
+        for _ in range(50):
+            try:
+                port = serial.serial_for_url(qemu.url, timeout=0.05)
+                break
+            except serial.SerialException:
+                time.sleep(0.1)
+        if port is None:
+            raise PipelineError(f"cannot connect to QEMU's UART at {qemu.url}")
+        try:
+            device = Device(port, qemu.url, timeout=timeout)
+            device.drain(limit=5.0)
+            device.load(bytes(input_bytes))
+            device.infer(1, 1, timeout=timeout)
+            return device.profile()
+        finally:
+            port.close()
+
+
+def measure(tflm: Path, name: str, work: Path, log: Callable[[str], None] = print,
+            plan: dict[str, tuple[float, ...]] = PLAN) -> list[OpMeasurement]:
+    """Build, run and time every model of the plan under QEMU; returns one row per operator."""
+    from pipeline import models
+    from pipeline.build import Options, Pipeline
+    from pipeline.hil.harness_build import QEMU_CPUS, build_qemu_tflm
+
+    target = TARGETS[name]
+    machine = QEMU_CPUS[target["cpu"]][1]
+    rows: list[OpMeasurement] = []
+    for model, widths in plan.items():
+        spec = models.get_spec(model)
+        data = random_dataset(spec, work / f"{model}.npz")
+        for width in widths:
+            log(f"calibrate {name}: {model} at width {width} ...")
+            opts = Options(model=model, board=target["board"], data=str(data), epochs=1, sparsity=0.0, width=width,
+                           build_root=work / "build", compile_firmware=False, max_drop=100.0)
+            pipeline = Pipeline(opts, log=lambda _: None)
+            pipeline.run_profile()
+            generated = work / "build" / target["board"] / model / "generated"
+            image = build_qemu_tflm(generated, tflm, work / f"{model}-{width:g}.elf", target["cpu"])
+            model_graph = graph.read(pipeline.tflite_path)
+            timed = time_operators(image, machine, model_graph.inputs[0].bytes)
+            if len(timed) != len(model_graph.ops):
+                raise PipelineError(f"{model}: QEMU timed {len(timed)} operators, the model has "
+                                    f"{len(model_graph.ops)}")
+            for op, (_, us) in zip(model_graph.ops, timed):
+                rows.append(OpMeasurement(model, width, op.index, op.kind, op.subkind, costmodel.features(op),
+                                          us * 1000.0))
+            log(f"  {len(timed)} operators, {sum(us for _, us in timed) * 1000:.0f} instructions")
+    return rows
+
+
+FIT_TERMS = {"mac": ("fixed", "mac", "out"), "elementwise": ("fixed", "out", "in"), "copy": ("fixed", "out")}
+
+
+def terms_for(kind: str) -> tuple[str, ...]:
+    if kind in ("CONV_2D", "CONV_2D_1X1", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        return FIT_TERMS["mac"]
+    if kind in ("ADD", "MUL", "SOFTMAX"):
+        return FIT_TERMS["elementwise"]
+    return FIT_TERMS["copy"]
+
+
+def fit(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Coefficients per cost class: non-negative least squares on the relative error of each operator."""
+    from scipy.optimize import nnls
+
+    by_class: dict[str, list[dict]] = {}
+    for row in rows:
+        by_class.setdefault(row["cost_class"], []).append(row)
+    coefficients = {}
+    for kind, items in sorted(by_class.items()):
+        terms = terms_for(kind)
+        a = np.array([[r["features"][t] for t in terms] for r in items], dtype=float)
+        b = np.array([r["instructions"] for r in items], dtype=float)
+        scale = 1.0 / np.maximum(b, 1.0)
+        solution, _ = nnls(a * scale[:, None], b * scale)
+        coefficients[kind] = {t: float(round(v, 4)) for t, v in zip(terms, solution)}
+    return coefficients
+
+
+def write_cost_model(name: str, coefficients: dict, source: str, cpi: float, assumption: str) -> Path:
+    meta = TARGETS_META[name]
+    lines = [f"# {meta['title']}: an ESTIMATE in instructions, converted to cycles with an assumed CPI.",
+             "# Written by `invoke calibrate` from the measurements in calibration/" + name + ".json.", "[meta]",
+             f'core = "{meta["core"]}"', f'kernels = "{meta["kernels"]}"', 'unit = "instructions"',
+             f"# {assumption}", f"cycles_per_instruction = {cpi}", f"source = {json.dumps(source)}", ""]
+    if "default" not in coefficients:
+        coefficients = {**coefficients, "default": coefficients.get("RESHAPE", {"fixed": 500.0, "out": 1.0})}
+    for kind, coeffs in coefficients.items():
+        lines.append(f"[op.{kind}]")
+        lines += [f"{term} = {value:g}" for term, value in coeffs.items()]
+        lines.append("")
+    path = costmodel.COSTS_DIR / f"{name}.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+TARGETS_META = {
+    "cortex-m4f-cmsis-nn": {"title": "Cortex-M4F with TFLM's CMSIS-NN kernels", "core": "cortex-m4f",
+                            "kernels": "cmsis-nn"},
+    "cortex-m0plus-reference": {"title": "Cortex-M0+ with TFLM's reference kernels", "core": "cortex-m0plus",
+                                "kernels": "reference"},
+}
+# Instructions -> cycles. Cortex-M4: most data-processing and MAC instructions take 1 cycle, loads 2 (1 when
+# pipelined), taken branches 2-4; TFLM's int8 inner loops are load-heavy, so 1.25 is assumed, with the model's
+# weights read from flash through the STM32L4's ART accelerator (no extra wait states on hits). Cortex-M0+: a
+# 2-stage pipeline, single-cycle multiplier, loads and stores 2 cycles, taken branches 2: 1.4 is assumed for
+# the reference kernels' load/compare-heavy loops (the RP2040 runs from XIP flash with a 16 KiB cache).
+CPI = {"cortex-m4f-cmsis-nn": 1.25, "cortex-m0plus-reference": 1.4}
+CPI_NOTE = {
+    "cortex-m4f-cmsis-nn": "Cortex-M4: 1 cycle for data processing and MACs, 2 for loads (1 pipelined), 2-4 for taken "
+                           "branches; 1.25 assumed for CMSIS-NN's load-heavy int8 loops, flash behind the ART cache",
+    "cortex-m0plus-reference": "Cortex-M0+: 1 cycle for data processing and multiplies, 2 for loads/stores and taken "
+                               "branches; 1.4 assumed for the reference kernels' loops, code from cached XIP flash",
+}
+
+
+def measurements_path(name: str) -> Path:
+    return CALIBRATION_DIR / f"{name}.json"
+
+
+def load_measurements(name: str) -> dict:
+    path = measurements_path(name)
+    if not path.is_file():
+        raise PipelineError(f"no calibration measurements for {name} ({path}): run `invoke calibrate --tflm=PATH`")
+    return json.loads(path.read_text())
+
+
+def model_totals(data: dict, cost: costmodel.CostModel) -> list[dict]:
+    """Per model and width: QEMU-measured instructions vs the cost model's estimate, and the ratio."""
+    totals: dict[tuple, dict] = {}
+    for row in data["rows"]:
+        key = (row["model"], row["width"])
+        t = totals.setdefault(key, {"model": row["model"], "width": row["width"], "measured": 0.0, "estimated": 0.0})
+        t["measured"] += row["instructions"]
+        coeffs = cost.ops.get(row["cost_class"]) or cost.ops.get(row["op"]) or cost.ops["default"]
+        t["estimated"] += sum(coeffs.get(term, 0.0) * row["features"][term] for term in costmodel.TERMS)
+    out = []
+    for t in totals.values():
+        t["ratio"] = t["estimated"] / t["measured"] if t["measured"] else None
+        out.append(t)
+    return out
+
+
+def run(tflm: Path, name: str, work: Path, log: Callable[[str], None] = print) -> Path:
+    """Measure under QEMU, keep the measurements, fit and write the cost model."""
+    from dataclasses import asdict
+
+    if name not in TARGETS:
+        raise PipelineError(f"unknown cost model '{name}' to calibrate: choose one of {', '.join(TARGETS)}")
+    work.mkdir(parents=True, exist_ok=True)
+    rows = [asdict(r) for r in measure(Path(tflm), name, work, log)]
+    source = (f"QEMU {TARGETS[name]['cpu']} ({' '.join(QEMU_MACHINE_NOTE)}), -icount shift=0, TFLM microlite from "
+              f"{Path(tflm).name} ({tflm_library_name(tflm, TARGETS[name]['cpu'])}), {len(rows)} operators of "
+              f"{', '.join(f'{m} x{ws}' for m, ws in PLAN.items())}")
+    CALIBRATION_DIR.mkdir(parents=True, exist_ok=True)
+    measurements_path(name).write_text(json.dumps({"source": source, "unit": "instructions", "rows": rows}, indent=1))
+    coefficients = fit(rows)
+    return write_cost_model(name, coefficients, f"calibrated: {source}; instructions x an assumed CPI {CPI[name]}",
+                            CPI[name], CPI_NOTE[name])
+
+
+QEMU_MACHINE_NOTE = ("mps2-an386 for the Cortex-M4F, mps2-an385's Cortex-M3 running ARMv6-M code for the M0+",)
+
+
+def tflm_library_name(tflm: Path, cpu: str) -> str:
+    from pipeline.hil.harness_build import tflm_library
+
+    return tflm_library(Path(tflm), cpu).parent.parent.name
+
+
+def check(name: str) -> dict:
+    """The cost model against its calibration measurements, and (Cortex-M4F) against published MLPerf Tiny figures."""
+    cost = costmodel.load(costmodel.COSTS_DIR / f"{name}.toml")
+    data = load_measurements(name)
+    totals = model_totals(data, cost)
+    result = {"cost_model": name, "source": data["source"], "models": totals,
+              "worst_ratio": max(totals, key=lambda t: abs(np.log(t["ratio"])))["ratio"] if totals else None}
+    if name == "cortex-m4f-cmsis-nn":
+        published = []
+        for t in totals:
+            if t["width"] == 1.0 and t["model"] in MLPERF_L4R5ZI_MS:
+                estimated_ms = t["estimated"] * cost.cycles_per_instruction / 120e3
+                published.append({"model": t["model"], "estimated_ms": round(estimated_ms, 2),
+                                  "published_ms": MLPERF_L4R5ZI_MS[t["model"]],
+                                  "ratio": round(estimated_ms / MLPERF_L4R5ZI_MS[t["model"]], 3)})
+        result["mlperf_nucleo_l4r5zi"] = published
+    return result
