@@ -328,6 +328,16 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
                                                     build_dir, profile)))
 
 
+@task(help={"board": COMMON_HELP["board"], "sparsity": "fraction of channels removed (default 0.5)",
+            "build_dir": "scratch build folder for the benchmark (default build/bench-pruning)"})
+@cli_errors
+def bench_pruning(c, board="esp32", sparsity="0.5", build_dir="build/bench-pruning"):
+    """Benchmark: structured pruning vs unpruned on digits and the DS-CNN: MACs, flash, arena, latency, accuracy."""
+    from pipeline.bench import run_pruning_benchmark
+
+    run_pruning_benchmark(board=board, build_dir=Path(build_dir), sparsity=_number("sparsity", sparsity))
+
+
 @task(help={"tflm": "a TFLM source tree with microlite built for the target (TFLM's Makefile, "
                     "BUILD_TYPE=release_with_logs so the per-operator profiler runs)",
             "cost_model": "which cost model to calibrate: cortex-m4f-cmsis-nn (default) or cortex-m0plus-reference",

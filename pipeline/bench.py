@@ -59,3 +59,63 @@ def run_benchmark(board: str = "esp32", build_dir: Path = Path("build/bench"), w
     for name, ok in checks.items():
         print(f"  [{'ok' if ok else 'MISSED'}] {name}")
     return {"figures": figures, "checks": checks}
+
+
+PRUNING_TARGETS = {"macs": 0.40, "flash": 0.30, "points": 1.0}
+
+
+def keyword_dataset(path: Path, examples: int = 1200, seed: int = 0) -> Path:
+    """A generated stand-in for keyword spotting, shaped like the DS-CNN's 49x10 MFCC input with 12 classes: each
+    class is a band pattern sweeping the coefficients at its own rate, shifted in time and buried in noise.
+    Made here (no speech data set may be downloaded); it exercises the same layers and shapes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(49)[:, None]
+    f = np.arange(10)[None, :]
+    y = np.arange(examples) % 12
+    x = np.empty((examples, 49, 10, 1), dtype=np.float32)
+    for i, label in enumerate(y):
+        shift = rng.integers(-6, 7)
+        rate = 0.15 + 0.05 * (label % 6)
+        phase = (label // 6) * np.pi / 2
+        pattern = np.sin(rate * (t + shift) + phase + 0.6 * f) * np.exp(-((f - label % 10) ** 2) / 8.0)
+        x[i, :, :, 0] = pattern + rng.normal(0, 0.6, (49, 10))
+    order = rng.permutation(examples)
+    x, y = x[order], y[order]
+    cut = int(examples * 0.8)
+    np.savez(path, x_train=x[:cut], y_train=y[:cut], x_test=x[cut:], y_test=y[cut:])
+    return path
+
+
+def run_pruning_benchmark(board: str = "esp32", build_dir: Path = Path("build/bench-pruning"),
+                          sparsity: float = 0.5) -> list[dict]:
+    """Structured pruning vs the same model unpruned, on digits and on the DS-CNN (generated keyword data)."""
+    from pipeline.build import Options, Pipeline
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    cases = [("digits", None), ("ds_cnn", str(keyword_dataset(build_dir / "keywords.npz")))]
+    rows = []
+    for model, data in cases:
+        print(f"bench-pruning: {model} on {board}, --prune=structured --sparsity={sparsity} ...", flush=True)
+        opts = Options(model=model, board=board, data=data, sparsity=sparsity, prune="structured",
+                       build_root=build_dir, compile_firmware=False)
+        outcome = Pipeline(opts, log=lambda _: None).run_board(with_firmware=False)
+        p = outcome.report["pruning"]
+        rows.append({"model": model, "pruned": p["pruned"], "unpruned": p["unpruned"], "saved": p["saved_fraction"],
+                     "metric": p["metric_name"]})
+    print(f"  {'model':<8} {'MACs':>17} {'flash B':>15} {'arena B':>13} {'est. latency ms':>17} {'accuracy %':>15}")
+    for r in rows:
+        u, p, s = r["unpruned"], r["pruned"], r["saved"]
+        print(f"  {r['model']:<8} {u['macs']:>8}->{p['macs']:<8} {u['tflite_bytes']:>7}->{p['tflite_bytes']:<7} "
+              f"{u['arena_bytes']:>6}->{p['arena_bytes']:<6} {u['latency_estimate_us'] / 1000:>8.3f}->"
+              f"{p['latency_estimate_us'] / 1000:<8.3f} {u['metric']:>7.2f}->{p['metric']:<7.2f}")
+        loss = u["metric"] - p["metric"]
+        checks = {f"MACs -{100 * s['macs']:.0f}% (>= {PRUNING_TARGETS['macs']:.0%})": s["macs"] >= PRUNING_TARGETS["macs"],
+                  f"flash -{100 * s['tflite_bytes']:.0f}% (>= {PRUNING_TARGETS['flash']:.0%})":
+                      s["tflite_bytes"] >= PRUNING_TARGETS["flash"],
+                  f"accuracy loss {loss:.2f} points (<= {PRUNING_TARGETS['points']})": loss <= PRUNING_TARGETS["points"]}
+        for name, ok in checks.items():
+            print(f"    [{'ok' if ok else 'MISSED'}] {r['model']}: {name}")
+        r["checks"] = checks
+    return rows

@@ -104,7 +104,8 @@ def test_arena_measurement_matches_the_smallest_arena_tflm_accepts(esp32_build):
     while lo < hi:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if runs(mid) else (mid + 1, hi)
-    assert lo <= esp32_build["report"]["arena_bytes"] <= lo + 1024
+    extra = esp32_build["report"]["arena_kernel_scratch_bytes"]  # what the board's kernels add to the host's need
+    assert lo + extra <= esp32_build["report"]["arena_bytes"] <= lo + extra + 1024
     assert not runs(lo - 16)
 
 
