@@ -83,6 +83,9 @@ def _check_esp_idf(board: Board, where: str) -> None:
     if board.flash_chip_mb not in ESP_FLASH_CHIP_MB:
         raise PipelineError(f"{where} [memory]: field 'flash_chip_mb' must be one of "
                             f"{', '.join(map(str, ESP_FLASH_CHIP_MB))} (got {board.flash_chip_mb})")
+    from pipeline import esp_partitions
+
+    esp_partitions.layout(board)  # the partition table it will render: refused now, before any training
     if board.console == "usb-serial-jtag" and board.target not in USB_SERIAL_JTAG_TARGETS:
         raise PipelineError(f"{where} [serial]: console 'usb-serial-jtag' needs a chip that has one "
                             f"({', '.join(USB_SERIAL_JTAG_TARGETS)}), not {board.target}")

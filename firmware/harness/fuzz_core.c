@@ -48,7 +48,8 @@ static uint32_t next(void) {
 }
 
 static const char *const words[] = {
-    "db", "load", "print", "infer", "results", "xraw", "xinfo", "name", "profile", "help", "timestamp", "zz",
+    "db", "load", "print", "infer", "results", "xraw", "xinfo", "xprofile", "name", "profile", "help",
+    "timestamp", "zz",
 };
 static const unsigned sizes[] = {0, 1, 4, 15, 16, 17, 31, 27648, 27649, 4294967295u};
 
@@ -100,6 +101,7 @@ static int run_case(const char *input, size_t len) {
   line_len = 0;
   ready_count = 0;
   bad_line = 0;
+  ee_test_backend_clock(next() % 2 ? fake_micros : NULL);  /* with and without a profiler */
   ee_init(&ctx, &port, ee_test_backend(16, 12, "fuzz", "0", 1));
   long terminators = 1;  /* the boot banner ends with one m-ready */
   for (size_t i = 0; i < len; ++i) {
