@@ -25,6 +25,7 @@ COMMON_HELP = {
     "seed": "random seed for the data split, initialisation and training (default 0)",
     "max_drop": "largest allowed drop float -> int8: accuracy points, or for regression % of the target range (default 2)",
     "width": "width multiplier for the model's layers (default 1.0): the knob for flash, RAM and latency",
+    "depth": "number of blocks (conv layers, separable blocks, residual stacks ...; default: the model's own)",
     "build_dir": "where build outputs go (default build/)",
 }
 
@@ -50,13 +51,13 @@ def _number(option: str, value, kind=float):
 
 
 def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, prune="magnitude", qat=True, seed=0,
-             max_drop=2.0,
-             width=1.0, build_dir="build", tflite=None, compile_firmware=True):
+             max_drop=2.0, width=1.0, depth=None, build_dir="build", tflite=None, compile_firmware=True):
     from pipeline.build import Options
 
     return Options(model=model, board=board, data=data, epochs=_number("epochs", epochs, int) if epochs else None,
                    sparsity=_number("sparsity", sparsity), prune=prune, qat=qat, seed=_number("seed", seed, int),
                    max_drop=_number("max_drop", max_drop), width=_number("width", width),
+                   depth=_number("depth", depth, int) if depth is not None else None,
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir),
                    compile_firmware=compile_firmware)
 
@@ -74,7 +75,7 @@ def _print_board_outcome(outcome):
     print(f"report: {outcome.report_path}")
 
 
-MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "build_dir")
+MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "build_dir")
 OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
 CONVERT_OPTS = OPT_OPTS + ("max_drop",)
 
@@ -85,27 +86,27 @@ def _help(names, **extra):
 
 @task(help=_help(MODEL_OPTS))
 @cli_errors
-def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", build_dir="build"):
+def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, build_dir="build"):
     """Stage 1: train the float Keras model (seeded, early stopping)."""
-    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir)
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, build_dir=build_dir)
     print(json.dumps(p.train(), indent=2))
 
 
 @task(help=_help(OPT_OPTS))
 @cli_errors
-def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", build_dir="build", sparsity="0.5", prune="magnitude", qat=True):
+def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True):
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
-    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir,
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat)
     print(json.dumps(p.optimize(), indent=2))
 
 
 @task(help=_help(CONVERT_OPTS))
 @cli_errors
-def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
+def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
             max_drop="2.0"):
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
-    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, build_dir=build_dir,
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop)
     print(json.dumps({"convert": p.convert(), "validate": p.validate()}, indent=2))
     print(f"model: {p.tflite_path}")
@@ -115,44 +116,112 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", bu
                  tflite="an int8 .tflite trained elsewhere: skip training and generate from it (--data then "
                         "measures its accuracy)"))
 @cli_errors
-def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0",
+def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None,
              build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0"):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
-    p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width,
+    p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop)
     _print_board_outcome(p.run_board(with_firmware=False))
 
 
 @task(help=_help(CONVERT_OPTS + ("board",),
                  tflite="build firmware for an int8 .tflite trained elsewhere instead of a zoo model",
-                 compile="run the framework's build tool (idf.py) when it is on PATH (default on)"))
+                 compile="run the framework's build tool (idf.py) when it is on PATH (default on)",
+                 from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number"))
 @cli_errors
-def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0",
-          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", compile=True):
+def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
+          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", compile=True, from_explore=None):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
     Only stages whose inputs changed run again. Output: build/<board>/<model>/ with report.json.
     """
-    p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
-                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, compile_firmware=compile)
+    if from_explore:
+        from pipeline import explore as explore_mod
+
+        p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile)
+    else:
+        p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
+                      depth=depth, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
+                      compile_firmware=compile)
     _print_board_outcome(p.run_board(with_firmware=True))
+
+
+def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, which, compile_firmware):
+    """The pipeline of an explored trial, with the options the study ran it with."""
+    from dataclasses import replace
+
+    from pipeline.build import Pipeline
+
+    opts = explore_mod.ExploreOptions(model=model, board=board, data=data, seed=_number("seed", seed, int),
+                                      epochs=_number("epochs", epochs, int) if epochs else None,
+                                      build_root=Path(build_dir))
+    trial = explore_mod.pick(explore_mod.load_trials(opts.out_dir), which)
+    if trial is None or not trial.get("params"):
+        raise PipelineError(f"--from-explore={which}: no such trial with results in {opts.out_dir} "
+                            "(best needs a feasible one; see trials.csv)")
+    print(f"building explored trial #{trial['number']}: {trial['params']}")
+    return Pipeline(replace(explore_mod.pipeline_options(opts, trial["params"]), max_drop=2.0,
+                            compile_firmware=compile_firmware))
 
 
 @task(help=_help(CONVERT_OPTS + ("board",),
                  tflite="profile an int8 .tflite trained elsewhere instead of a zoo model"))
 @cli_errors
-def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0",
+def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0"):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/). Latency and energy are
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
     """
-    p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
+    p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop)
     _, out_dir = p.run_profile()
     print((out_dir / "profile.md").read_text())
     print(f"profile: {out_dir / 'profile.md'} (.json, .csv, .png)")
+
+
+@task(help={"model": COMMON_HELP["model"], "board": COMMON_HELP["board"], "data": COMMON_HELP["data"],
+            "trials": "finished trials the study should hold (default 30); an interrupted study resumes",
+            "objectives": "comma-separated: accuracy and any of latency, ram, flash, energy (default accuracy,latency,ram)",
+            "max_latency_ms": "limit on the estimated latency per inference, ms",
+            "max_ram_kb": "limit on RAM (arena + input + runtime), KiB; the board's budget always applies",
+            "max_flash_kb": "limit on flash (model + runtime), KiB; the board's budget always applies",
+            "min_accuracy": "lowest acceptable int8 accuracy, %; far-off trials stop after training",
+            "epochs": "training epochs per trial (default: the model's)", "seed": COMMON_HELP["seed"],
+            "storage": "Optuna storage URL shared by workers, e.g. sqlite:////nfs/study.db or "
+                       "postgresql://user@host/db (default: sqlite under build/<board>/<model>/explore/)",
+            "build_dir": COMMON_HELP["build_dir"]})
+@cli_errors
+def explore(c, model="digits", board="esp32", data=None, trials="30", objectives="accuracy,latency,ram",
+            max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, min_accuracy=None, epochs=None, seed="0",
+            storage=None, build_dir="build"):
+    """Search width, depth, pruning and QAT under the board's budget: Pareto front, report.html, the pick.
+
+    Build the pick with `invoke build --from-explore=best` (or a trial number).
+    """
+    from pipeline import explore as explore_mod
+
+    opts = explore_mod.ExploreOptions(
+        model=model, board=board, data=data, trials=_number("trials", trials, int),
+        objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()),
+        max_latency_ms=_number("max_latency_ms", max_latency_ms) if max_latency_ms else None,
+        max_ram_kb=_number("max_ram_kb", max_ram_kb) if max_ram_kb else None,
+        max_flash_kb=_number("max_flash_kb", max_flash_kb) if max_flash_kb else None,
+        min_accuracy=_number("min_accuracy", min_accuracy) if min_accuracy else None,
+        epochs=_number("epochs", epochs, int) if epochs else None, seed=_number("seed", seed, int), storage=storage,
+        build_root=Path(build_dir))
+    result = explore_mod.run(opts)
+    print(f"Pareto front: {', '.join('#' + str(r['number']) for r in result['pareto']) or 'empty'}")
+    best = result["best"]
+    if best:
+        m = best["metrics"]
+        print(f"pick: trial #{best['number']} {best['params']}: {m['metric_name']} {m['accuracy']:.2f}, "
+              f"{m['latency_ms']:.3f} ms (estimate), RAM {m['ram_kb']:.1f} KiB, flash {m['flash_kb']:.1f} KiB")
+        print(f"build it: invoke build --board={board} --model={model} --from-explore=best")
+    else:
+        print("no feasible trial: relax a limit (--max-*) or run more --trials")
+    print(f"report: {result['out_dir']}/report.html (trials.csv, trials.json, pareto.json, pareto.png)")
 
 
 @task(help={"board": "show one board, by name or path, instead of the list"})
@@ -303,19 +372,19 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
     print(f"flashed {b.name} on {port} with {chosen.name}")
 
 
-@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width")},
+@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth")},
             "runner": "flashing tool (default: the board's first available runner)"})
 @cli_errors
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", runner=None, profile=False):
+        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, runner=None, profile=False):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
     from pipeline.hil.measure import measure as run_measure
     from pipeline.hil.transport import find_port
 
-    outcome = _pipeline(board=board, model=model, data=data, epochs=epochs, seed=seed, width=width,
+    outcome = _pipeline(board=board, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
                         build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat).run_board(with_firmware=True)
     firmware = outcome.report["firmware"] or {}
     if not firmware.get("compiled"):

@@ -37,6 +37,7 @@ class Options:
     seed: int = 0
     max_drop: float = 2.0
     width: float = 1.0
+    depth: int | None = None  # number of blocks; None means the model's default
     prune: str = "magnitude"  # "magnitude" (zeros single weights) or "structured" (removes whole channels)
     tflite: Path | None = None  # bring your own int8 model: skip train/optimize/convert
     build_root: Path = Path("build")
@@ -62,6 +63,8 @@ def _check_options(opts: Options) -> None:
         raise PipelineError(f"--width must be positive (got {opts.width})")
     if opts.max_drop < 0:
         raise PipelineError(f"--max-drop must not be negative (got {opts.max_drop})")
+    if opts.depth is not None and opts.depth < 1:
+        raise PipelineError(f"--depth must be at least 1 (got {opts.depth})")
     if opts.prune not in PRUNE_KINDS:
         raise PipelineError(f"--prune must be one of {', '.join(PRUNE_KINDS)} (got {opts.prune!r})")
 
@@ -87,8 +90,9 @@ class Pipeline:
                      "converting with post-training int8 quantization instead")
         # Each training configuration and each optimization of it has a folder of its own, so variants (another
         # --width, --prune, --sparsity ...) sit side by side in the stage cache instead of replacing each other.
+        depth = "" if opts.depth is None else f"-d{opts.depth}"
         self.train_dir = opts.build_root / MODELS_SUBDIR / self.model_name / (
-            f"w{opts.width:g}-e{self.epochs}-seed{opts.seed}")
+            f"w{opts.width:g}{depth}-e{self.epochs}-seed{opts.seed}")
         self.model_dir = self.train_dir / f"{opts.prune}{opts.sparsity:g}-{'qat' if self.qat else 'ptq'}"
         self._data = None
         self._fingerprint = None
@@ -140,9 +144,12 @@ class Pipeline:
 
         params = {"model": self.model_name, "width": self.opts.width, "epochs": self.epochs,
                   "seed": self.opts.seed, "data": self.fingerprint()}
+        if self.opts.depth is not None:
+            params["depth"] = self.opts.depth
         key = cache.stage_key("train", params, code=_code("train", "models", "datasets"))
         return self.stage(1, "train", self.train_dir, key, [self.float_path], lambda: asdict(
-            train_mod.train(self.spec, self.data(), self.opts.width, self.epochs, self.opts.seed, self.float_path)))
+            train_mod.train(self.spec, self.data(), self.opts.width, self.epochs, self.opts.seed, self.float_path,
+                            self.opts.depth)))
 
     def optimize(self) -> dict:
         from pipeline import optimize as optimize_mod

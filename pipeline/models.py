@@ -1,12 +1,13 @@
 """The model zoo, built with tf_keras (tfmot needs Keras 2 objects).
 
 Each entry says its input shape, task, classes and bundled dataset (if any), and builds a model scaled by a
-width multiplier: the knob that trades accuracy for flash, RAM and latency.
+width multiplier and a depth (number of blocks): the knobs that trade accuracy for flash, RAM and latency. Its
+`search` is the space `invoke explore` samples, declared here as data next to the model.
 The MLPerf Tiny entries follow the reference architectures of the benchmark's four tasks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from pipeline import tfenv
@@ -24,25 +25,38 @@ class ModelSpec:
     epochs: int
     batch_size: int
     learning_rate: float
-    build: Callable[[float], object]
+    build: Callable[[float, int], object]  # (width, depth) -> a Keras model
+    default_depth: int = 1
+    depth_range: tuple[int, int] = (1, 1)  # the depths the builder accepts
     autoencoder: bool = False
     # Why QAT is skipped for this model (None: QAT works). tfmot folds BatchNormalization into a preceding
     # Conv2D/DepthwiseConv2D but not into Dense; the converted int8 model of Dense+BN then collapses to a
     # constant output (seen: MAE 0.58 vs 0.05 float), while post-training int8 keeps float accuracy.
     qat_unsupported: str | None = None
+    # What `invoke explore` searches: width (low, high), depth (low, high), pruning kinds, sparsity (low, high).
+    search: dict = field(default_factory=dict)
+
+    def make(self, width: float, depth: int | None = None):
+        depth = self.default_depth if depth is None else depth
+        low, high = self.depth_range
+        if not low <= depth <= high:
+            raise PipelineError(f"--depth for {self.name} must be {low} to {high} (got {depth})")
+        return self.build(width, depth)
 
 
 def _scaled(filters: int, width: float) -> int:
     return max(1, int(round(filters * width)))
 
 
-def _digits_cnn(width: float):
+def _digits_cnn(width: float, depth: int = 2):
+    """depth 3x3 convolutions (16, 32, 32 filters; the last one unpadded), a 2x2 max pool, two dense layers."""
     k = tfenv.keras()
     L = k.layers
+    convs = [L.Conv2D(_scaled(16 if i == 0 else 32, width), 3, padding="valid" if i == depth - 1 and depth > 1
+                      else "same", activation="relu") for i in range(depth)]
     return k.Sequential([
         L.Input((8, 8, 1)),
-        L.Conv2D(_scaled(16, width), 3, padding="same", activation="relu"),
-        L.Conv2D(_scaled(32, width), 3, activation="relu"),
+        *convs,
         L.MaxPooling2D(2),
         L.Flatten(),
         L.Dense(_scaled(64, width), activation="relu"),
@@ -50,15 +64,11 @@ def _digits_cnn(width: float):
     ], name="digits")
 
 
-def _sine_mlp(width: float):
+def _sine_mlp(width: float, depth: int = 2):
     k = tfenv.keras()
     L = k.layers
-    return k.Sequential([
-        L.Input((1,)),
-        L.Dense(_scaled(16, width), activation="relu"),
-        L.Dense(_scaled(16, width), activation="relu"),
-        L.Dense(1),
-    ], name="sine")
+    hidden = [L.Dense(_scaled(16, width), activation="relu") for _ in range(depth)]
+    return k.Sequential([L.Input((1,)), *hidden, L.Dense(1)], name="sine")
 
 
 def _conv_bn_relu(L, x, filters, kernel, strides=1):
@@ -82,35 +92,36 @@ def _pooled_classifier(L, x, classes):
     return L.Dense(classes, activation="softmax")(x)
 
 
-def _ds_cnn(width: float):
-    """Keyword spotting: a stem conv over 49 MFCC frames x 10 coefficients, four depthwise-separable blocks."""
+def _ds_cnn(width: float, depth: int = 4):
+    """Keyword spotting: a stem conv over 49 MFCC frames x 10 coefficients, `depth` (4) depthwise-separable blocks."""
     k = tfenv.keras()
     L = k.layers
     filters = _scaled(64, width)
     inputs = L.Input((49, 10, 1))
     x = _conv_bn_relu(L, inputs, filters, (10, 4), strides=(2, 2))
     x = L.Dropout(0.2)(x)
-    for _ in range(4):
+    for _ in range(depth):
         x = _separable_block(L, x, filters)
     x = L.Dropout(0.4)(x)
     return k.Model(inputs, _pooled_classifier(L, x, 12), name="ds_cnn")
 
 
-def _mobilenet_v1(width: float):
-    """Visual wake words: MobileNetV1 with alpha 0.25 (times --width) on 96x96 RGB, two classes."""
+def _mobilenet_v1(width: float, depth: int = 13):
+    """Visual wake words: MobileNetV1 with alpha 0.25 (times --width) on 96x96 RGB, two classes; the first `depth`
+    (13) separable blocks."""
     k = tfenv.keras()
     L = k.layers
     alpha = 0.25 * width
     inputs = L.Input((96, 96, 3))
     x = _conv_bn_relu(L, inputs, _scaled(32, alpha), 3, strides=2)
     blocks = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
-    for filters, stride in blocks:
+    for filters, stride in blocks[:depth]:
         x = _separable_block(L, x, _scaled(filters, alpha), stride)
     return k.Model(inputs, _pooled_classifier(L, x, 2), name="mobilenet_v1")
 
 
-def _resnet8(width: float):
-    """Image classification: ResNet-8 on 32x32 RGB, three residual stacks of 16, 32 and 64 filters."""
+def _resnet8(width: float, depth: int = 3):
+    """Image classification: ResNet-8 on 32x32 RGB, `depth` (3) residual stacks of 16, 32 and 64 filters."""
     k = tfenv.keras()
     L = k.layers
     reg = k.regularizers.l2(1e-4)
@@ -118,7 +129,7 @@ def _resnet8(width: float):
     x = L.Conv2D(_scaled(16, width), 3, padding="same", kernel_regularizer=reg)(inputs)
     x = L.BatchNormalization()(x)
     x = L.ReLU()(x)
-    for stack, filters in enumerate((16, 32, 64)):
+    for stack, filters in enumerate((16, 32, 64)[:depth]):
         filters = _scaled(filters, width)
         stride = 1 if stack == 0 else 2
         y = L.Conv2D(filters, 3, strides=stride, padding="same", kernel_regularizer=reg)(x)
@@ -132,13 +143,14 @@ def _resnet8(width: float):
     return k.Model(inputs, _pooled_classifier(L, x, 10), name="resnet8")
 
 
-def _autoencoder(width: float):
-    """Anomaly detection: a fully connected autoencoder over 640 inputs (5 frames x 128 mel bins)."""
+def _autoencoder(width: float, depth: int = 4):
+    """Anomaly detection: a fully connected autoencoder over 640 inputs (5 frames x 128 mel bins), `depth` (4) layers
+    of 128 on each side of an 8-unit bottleneck."""
     k = tfenv.keras()
     L = k.layers
     inputs = L.Input((640,))
     x = inputs
-    for units in (128, 128, 128, 128, 8, 128, 128, 128, 128):
+    for units in (128,) * depth + (8,) + (128,) * depth:
         x = L.Dense(_scaled(units, width))(x)
         x = L.BatchNormalization()(x)
         x = L.ReLU()(x)
@@ -146,22 +158,30 @@ def _autoencoder(width: float):
     return k.Model(inputs, outputs, name="autoencoder")
 
 
+SEARCH_SMALL = {"width": (0.25, 2.0), "prune": ("none", "magnitude", "structured"), "sparsity": (0.2, 0.7)}
+
 ZOO: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("digits", "small CNN on scikit-learn's 8x8 handwritten digits (bundled)", (8, 8, 1),
-                  "classification", 10, "digits", 40, 32, 2e-3, _digits_cnn),
+                  "classification", 10, "digits", 40, 32, 2e-3, _digits_cnn, 2, (1, 3),
+                  search={**SEARCH_SMALL, "depth": (1, 3)}),
         ModelSpec("sine", "TFLM hello-world regression of sin(x) (generated data)", (1,),
-                  "regression", None, "sine", 300, 32, 5e-3, _sine_mlp),
+                  "regression", None, "sine", 300, 32, 5e-3, _sine_mlp, 2, (1, 4),
+                  search={**SEARCH_SMALL, "depth": (1, 4)}),
         ModelSpec("ds_cnn", "MLPerf Tiny keyword spotting DS-CNN, 49x10x1 MFCC input, 12 classes", (49, 10, 1),
-                  "classification", 12, None, 20, 32, 1e-3, _ds_cnn),
+                  "classification", 12, None, 20, 32, 1e-3, _ds_cnn, 4, (1, 6),
+                  search={**SEARCH_SMALL, "width": (0.25, 1.5), "depth": (1, 6)}),
         ModelSpec("mobilenet_v1", "MLPerf Tiny visual wake words MobileNetV1 a=0.25, 96x96x3, 2 classes", (96, 96, 3),
-                  "classification", 2, None, 20, 32, 1e-3, _mobilenet_v1),
+                  "classification", 2, None, 20, 32, 1e-3, _mobilenet_v1, 13, (1, 13),
+                  search={**SEARCH_SMALL, "width": (0.5, 1.5), "depth": (5, 13)}),
         ModelSpec("resnet8", "MLPerf Tiny image classification ResNet-8, 32x32x3, 10 classes", (32, 32, 3),
-                  "classification", 10, None, 20, 32, 1e-3, _resnet8),
+                  "classification", 10, None, 20, 32, 1e-3, _resnet8, 3, (1, 3),
+                  search={**SEARCH_SMALL, "width": (0.25, 1.5), "depth": (1, 3)}),
         ModelSpec("autoencoder", "MLPerf Tiny anomaly detection FC autoencoder, 640 inputs", (640,),
-                  "regression", None, None, 20, 32, 1e-3, _autoencoder, autoencoder=True,
-                  qat_unsupported="tfmot does not fold BatchNormalization into Dense layers"),
+                  "regression", None, None, 20, 32, 1e-3, _autoencoder, 4, (1, 4), autoencoder=True,
+                  qat_unsupported="tfmot does not fold BatchNormalization into Dense layers",
+                  search={**SEARCH_SMALL, "width": (0.25, 1.5), "depth": (1, 4)}),
     )
 }
 

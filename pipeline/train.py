@@ -18,8 +18,13 @@ class TrainResult:
     params: int
 
 
+QUIET = False  # `invoke explore` prints one line a trial instead of Keras's per-epoch lines
+
+
 def keras_verbosity() -> int:
     """A progress bar on a terminal; one line per epoch in logs and CI, where a bar is unreadable."""
+    if QUIET:
+        return 0
     return 1 if sys.stdout.isatty() and not os.environ.get("CI") else 2
 
 
@@ -44,10 +49,11 @@ def seed_everything(seed: int) -> None:
     tfenv.tf().config.experimental.enable_op_determinism()
 
 
-def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, out_path: Path) -> TrainResult:
+def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, out_path: Path,
+          depth: int | None = None) -> TrainResult:
     k = tfenv.keras()
     seed_everything(seed)
-    model = compile_model(spec.build(width), spec, spec.learning_rate)
+    model = compile_model(spec.make(width, depth), spec, spec.learning_rate)
     monitor = monitored_metric(spec)
     stop = k.callbacks.EarlyStopping(
         monitor=monitor, mode="max" if spec.task == "classification" else "min",

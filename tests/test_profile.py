@@ -90,7 +90,7 @@ def test_structured_pruning_removes_channels_exactly():
     """Zero the channels the plan removes: the original and the rebuilt smaller model then compute the same."""
     from pipeline import models, structured
 
-    model = models.get_spec("digits").build(1.0)
+    model = models.get_spec("digits").make(1.0)
     plan = structured.plan(model, 0.5)
     for layer in model.layers:
         group = plan.out_group.get(layer.name)
@@ -112,7 +112,7 @@ def test_structured_pruning_works_for_every_zoo_model(name):
     from pipeline import models, structured
 
     spec = models.get_spec(name)
-    model = spec.build(1.0)
+    model = spec.make(1.0)
     smaller, figures = structured.prune(model, 0.5)
     assert figures.params_after < 0.6 * figures.params_before and figures.channels_after < figures.channels_before
     x = np.zeros((1,) + spec.input_shape, dtype=np.float32)

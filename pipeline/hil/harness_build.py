@@ -62,9 +62,12 @@ QEMU_CPUS = {
 
 def tflm_library(tflm: Path, target: str) -> Path:
     """The microlite library of a TFLM tree for a target ("cortex-m4+fp", "cortex-m0plus" or "host"): built by
-    TFLM's own Makefile (gen/<target folder>/lib/libtensorflow-microlite.a)."""
+    TFLM's own Makefile (gen/<target folder>/lib/libtensorflow-microlite.a); a release_with_logs build is preferred,
+    then the newest."""
     pattern = "linux_x86_64_*" if target == "host" else f"cortex_m_generic_{target}_*"
-    found = sorted(Path(tflm).glob(f"gen/{pattern}/lib/libtensorflow-microlite.a"), key=lambda p: p.stat().st_mtime)
+    # Where several were built, a release_with_logs one first (it keeps TFLM's messages and per-op profiler).
+    found = sorted(Path(tflm).glob(f"gen/{pattern}/lib/libtensorflow-microlite.a"),
+                   key=lambda p: ("_release_with_logs" in p.parent.parent.name, p.stat().st_mtime))
     if not found:
         hint = "" if target == "host" else f" TARGET=cortex_m_generic TARGET_ARCH={target}"
         raise PipelineError(f"no TFLM library for {target} in {tflm}/gen: build it in the TFLM tree with "

@@ -1,0 +1,449 @@
+"""`invoke explore`: which model to deploy on this board. A multi-objective search (Optuna) over the model's
+search space (models.py: width, depth, pruning kind and amount, QAT or post-training), every trial measured on the
+same footing: int8 accuracy on the host TFLM runtime, flash and RAM as the fit check counts them, and the board's
+latency and energy ESTIMATES (pipeline.costmodel).
+
+- Constraints: the board's flash and RAM budgets and the user's limits. An infeasible trial is recorded with why.
+- Hopeless trials stop early: when the float model's validation accuracy is already below --min-accuracy (less
+  a margin the int8 steps cannot make up), the trial is pruned before pruning, QAT and conversion.
+- The study lives in a database (SQLite under build/ by default, or any --storage URL Optuna takes), so an
+  interrupted study resumes, and several processes or machines can work on one study.
+- Every trial goes through the stage cache: a repeated configuration trains nothing.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pipeline import boards, fit, models
+from pipeline.cache import write_atomic
+from pipeline.errors import PipelineError
+
+OBJECTIVES = ("accuracy", "latency", "ram", "flash", "energy")
+HOPELESS_MARGIN = 5.0  # points: a float model this far below --min-accuracy will not make it after int8
+FILES = ("trials.json", "trials.csv", "pareto.json", "pareto.png", "report.html")
+
+
+@dataclass
+class ExploreOptions:
+    model: str = "digits"
+    board: str = "esp32"
+    data: str | None = None
+    trials: int = 30
+    objectives: tuple[str, ...] = ("accuracy", "latency", "ram")
+    max_latency_ms: float | None = None
+    max_ram_kb: float | None = None
+    max_flash_kb: float | None = None
+    min_accuracy: float | None = None
+    epochs: int | None = None
+    seed: int = 0
+    storage: str | None = None  # an Optuna storage URL; default sqlite under the explore folder
+    build_root: Path = Path("build")
+
+    @property
+    def out_dir(self) -> Path:
+        return self.build_root / self.board_name / self.model / "explore"
+
+    @property
+    def board_name(self) -> str:
+        return boards.load_board(self.board).name
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.out_dir / 'study.sqlite3').resolve()}"
+
+    @property
+    def study_name(self) -> str:
+        return f"{self.model}@{self.board_name}"
+
+
+def check_options(opts: ExploreOptions) -> models.ModelSpec:
+    spec = models.get_spec(opts.model)
+    if opts.trials < 1:
+        raise PipelineError(f"--trials must be at least 1 (got {opts.trials})")
+    unknown = [o for o in opts.objectives if o not in OBJECTIVES]
+    if unknown or "accuracy" not in opts.objectives or len(set(opts.objectives)) != len(opts.objectives):
+        raise PipelineError(f"--objectives must list accuracy and any of {', '.join(OBJECTIVES[1:])}, each once "
+                            f"(got {','.join(opts.objectives)})")
+    for name in ("max_latency_ms", "max_ram_kb", "max_flash_kb"):
+        value = getattr(opts, name)
+        if value is not None and value <= 0:
+            raise PipelineError(f"--{name.replace('_', '-')} must be positive (got {value})")
+    if not spec.search:
+        raise PipelineError(f"model {opts.model} declares no search space")
+    return spec
+
+
+def sample(trial, spec: models.ModelSpec) -> dict:
+    """One configuration from the model's search space (steps keep repeated configurations cache hits)."""
+    space = spec.search
+    low, high = space["width"]
+    params = {"width": trial.suggest_float("width", low, high, step=0.25)}
+    low, high = space.get("depth", spec.depth_range)
+    params["depth"] = trial.suggest_int("depth", low, high)
+    params["prune"] = trial.suggest_categorical("prune", list(space["prune"]))
+    low, high = space["sparsity"]
+    sparsity = trial.suggest_float("sparsity", low, high, step=0.1)
+    params["sparsity"] = 0.0 if params["prune"] == "none" else round(sparsity, 2)
+    params["qat"] = trial.suggest_categorical("qat", [True, False])
+    return params
+
+
+def pipeline_options(opts: ExploreOptions, params: dict):
+    """The build options of one trial (and of `invoke build --from-explore`)."""
+    from pipeline.build import Options
+
+    return Options(model=opts.model, board=opts.board, data=opts.data, epochs=opts.epochs, seed=opts.seed,
+                   width=params["width"], depth=params["depth"], sparsity=params["sparsity"],
+                   prune="magnitude" if params["prune"] == "none" else params["prune"], qat=params["qat"],
+                   build_root=opts.build_root, max_drop=100.0, compile_firmware=False)
+
+
+class Hopeless(Exception):
+    pass
+
+
+def evaluate(opts: ExploreOptions, params: dict, board: boards.Board) -> dict:
+    """Train (or reuse), optimize, convert and validate one configuration; its figures on the board."""
+    from pipeline.build import Pipeline
+
+    p = Pipeline(pipeline_options(opts, params), log=lambda _: None)
+    if opts.min_accuracy is not None and p.spec.task == "classification":
+        trained = p.train()
+        if 100.0 * trained["val_metric"] < opts.min_accuracy - HOPELESS_MARGIN:
+            raise Hopeless(f"float validation accuracy {100 * trained['val_metric']:.1f}% is hopeless for "
+                           f"--min-accuracy {opts.min_accuracy}")
+    metrics = p.validate()
+    figures = p.device_figures(board, p.tflite_path)
+    input_bytes = p.model_info().inputs[0].shape
+    sample_bytes = int(math.prod(input_bytes[1:]))
+    fitted = fit.check(board, figures["tflite_bytes"], figures["arena_bytes"], sample_bytes)
+    latency_us = figures["latency_estimate_us"]
+    return {
+        "metric_name": metrics["metric_name"], "accuracy": metrics["tflm_metric"],
+        "float_metric": metrics["float_metric"], "latency_ms": latency_us / 1000.0,
+        "energy_uj": board.active_power_mw * latency_us / 1000.0 if board.active_power_mw else None,
+        "ram_kb": fitted.ram_bytes / 1024, "flash_kb": fitted.flash_bytes / 1024, "arena_bytes": figures["arena_bytes"],
+        "tflite_bytes": figures["tflite_bytes"], "macs": figures["macs"], "fits_board": fitted.fits,
+        "ram_budget_kb": board.ram_bytes / 1024, "flash_budget_kb": board.flash_bytes / 1024,
+    }
+
+
+def violations(opts: ExploreOptions, m: dict) -> dict[str, float]:
+    """Each limit as `value - limit` (feasible when <= 0), named; the board budget always counts."""
+    limits = {"ram_kb": m["ram_budget_kb"], "flash_kb": m["flash_budget_kb"]}
+    if opts.max_ram_kb is not None:
+        limits["ram_kb"] = min(limits["ram_kb"], opts.max_ram_kb)
+    if opts.max_flash_kb is not None:
+        limits["flash_kb"] = min(limits["flash_kb"], opts.max_flash_kb)
+    found = {key: m[key] - limit for key, limit in limits.items()}
+    if opts.max_latency_ms is not None:
+        found["latency_ms"] = m["latency_ms"] - opts.max_latency_ms
+    if opts.min_accuracy is not None and m["metric_name"] == "accuracy":
+        found["accuracy"] = opts.min_accuracy - m["accuracy"]
+    return found
+
+
+def why_infeasible(v: dict[str, float]) -> list[str]:
+    units = {"ram_kb": "KiB of RAM", "flash_kb": "KiB of flash", "latency_ms": "ms of latency",
+             "accuracy": "accuracy points"}
+    return [f"{value:.2f} {units[key]} over the limit" for key, value in v.items() if value > 0]
+
+
+OBJECTIVE_KEYS = {"latency": "latency_ms", "ram": "ram_kb", "flash": "flash_kb", "energy": "energy_uj"}
+
+
+def objective_values(opts: ExploreOptions, m: dict) -> list[float]:
+    return [m["accuracy"] if o == "accuracy" else m[OBJECTIVE_KEYS[o]] for o in opts.objectives]
+
+
+def directions(opts: ExploreOptions, spec: models.ModelSpec) -> list[str]:
+    """Accuracy up (a regression model's MAE down); every cost down."""
+    first = "maximize" if spec.task == "classification" else "minimize"
+    return [first if o == "accuracy" else "minimize" for o in opts.objectives]
+
+
+@dataclass
+class Progress:
+    total: int
+    start: float = field(default_factory=time.monotonic)
+    done_here: int = 0
+
+
+def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) the study until it holds --trials finished trials, then write the outputs."""
+    import optuna
+
+    from pipeline import train
+
+    spec = check_options(opts)
+    board = boards.load_board(opts.board)
+    if "energy" in opts.objectives and not board.active_power_mw:
+        raise PipelineError(f"board {board.name} has no [power] active_mw: energy cannot be an objective")
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    train.QUIET = True
+
+    # The sampler reads the trials' constraints. Its seed moves on with the trials already in the study, so a
+    # resumed study (or a second worker) does not replay the first worker's random start-up configurations.
+    try:
+        study = optuna.create_study(study_name=opts.study_name, storage=opts.storage_url, load_if_exists=True,
+                                    directions=directions(opts, spec))
+    except ValueError as exc:  # the stored study has other directions (other --objectives)
+        raise PipelineError(f"study {opts.study_name} in {opts.storage_url} exists with other objectives: {exc}; "
+                            "use the same --objectives or another --storage") from None
+    stored = study.user_attrs.get("objectives")
+    if stored and tuple(stored) != tuple(opts.objectives):
+        raise PipelineError(f"study {opts.study_name} was started with --objectives={','.join(stored)}: resume it "
+                            "with the same, or start another with --storage")
+    study.set_user_attr("objectives", list(opts.objectives))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    already = len(study.get_trials(deepcopy=False, states=finished))
+    started = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=opts.seed + 7919 * started, multivariate=True)
+    if already:
+        log(f"explore: resuming study {opts.study_name} ({already} of {opts.trials} trials done) in {opts.storage_url}")
+    progress = Progress(max(0, opts.trials - already))
+
+    def objective(trial):
+        params = sample(trial, spec)
+        trial.set_user_attr("params", params)
+        try:
+            m = evaluate(opts, params, board)
+        except Hopeless as exc:
+            trial.set_user_attr("why", str(exc))
+            raise optuna.TrialPruned(str(exc)) from None
+        except PipelineError as exc:  # e.g. a depth whose feature map vanishes: recorded, the study goes on
+            trial.set_user_attr("why", str(exc))
+            trial.set_constraint("error", 1.0)
+            raise optuna.TrialPruned(str(exc)) from None
+        v = violations(opts, m)
+        trial.set_user_attr("metrics", m)
+        for key, value in v.items():  # <= 0 is feasible; Optuna's samplers steer away from the rest
+            trial.set_constraint(key, value)
+        trial.set_user_attr("why", "; ".join(why_infeasible(v)))
+        return objective_values(opts, m)
+
+    def report(study, trial):
+        progress.done_here += 1
+        done = len(study.get_trials(deepcopy=False, states=finished))
+        elapsed = time.monotonic() - progress.start
+        left = max(0, opts.trials - done)
+        eta = elapsed / progress.done_here * left
+        m = trial.user_attrs.get("metrics")
+        what = (f"{m['metric_name']} {m['accuracy']:.2f}, {m['latency_ms']:.2f} ms (estimate), RAM {m['ram_kb']:.1f} KiB, "
+                f"flash {m['flash_kb']:.1f} KiB" if m else trial.user_attrs.get("why", trial.state.name.lower()))
+        feasible = m is not None and not trial.user_attrs.get("why")
+        best = pick(collect(study, opts), "best")
+        best_text = (f"best feasible #{best['number']}: {best['metrics']['accuracy']:.2f} at "
+                     f"{best['metrics']['latency_ms']:.2f} ms" if best else "no feasible trial yet")
+        log(f"trial {trial.number}: {'feasible' if feasible else 'INFEASIBLE' if m else trial.state.name.lower()} "
+            f"{trial.user_attrs.get('params')} -> {what} | {done}/{opts.trials} done, {best_text} | "
+            f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s")
+
+    if progress.total:
+        log(f"explore {opts.model} on {board.name}: {progress.total} trials to run, objectives "
+            f"{', '.join(opts.objectives)} (latency/energy are ESTIMATES from the board's cost model)")
+        study.optimize(objective, callbacks=[report, optuna.study.MaxTrialsCallback(opts.trials, states=finished)],
+                       catch=())
+    rows = collect(study, opts)
+    return write_outputs(opts, board, rows)
+
+
+def collect(study, opts: ExploreOptions) -> list[dict]:
+    import optuna
+
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == optuna.trial.TrialState.RUNNING:
+            continue
+        m = t.user_attrs.get("metrics")
+        # Feasibility under this run's limits (a resumed study may have been given other ones).
+        why = "; ".join(why_infeasible(violations(opts, m))) if m else t.user_attrs.get("why", "")
+        rows.append({"number": t.number, "state": t.state.name.lower(), "params": t.user_attrs.get("params"),
+                     "metrics": m, "feasible": bool(m) and not why and t.state == optuna.trial.TrialState.COMPLETE,
+                     "why": why or None})
+    return rows
+
+
+def pareto(rows: list[dict], objectives: tuple[str, ...], maximize_accuracy: bool = True) -> list[dict]:
+    """The feasible trials no other feasible trial beats on every objective."""
+    feasible = [r for r in rows if r["feasible"]]
+
+    def values(r):
+        m = r["metrics"]
+        out = []
+        for o in objectives:
+            if o == "accuracy":
+                out.append(-m["accuracy"] if maximize_accuracy else m["accuracy"])
+            else:
+                out.append(m[OBJECTIVE_KEYS[o]])
+        return out
+
+    front = []
+    for r in feasible:
+        a = values(r)
+        dominated = any(all(x <= y for x, y in zip(values(o), a)) and values(o) != a for o in feasible if o is not r)
+        if not dominated:
+            front.append(r)
+    return sorted(front, key=lambda r: r["metrics"]["latency_ms"])
+
+
+def pick(rows: list[dict], which: str) -> dict | None:
+    """`best`: the most accurate feasible trial, ties broken by latency; or a trial number."""
+    if which == "best":
+        feasible = [r for r in rows if r["feasible"]]
+        if not feasible:
+            return None
+        higher = feasible[0]["metrics"]["metric_name"] == "accuracy"
+        return min(feasible, key=lambda r: ((-1 if higher else 1) * r["metrics"]["accuracy"],
+                                            r["metrics"]["latency_ms"]))
+    for r in rows:
+        if str(r["number"]) == str(which):
+            return r
+    return None
+
+
+def load_trials(out_dir: Path) -> list[dict]:
+    path = out_dir / "trials.json"
+    if not path.is_file():
+        raise PipelineError(f"no explore results in {out_dir}: run `invoke explore` first")
+    return json.loads(path.read_text())["trials"]
+
+
+# -- outputs -------------------------------------------------------------------------------------------------
+def write_outputs(opts: ExploreOptions, board: boards.Board, rows: list[dict]) -> dict:
+    out = opts.out_dir
+    front = pareto(rows, opts.objectives, maximize_accuracy=True)
+    best = pick(rows, "best")
+    summary = {"model": opts.model, "board": board.name, "objectives": list(opts.objectives),
+               "limits": {"max_latency_ms": opts.max_latency_ms, "max_ram_kb": opts.max_ram_kb,
+                          "max_flash_kb": opts.max_flash_kb, "min_accuracy": opts.min_accuracy,
+                          "board_ram_kb": board.ram_bytes / 1024, "board_flash_kb": board.flash_bytes / 1024},
+               "storage": opts.storage_url, "label": "latency and energy are ESTIMATES (cost model)",
+               "trials": rows}
+    write_atomic(out / "trials.json", json.dumps(summary, indent=2))
+    write_atomic(out / "trials.csv", _csv(rows))
+    write_atomic(out / "pareto.json", json.dumps({"objectives": list(opts.objectives), "pareto": front,
+                                                  "best": best}, indent=2))
+    png = _plot(opts, board, rows, front, best)
+    (out / "pareto.png").write_bytes(png)
+    write_atomic(out / "report.html", _html(opts, board, rows, front, best, png))
+    return {"trials": rows, "pareto": front, "best": best, "out_dir": str(out)}
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    metric_keys = ["accuracy", "float_metric", "latency_ms", "energy_uj", "ram_kb", "flash_kb", "arena_bytes",
+                   "tflite_bytes", "macs"]
+    fields = ["number", "state", "feasible", "width", "depth", "prune", "sparsity", "qat", *metric_keys, "why"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        row = {"number": r["number"], "state": r["state"], "feasible": r["feasible"], "why": r["why"] or ""}
+        row.update(r["params"] or {})
+        row.update({k: (r["metrics"] or {}).get(k) for k in metric_keys})
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _plot(opts, board, rows, front, best) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in rows if r["metrics"]]
+    panels = [("latency_ms", "latency (ms, ESTIMATE)", opts.max_latency_ms),
+              ("ram_kb", "RAM (KiB: arena + input + runtime)", min(v for v in (board.ram_bytes / 1024, opts.max_ram_kb)
+                                                                     if v is not None)),
+              ("flash_kb", "flash (KiB: model + runtime)", min(v for v in (board.flash_bytes / 1024, opts.max_flash_kb)
+                                                                if v is not None))]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    metric = measured[0]["metrics"]["metric_name"] if measured else "accuracy"
+    for ax, (key, label, limit) in zip(axes, panels):
+        ok = [r for r in measured if r["feasible"]]
+        bad = [r for r in measured if not r["feasible"]]
+        ax.scatter([r["metrics"][key] for r in bad], [r["metrics"]["accuracy"] for r in bad], c="lightgray",
+                   label="infeasible", s=25)
+        ax.scatter([r["metrics"][key] for r in ok], [r["metrics"]["accuracy"] for r in ok], c="tab:blue",
+                   label="feasible", s=25)
+        line = sorted(front, key=lambda r: r["metrics"][key])
+        ax.plot([r["metrics"][key] for r in line], [r["metrics"]["accuracy"] for r in line], "-o", c="tab:orange",
+                label="Pareto front", ms=6)
+        for r in line:
+            ax.annotate(f"#{r['number']}", (r["metrics"][key], r["metrics"]["accuracy"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        if best:
+            ax.scatter([best["metrics"][key]], [best["metrics"]["accuracy"]], marker="*", s=220, c="tab:red",
+                       label=f"pick #{best['number']}", zorder=5)
+        if limit is not None:
+            ax.axvline(limit, color="tab:red", linestyle="--", label=f"budget {limit:g}")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{metric} (int8, TFLM host)")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"{opts.model} on {board.name}: {len(measured)} trials, {len(front)} on the Pareto front")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _html(opts, board, rows, front, best, png: bytes) -> str:
+    esc = html.escape
+
+    def table(items, title):
+        head = ("<tr><th>#</th><th>width</th><th>depth</th><th>prune</th><th>sparsity</th><th>QAT</th>"
+                "<th>metric</th><th>latency ms (est.)</th><th>energy uJ (est.)</th><th>RAM KiB</th><th>flash KiB</th>"
+                "<th>MACs</th><th>feasible / why not</th></tr>")
+        body = []
+        for r in items:
+            p, m = r["params"] or {}, r["metrics"] or {}
+
+            def num(key, fmt):
+                return "" if m.get(key) is None else format(m[key], fmt)
+
+            cls = ' class="pick"' if best and r["number"] == best["number"] else ""
+            body.append(f"<tr{cls}><td>{r['number']}</td><td>{p.get('width', '')}</td><td>{p.get('depth', '')}</td>"
+                        f"<td>{esc(str(p.get('prune', '')))}</td><td>{p.get('sparsity', '')}</td>"
+                        f"<td>{p.get('qat', '')}</td><td>{num('accuracy', '.2f')}</td><td>{num('latency_ms', '.3f')}</td>"
+                        f"<td>{num('energy_uj', '.1f')}</td><td>{num('ram_kb', '.1f')}</td>"
+                        f"<td>{num('flash_kb', '.1f')}</td><td>{num('macs', 'd')}</td>"
+                        f"<td>{'yes' if r['feasible'] else esc(r['why'] or r['state'])}</td></tr>")
+        return f"<h2>{esc(title)}</h2><table>{head}{''.join(body)}</table>"
+
+    limits = ", ".join(f"{k} {v}" for k, v in (("max latency ms", opts.max_latency_ms), ("max RAM KiB", opts.max_ram_kb),
+                                               ("max flash KiB", opts.max_flash_kb),
+                                               ("min accuracy", opts.min_accuracy)) if v is not None) or "none"
+    if best:
+        m = best["metrics"]
+        why = (f"Trial #{best['number']} is the most accurate feasible trial ({m['metric_name']} {m['accuracy']:.2f}, "
+               f"ties broken by latency): {m['latency_ms']:.3f} ms estimated, RAM {m['ram_kb']:.1f} of "
+               f"{m['ram_budget_kb']:.0f} KiB, flash {m['flash_kb']:.1f} of {m['flash_budget_kb']:.0f} KiB. "
+               f"Build it with <code>invoke build --board={esc(board.name)} --model={esc(opts.model)} "
+               f"--from-explore=best</code>.")
+    else:
+        why = "No trial is feasible: relax a limit or widen the search."
+    image = base64.b64encode(png).decode()
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}tr.pick{background:#ffe9a8}"
+             "img{max-width:100%}.note{color:#555}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>explore {esc(opts.model)} on "
+            f"{esc(board.name)}</title><style>{style}</style></head><body>"
+            f"<h1>Which {esc(opts.model)} to deploy on {esc(board.name)}</h1>"
+            f"<p class='note'>{len(rows)} trials; objectives: {esc(', '.join(opts.objectives))}; limits: {esc(limits)}; "
+            f"board budget RAM {board.ram_bytes / 1024:.0f} KiB, flash {board.flash_bytes / 1024:.0f} KiB. Accuracy is "
+            "the int8 model on the TFLM host runtime; latency and energy are ESTIMATES from the board's cost model; "
+            "RAM and flash are counted as the fit check counts them.</p>"
+            f"<h2>The pick</h2><p id='pick'>{why}</p>"
+            f"<img alt='Pareto front' src='data:image/png;base64,{image}'>"
+            f"{table(front, 'Pareto front')}{table(rows, 'All trials')}</body></html>")
