@@ -294,3 +294,11 @@ def test_ppk2_needs_its_port():
 def test_hil_stops_before_flashing_uncompiled_firmware(esp32_build):
     proc = run_invoke("hil", "--board=esp32", "--port=/dev/null", f"--build-dir={esp32_build['build_dir']}")
     assert_clean_error(proc, "hil needs compiled firmware", "idf.py")
+
+
+def test_firmware_for_another_model_is_refused_naming_what_differs(host_harness, esp32_build, tmp_path):
+    """Same model hash (a firmware that lies, or lacks the check), other sizes: the sizes alone give it away."""
+    with HostDevice(host_harness, *harness_args(esp32_build["report"], input_bytes=490, outputs=12)) as dev:
+        with pytest.raises(PipelineError, match=r"another model: it takes 490-byte inputs, the build's model 64; "
+                                                 r"it gives 12 outputs, the build's model 10"):
+            _measure(esp32_build, dev.port, tmp_path)

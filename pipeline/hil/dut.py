@@ -102,9 +102,12 @@ class Device:
         return lines
 
     # -- protocol operations ---------------------------------------------------------------------------
-    def load(self, data: bytes) -> None:
+    def load(self, data: bytes) -> list[Line]:
+        """Upload one input with `db`; returns every reply line (a firmware may say what it expects)."""
+        lines: list[Line] = []
         for text in protocol.db_commands(data):
-            self.command(text)
+            lines += self.command(text)
+        return lines
 
     def infer(self, iterations: int, warmup: int, timeout: float = 30.0) -> InferReply:
         lines = self.command(f"infer {iterations} {warmup}", timeout=timeout)

@@ -7,6 +7,7 @@ completes, so a fault part-way keeps everything measured before it.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -95,6 +96,34 @@ def _test_inputs(opts: MeasureOptions, info: tflite_model.TFLiteModel):
     return x_q, labels
 
 
+INPUT_DB = re.compile(r"Input db has (\d+)")
+
+
+def check_shapes(port: str, dut: dict, load_lines: list, info: tflite_model.TFLiteModel) -> None:
+    """Firmware built for another model: its sizes differ from the build's, whether or not it has the extensions."""
+    want_in = int(np.prod(info.inputs[0].shape))
+    want_out = int(np.prod(info.outputs[0].shape))
+    found = []
+    if dut.get("input_bytes") not in (None, str(want_in)):
+        found.append(f"it takes {dut['input_bytes']}-byte inputs, the build's model {want_in}")
+    if dut.get("output_count") not in (None, "0", str(want_out)):
+        found.append(f"it gives {dut['output_count']} outputs, the build's model {want_out}")
+    for line in load_lines:
+        match = INPUT_DB.search(line.text)
+        if match and int(match.group(1)) != want_in:
+            found.append(f"it says 'Input db has {match.group(1)}', the build's model takes {want_in} bytes")
+    if found:
+        raise WrongFirmware(f"the device on {port} runs firmware for another model: {'; '.join(found)}; flash this "
+                            "build's firmware (invoke flash)")
+
+
+def check_outputs(port: str, reply, info: tflite_model.TFLiteModel) -> None:
+    want = int(np.prod(info.outputs[0].shape))
+    if len(reply.results) != want:
+        raise WrongFirmware(f"the device on {port} answered {len(reply.results)} results, the build's model has "
+                            f"{want} outputs: it runs firmware for another model; flash this build's firmware")
+
+
 def _write_profile(build: Path, board: boards.Board, model: str, measured: list[tuple[str, int]], source: str,
                    out_dir: Path) -> list[Path]:
     """The build's per-layer estimates with the device's measured times beside them, in the measure folder."""
@@ -143,11 +172,13 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
             meter = energy.NoMeter(f"none: latency is {source}, not the board's")
         infer_timeout = max(30.0, opts.timeout)
 
-        device.load(x_q[0].tobytes())
+        check_shapes(port_name, dut, device.load(x_q[0].tobytes()), info)
         x_q = x_q[:opts.inputs]  # --inputs=0: latency only
         for run in range(opts.runs):
             meter.start()
             reply = device.infer(opts.iterations, opts.warmup if run == 0 else 0, timeout=infer_timeout)
+            if run == 0:
+                check_outputs(port_name, reply, info)
             record = {"kind": "latency", "run": run, "iterations": reply.iterations,
                       "latency_us": reply.elapsed_us / reply.iterations, "energy_uj": meter.per_inference_uj(reply),
                       "energy_source": meter.label, "source": source, "time": time.time()}
