@@ -262,7 +262,8 @@ def bench(c, board="esp32", build_dir="build/bench"):
 
 MEASURE_HELP = {
     "board": COMMON_HELP["board"],
-    "model": "the model whose build is measured (default digits)",
+    "model": "the model whose build is measured: a zoo name or a brought model's name (its .tflite stem) "
+             "(default digits)",
     "port": "serial port: a device path (/dev/ttyUSB0) or a pyserial URL (socket://host:port, rfc2217://...); "
             "default: found by the board's USB VID:PID",
     "runs": "timed `infer` commands for the latency statistics (default 10)",
@@ -373,18 +374,22 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
 
 
 @task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth")},
+            "tflite": "an int8 .tflite trained elsewhere: build, flash and measure it (its name is the model's)",
             "runner": "flashing tool (default: the board's first available runner)"})
 @cli_errors
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, runner=None, profile=False):
+        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, runner=None, profile=False, tflite=None):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
     from pipeline.hil.measure import measure as run_measure
     from pipeline.hil.transport import find_port
 
-    outcome = _pipeline(board=board, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
+    if tflite:
+        model = Path(tflite).stem
+    outcome = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
+                        depth=depth,
                         build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat).run_board(with_firmware=True)
     firmware = outcome.report["firmware"] or {}
     if not firmware.get("compiled"):

@@ -2,6 +2,7 @@
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -302,3 +303,31 @@ def test_firmware_for_another_model_is_refused_naming_what_differs(host_harness,
         with pytest.raises(PipelineError, match=r"another model: it takes 490-byte inputs, the build's model 64; "
                                                  r"it gives 12 outputs, the build's model 10"):
             _measure(esp32_build, dev.port, tmp_path)
+
+
+def test_a_brought_model_is_measured_by_its_name(esp32_build, tmp_path):
+    """generate --tflite=kws.tflite, then measure --model=kws: its build folder, hash and shapes; the built-in
+    sample without --data (latency and bit-exact outputs), the test split with --data (accuracy too)."""
+    brought = tmp_path / "kws.tflite"
+    shutil.copy(esp32_build["dir"] / "model.tflite", brought)
+    build_dir = tmp_path / "b"
+    proc = run_invoke("generate", f"--tflite={brought}", "--board=esp32", f"--build-dir={build_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    board = boards.load_board("esp32")
+    device = device_for_build(build_dir, board, "kws")
+    ready, stop = {}, threading.Event()
+    thread = threading.Thread(target=serve, args=(device, lambda p: ready.setdefault("port", p), stop.is_set),
+                              daemon=True)
+    thread.start()
+    while "port" not in ready:
+        time.sleep(0.01)
+    try:
+        base = dict(board="esp32", model="kws", port=ready["port"], build_dir=build_dir, runs=2, timeout=2.0)
+        alone = measure(MeasureOptions(**base, out_dir=tmp_path / "m1"), log=lambda _: None)
+        with_data = measure(MeasureOptions(**base, data="digits", inputs=10, out_dir=tmp_path / "m2"),
+                            log=lambda _: None)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert alone["inputs_checked"] == 1 and alone["bit_exact"] == 1 and alone["accuracy"] is None
+    assert with_data["inputs_checked"] == 10 and with_data["bit_exact"] == 10 and with_data["accuracy"] >= 80

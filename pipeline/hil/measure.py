@@ -83,15 +83,25 @@ def stats(values: list[float]) -> dict:
 
 
 def _test_inputs(opts: MeasureOptions, info: tflite_model.TFLiteModel):
-    """The first --inputs examples of the model's test split, quantized as the firmware expects them."""
-    from pipeline.build import Options, Pipeline
+    """The first --inputs examples of the model's test split (--data, or a zoo model's own), quantized as the
+    firmware expects them. A model brought with --tflite and measured without --data gets its built-in sample
+    (the input zero point everywhere), which checks latency and bit-exact outputs but not accuracy."""
+    from pipeline import datasets, models
 
-    pipeline = Pipeline(Options(model=opts.model, board=opts.board, data=opts.data, seed=opts.seed,
-                                build_root=opts.build_dir), log=lambda _: None)
+    inp = info.inputs[0]
     out_size = int(np.prod(info.outputs[0].shape))
-    data = pipeline.data(tuple(info.inputs[0].shape[1:]), out_size if out_size > 1 else None)
+    if opts.model not in models.ZOO and opts.data is None:
+        return np.full([1] + inp.shape[1:], inp.zero_point, dtype=np.int8), None
+    if opts.model in models.ZOO:
+        from pipeline.build import Options, Pipeline
+
+        pipeline = Pipeline(Options(model=opts.model, board=opts.board, data=opts.data, seed=opts.seed,
+                                    build_root=opts.build_dir), log=lambda _: None)
+        data = pipeline.data(tuple(inp.shape[1:]), out_size if out_size > 1 else None)
+    else:
+        data = datasets.load(opts.data, tuple(inp.shape[1:]), out_size if out_size > 1 else None, opts.seed)
     count = min(max(opts.inputs, 1), len(data.x_test))  # the first one is also the latency input
-    x_q = validate.quantize(data.x_test[:count], info.inputs[0])
+    x_q = validate.quantize(data.x_test[:count], inp)
     labels = data.y_test[:count] if data.task == "classification" else None
     return x_q, labels
 
@@ -145,8 +155,9 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
     build = opts.build_dir / board.name / opts.model
     report_path = build / "report.json"
     if not report_path.is_file():
-        raise PipelineError(f"no build of {opts.model} for {board.name} in {build}: run "
-                            f"`invoke build --board={board.name} --model={opts.model}` first")
+        raise PipelineError(f"no build of {opts.model} for {board.name} in {build}: run `invoke build "
+                            f"--board={board.name} --model={opts.model}` (or --tflite=FILE, whose name is the model's) "
+                            "first")
     report = json.loads(report_path.read_text())
     model_bytes = (build / "model.tflite").read_bytes()
     info = tflite_model.read(build / "model.tflite")
