@@ -432,6 +432,9 @@ def _print_costmodel_check(result: dict) -> None:
     for t in result["models"]:
         print(f"  {t['model']:<14} {t['width']:>5g} {t['measured']:>12.0f} {t['estimated']:>12.0f} {t['ratio']:>6.3f}")
     print(f"  worst ratio estimate/measured: {result['worst_ratio']:.3f} (target within 0.80-1.20)")
+    if result.get("mlperf_cpi"):
+        print(f"  instructions -> cycles on the NUCLEO-L4R5ZI: x{result['mlperf_cpi']['cycles_per_instruction']:g} "
+              f"({result['mlperf_cpi']['source']})")
     for row in result.get("mlperf_nucleo_l4r5zi", []):
         print(f"  MLPerf Tiny NUCLEO-L4R5ZI {row['model']:<13} estimate {row['estimated_ms']:>8.2f} ms vs published "
               f"{row['published_ms']:>8.2f} ms: ratio {row['ratio']:.3f} (target within 0.70-1.30)")

@@ -42,6 +42,10 @@ class Board:
     # The optimized int8 kernels the firmware links: "reference", "cmsis-nn" or "esp-nn". They decide the scratch
     # buffers the arena must hold and the latency estimate.
     kernels: str = "reference"
+    # Cycles per instruction on this board, where it differs from the cost model's core-level assumption (flash
+    # wait states at this clock, caches), with where the figure came from.
+    cycles_per_instruction: float | None = None
+    cycles_per_instruction_source: str | None = None
     source: Path | None = field(default=None, compare=False)
 
 
@@ -111,6 +115,7 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
     flash = _table(data, "flash", where)
     serial = _table(data, "serial", where)
     power = data.get("power", {})
+    estimate = data.get("estimate", {})
     usb = serial.get("usb", [])
     if not isinstance(usb, list) or not all(isinstance(u, str) and len(u.split(":")) == 2 for u in usb):
         raise PipelineError(f"{where}: field 'serial.usb' must be a list of \"VID:PID\" strings (got {usb!r})")
@@ -137,6 +142,10 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         flash_chip_mb=(_require(memory, "flash_chip_mb", int, where + " [memory]")
                        if "flash_chip_mb" in memory else None),
         kernels=_choice(data, "kernels", KERNELS, "reference", where),
+        cycles_per_instruction=(_require(estimate, "cycles_per_instruction", float, where + " [estimate]")
+                                if "cycles_per_instruction" in estimate else None),
+        cycles_per_instruction_source=(_require(estimate, "source", str, where + " [estimate]")
+                                       if "cycles_per_instruction" in estimate else None),
         source=source,
     )
     if board.framework == "esp-idf":

@@ -51,11 +51,19 @@ class CostModel:
                 return kind, self.ops[kind]
         raise PipelineError(f"cost model {self.name} has neither [op.{op.kind}] nor [op.default]")
 
-    def cycles(self, op: Op) -> float:
+    def units(self, op: Op) -> float:
+        """The op's cost in the model's unit (instructions or cycles)."""
         _, coeffs = self.coefficients(op)
         work = features(op)
-        units = sum(coeffs.get(term, 0.0) * work[term] for term in TERMS)
-        return units * self.cycles_per_instruction
+        return sum(coeffs.get(term, 0.0) * work[term] for term in TERMS)
+
+    def cpi_for(self, board: Board) -> tuple[float, str]:
+        """Cycles per instruction: the board's own figure where its file gives one, else the core-level assumption."""
+        if self.unit == "cycles":
+            return 1.0, "the cost model counts cycles"
+        if board.cycles_per_instruction:
+            return board.cycles_per_instruction, f"board {board.name}: {board.cycles_per_instruction_source}"
+        return self.cycles_per_instruction, f"cost model {self.name}'s assumption"
 
 
 @dataclass
@@ -77,6 +85,8 @@ class Estimate:
     per_op: list[OpEstimate]
     latency_us: float
     energy_uj: float | None  # active power x latency, where the board file gives a power
+    cycles_per_instruction: float = 1.0
+    cpi_source: str = ""
     label: str = "estimate"
 
 
@@ -121,10 +131,11 @@ def for_board(board: Board) -> CostModel:
 
 def estimate(graph: Graph, board: Board, model: CostModel | None = None) -> Estimate:
     model = model or for_board(board)
+    cpi, cpi_source = model.cpi_for(board)
     per_op = []
     for op in graph.ops:
-        cycles = model.cycles(op)
+        cycles = model.units(op) * cpi
         per_op.append(OpEstimate(op.index, op.kind, model.coefficients(op)[0], cycles, cycles / board.clock_mhz))
     latency = sum(e.us for e in per_op)
     energy = board.active_power_mw * latency / 1000.0 if board.active_power_mw else None
-    return Estimate(board.name, model.name, model.source, board.clock_mhz, per_op, latency, energy)
+    return Estimate(board.name, model.name, model.source, board.clock_mhz, per_op, latency, energy, cpi, cpi_source)

@@ -58,6 +58,8 @@ class Profile:
     top_latency: list[dict]  # the TOP operators by estimated latency
     peak: dict  # the step with the most bytes alive, and the tensors that set it
     ram_budget_bytes: int
+    cycles_per_instruction: float = 1.0
+    cpi_source: str = ""
     label: str = "estimate"
     measured: dict = field(default_factory=dict)
 
@@ -93,7 +95,7 @@ def build(graph: Graph, board: Board, model_name: str) -> Profile:
               "peak_live_bytes": peak["live_bytes"], "max_scratch_bytes": scratch.max_bytes}
     top = [{"index": r.index, "op": r.op, "est_us": r.est_us, "share": r.share} for r in ranked[:TOP]]
     return Profile(model_name, board.name, board.clock_mhz, board.kernels, cost.name, cost.source, rows, totals, top,
-                   peak, board.ram_bytes - board.runtime_ram_bytes)
+                   peak, board.ram_bytes - board.runtime_ram_bytes, est.cycles_per_instruction, est.cpi_source)
 
 
 def add_measured(profile: Profile, measured: list[tuple[str, int]], source: str) -> None:
@@ -113,7 +115,8 @@ def _fmt_shape(shape: list[int]) -> str:
 def to_markdown(p: Profile) -> str:
     measured = any(r.measured_us is not None for r in p.rows)
     lines = [f"# Per-layer profile: {p.model} on {p.board} ({p.clock_mhz} MHz, {p.kernels} kernels)", "",
-             f"Latency and energy are ESTIMATES from the cost model `{p.cost_model}`: {p.cost_source}.", ""]
+             f"Latency and energy are ESTIMATES from the cost model `{p.cost_model}`: {p.cost_source}.",
+             f"Cycles per instruction: {p.cycles_per_instruction:g} ({p.cpi_source}).", ""]
     head = ["#", "op", "output", "params", "weight B", "MACs", "act in B", "act out B", "live B", "scratch B",
             "est. cycles", "est. us", "share"]
     if measured:
