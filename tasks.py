@@ -25,6 +25,8 @@ COMMON_HELP = {
     "seed": "random seed for the data split, initialisation and training (default 0)",
     "max_drop": "largest allowed drop float -> int8: accuracy points, or for regression % of the target range (default 2)",
     "width": "width multiplier for the model's layers (default 1.0): the knob for flash, RAM and latency",
+    "memory_plan": "offline (default: plan the activations' offsets here and embed them in the model, where it beats "
+                   "TFLM's greedy planner) or tflm (TFLM plans at run time)",
     "depth": "number of blocks (conv layers, separable blocks, residual stacks ...; default: the model's own)",
     "build_dir": "where build outputs go (default build/)",
 }
@@ -51,14 +53,15 @@ def _number(option: str, value, kind=float):
 
 
 def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, prune="magnitude", qat=True, seed=0,
-             max_drop=2.0, width=1.0, depth=None, build_dir="build", tflite=None, compile_firmware=True):
+             max_drop=2.0, width=1.0, depth=None, build_dir="build", tflite=None, compile_firmware=True,
+             memory_plan="offline"):
     from pipeline.build import Options
 
     return Options(model=model, board=board, data=data, epochs=_number("epochs", epochs, int) if epochs else None,
                    sparsity=_number("sparsity", sparsity), prune=prune, qat=qat, seed=_number("seed", seed, int),
                    max_drop=_number("max_drop", max_drop), width=_number("width", width),
                    depth=_number("depth", depth, int) if depth is not None else None,
-                   tflite=Path(tflite) if tflite else None, build_root=Path(build_dir),
+                   tflite=Path(tflite) if tflite else None, build_root=Path(build_dir), memory_plan=memory_plan,
                    compile_firmware=compile_firmware)
 
 
@@ -78,6 +81,7 @@ def _print_board_outcome(outcome):
 MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "build_dir")
 OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
 CONVERT_OPTS = OPT_OPTS + ("max_drop",)
+BOARD_OPTS = CONVERT_OPTS + ("board", "memory_plan")
 
 
 def _help(names, **extra):
@@ -112,25 +116,26 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
     print(f"model: {p.tflite_path}")
 
 
-@task(help=_help(CONVERT_OPTS + ("board",),
+@task(help=_help(BOARD_OPTS,
                  tflite="an int8 .tflite trained elsewhere: skip training and generate from it (--data then "
                         "measures its accuracy)"))
 @cli_errors
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None,
-             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0"):
+             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", memory_plan="offline"):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
-                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop)
+                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
+                  memory_plan=memory_plan)
     _print_board_outcome(p.run_board(with_firmware=False))
 
 
-@task(help=_help(CONVERT_OPTS + ("board",),
+@task(help=_help(BOARD_OPTS,
                  tflite="build firmware for an int8 .tflite trained elsewhere instead of a zoo model",
                  compile="run the framework's build tool (idf.py) when it is on PATH (default on)",
                  from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number"))
 @cli_errors
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
-          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", compile=True, from_explore=None):
+          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", compile=True, from_explore=None, memory_plan="offline"):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
     Only stages whose inputs changed run again. Output: build/<board>/<model>/ with report.json.
@@ -142,7 +147,7 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
     else:
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
                       depth=depth, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
-                      compile_firmware=compile)
+                      compile_firmware=compile, memory_plan=memory_plan)
     _print_board_outcome(p.run_board(with_firmware=True))
 
 
@@ -164,18 +169,19 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
                             compile_firmware=compile_firmware))
 
 
-@task(help=_help(CONVERT_OPTS + ("board",),
+@task(help=_help(BOARD_OPTS,
                  tflite="profile an int8 .tflite trained elsewhere instead of a zoo model"))
 @cli_errors
 def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
-            build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0"):
+            build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", memory_plan="offline"):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/). Latency and energy are
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
     """
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
-                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop)
+                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
+                  memory_plan=memory_plan)
     _, out_dir = p.run_profile()
     print((out_dir / "profile.md").read_text())
     print(f"profile: {out_dir / 'profile.md'} (.json, .csv, .png)")
@@ -410,6 +416,15 @@ def bench_pruning(c, board="esp32", sparsity="0.5", build_dir="build/bench-pruni
     from pipeline.bench import run_pruning_benchmark
 
     run_pruning_benchmark(board=board, build_dir=Path(build_dir), sparsity=_number("sparsity", sparsity))
+
+
+@task(help={"build_dir": "scratch build folder for the benchmark (default build/bench-memory)"})
+@cli_errors
+def bench_memory(c, build_dir="build/bench-memory"):
+    """Benchmark: TFLM's greedy arena plan vs the lower bound vs the offline plan, per zoo model and width."""
+    from pipeline.bench import run_memory_benchmark
+
+    run_memory_benchmark(Path(build_dir))
 
 
 @task(help={"tflm": "a TFLM source tree with microlite built for the target (TFLM's Makefile, "

@@ -119,3 +119,40 @@ def run_pruning_benchmark(board: str = "esp32", build_dir: Path = Path("build/be
             print(f"    [{'ok' if ok else 'MISSED'}] {r['model']}: {name}")
         r["checks"] = checks
     return rows
+
+
+MEMORY_PLAN = {"digits": (0.5, 1.0, 2.0), "ds_cnn": (0.5, 1.0), "mobilenet_v1": (0.5, 1.0), "resnet8": (0.5, 1.0),
+               "autoencoder": (0.5, 1.0)}
+
+
+def run_memory_benchmark(build_dir: Path = Path("build/bench-memory")) -> list[dict]:
+    """TFLM's greedy plan vs the lower bound vs the offline plan, per zoo model and width (one epoch on random data
+    of the right shape: the plan depends on the shapes only)."""
+    from pipeline import arena, calibrate, graph, memplan, models
+    from pipeline.build import Options, Pipeline
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for model, widths in MEMORY_PLAN.items():
+        data = calibrate.random_dataset(models.get_spec(model), build_dir / f"{model}.npz")
+        for width in widths:
+            print(f"bench-memory: {model} at width {width} ...", flush=True)
+            p = Pipeline(Options(model=model, data=str(data), epochs=1, sparsity=0.0, width=width, max_drop=100.0,
+                                 build_root=build_dir), log=lambda _: None)
+            p.validate()
+            g = graph.read(p.tflite_path)
+            original = p.tflite_path.read_bytes()
+            plan = memplan.plan(g)
+            tflm = arena.measure(original)
+            offline = arena.measure(memplan.embed(original, plan, len(g.tensors)))
+            rows.append({"model": model, "width": width, "tflm_head": tflm.head_bytes, "bound": plan.lower_bound,
+                         "offline_head": plan.head_bytes, "tflm_total": tflm.measured_bytes,
+                         "offline_total": offline.measured_bytes})
+    print(f"  {'model':<13} {'width':>5} {'TFLM head':>10} {'bound':>8} {'offline':>8} {'vs bound':>9} "
+          f"{'total before':>13} {'after':>8} {'ratio':>6}")
+    for r in rows:
+        over = r["offline_head"] / r["bound"] - 1 if r["bound"] else 0.0
+        print(f"  {r['model']:<13} {r['width']:>5g} {r['tflm_head']:>10} {r['bound']:>8} {r['offline_head']:>8} "
+              f"{100 * over:>8.1f}% {r['tflm_total']:>13} {r['offline_total']:>8} "
+              f"{r['offline_total'] / r['tflm_total']:>6.3f}")
+    return rows

@@ -17,7 +17,8 @@ from typing import Callable
 import numpy as np
 
 from pipeline import arena as arena_mod
-from pipeline import boards, cache, codegen, datasets, fit, firmware, graph, kernels, models, tflite_model, validate
+from pipeline import (boards, cache, codegen, datasets, fit, firmware, graph, kernels, memplan, models, tflite_model,
+                      validate)
 from pipeline.errors import PipelineError
 
 PIPELINE_DIR = Path(__file__).resolve().parent
@@ -39,6 +40,7 @@ class Options:
     width: float = 1.0
     depth: int | None = None  # number of blocks; None means the model's default
     prune: str = "magnitude"  # "magnitude" (zeros single weights) or "structured" (removes whole channels)
+    memory_plan: str = "offline"  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
     tflite: Path | None = None  # bring your own int8 model: skip train/optimize/convert
     build_root: Path = Path("build")
     compile_firmware: bool = True
@@ -65,6 +67,8 @@ def _check_options(opts: Options) -> None:
         raise PipelineError(f"--max-drop must not be negative (got {opts.max_drop})")
     if opts.depth is not None and opts.depth < 1:
         raise PipelineError(f"--depth must be at least 1 (got {opts.depth})")
+    if opts.memory_plan not in ("offline", "tflm"):
+        raise PipelineError(f"--memory-plan must be offline or tflm (got {opts.memory_plan!r})")
     if opts.prune not in PRUNE_KINDS:
         raise PipelineError(f"--prune must be one of {', '.join(PRUNE_KINDS)} (got {opts.prune!r})")
 
@@ -211,7 +215,7 @@ class Pipeline:
         else:
             x_q = np.full([1] + inp.shape[1:], inp.zero_point, dtype=np.int8)
             label = None
-        expected = validate.run_tflm(self.tflite_path.read_bytes(), x_q)
+        expected = validate.run_tflm(info.path.read_bytes(), x_q)
         return codegen.Sample(x_q[0], expected[0], label)
 
     def labels(self, info: tflite_model.TFLiteModel) -> list[str]:
@@ -223,22 +227,40 @@ class Pipeline:
         info = self.model_info()
         generated = board_dir / "generated"
         key = cache.stage_key("generate", {"model": self.model_name, "data": self.fingerprint(),
-                                           "kernels": board.kernels, "target": kernels.target_of(board)},
+                                           "kernels": board.kernels, "target": kernels.target_of(board),
+                                           "memory_plan": self.opts.memory_plan},
                               [self.tflite_path], _code("codegen", "arena", "tflm_ops", "tflite_model", "graph",
-                                                        "kernels"))
+                                                        "kernels", "memplan"))
 
         def run():
             codegen.resolver_methods(info)  # name an op TFLM lacks before TFLM itself fails on it
-            host = arena_mod.measure(self.tflite_path.read_bytes())
+            original = self.tflite_path.read_bytes()
             model_graph = graph.read(self.tflite_path)
+            host = arena_mod.measure(original)
+            final, plan_report = original, {"requested": self.opts.memory_plan, "used": "tflm",
+                                            "tflm_head_bytes": host.head_bytes, "tflm_total_bytes": host.measured_bytes}
+            if self.opts.memory_plan == "offline":
+                plan = memplan.plan(model_graph)
+                planned = memplan.embed(original, plan, len(model_graph.tensors))
+                planned_host = arena_mod.measure(planned)
+                plan_report.update({"lower_bound_bytes": plan.lower_bound, "offline_head_bytes": plan.head_bytes,
+                                    "offline_total_bytes": planned_host.measured_bytes, "strategy": plan.strategy})
+                if planned_host.measured_bytes < host.measured_bytes:  # only where it is really smaller
+                    final, host = planned, planned_host
+                    plan_report["used"] = "offline"
+            model_path = board_dir / "model.tflite"
+            tmp = model_path.with_name("model.tflite.tmp")
+            tmp.write_bytes(final)
+            tmp.replace(model_path)
+            final_info = tflite_model.read(model_path)
             scratch = kernels.scratch(model_graph, board)
             where = (f"#{scratch.max_op} {model_graph.ops[scratch.max_op].kind}"
                      if scratch.max_op is not None else None)
             measured = arena_mod.with_kernel_scratch(host, scratch.max_bytes, where, scratch.kernels)
-            sample = self.sample(info)
-            result = codegen.generate(info, self.model_name, measured.arena_bytes, self.labels(info), sample, generated)
-            shutil.copy2(self.tflite_path, board_dir / "model.tflite")
-            return {"arena": asdict(measured), "files": result.files, "ops": result.ops,
+            sample = self.sample(final_info)
+            result = codegen.generate(final_info, self.model_name, measured.arena_bytes, self.labels(final_info),
+                                      sample, generated)
+            return {"arena": asdict(measured), "files": result.files, "ops": result.ops, "memory_plan": plan_report,
                     "model_hash": result.model_hash, "sample_bytes": int(sample.input_q.size)}
 
         return self.stage(5, "generate", board_dir, key, [generated / f for f in codegen.GENERATED_FILES]
@@ -384,6 +406,7 @@ class Pipeline:
             "arena_measured_bytes": generated["arena"]["measured_bytes"],
             "arena_margin_bytes": generated["arena"]["margin_bytes"],
             "arena_kernel_scratch_bytes": generated["arena"]["kernel_scratch_bytes"],
+            "memory_plan": generated.get("memory_plan"),
             "arena_kernel_scratch_op": generated["arena"]["kernel_scratch_op"],
             "kernels": generated["arena"]["kernels"],
             "ops": generated["ops"],
@@ -407,6 +430,19 @@ class Pipeline:
             "stages_cached": self.cached,
             "keras_sparsity": optimized.get("keras_sparsity"),
         }
+
+
+def memory_plan_summary(plan: dict | None) -> list[str]:
+    """TFLM's own plan of the activations, the lower bound, and the offline plan, and which one the model carries."""
+    if not plan or "lower_bound_bytes" not in plan:
+        return [] if not plan else ["  memory plan: TFLM's own (--memory-plan=tflm)"]
+    gap = plan["offline_head_bytes"] - plan["lower_bound_bytes"]
+    where = "at the lower bound" if gap == 0 else f"{gap} bytes above the lower bound"
+    used = ("offline plan embedded in the model" if plan["used"] == "offline"
+            else "TFLM's own kept (the offline plan is not smaller)")
+    return [f"  memory plan: activations {plan['offline_head_bytes']} bytes offline ({where} "
+            f"{plan['lower_bound_bytes']}) vs {plan['tflm_head_bytes']} TFLM greedy; total "
+            f"{plan['offline_total_bytes']} vs {plan['tflm_total_bytes']}: {used}"]
 
 
 def pruning_summary(pruning: dict | None, sparsity: float) -> list[str]:
@@ -444,6 +480,7 @@ def summary(report: dict) -> str:
               else f" + no {report['kernels']} kernel scratch")
     lines.append(f"  arena: {report['arena_bytes']} bytes (TFLM measured on the host {report['arena_measured_bytes']}"
                  f"{kernel} + margin {report['arena_margin_bytes']}), ops: {', '.join(report['ops'])}")
+    lines.extend(memory_plan_summary(report.get("memory_plan")))
     if report.get("latency_estimate_us") is not None:
         from pipeline.profile import summary as profile_summary
 

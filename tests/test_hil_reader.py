@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conftest import REPO, assert_clean_error, harness_args, run_invoke
 from pipeline import boards
 from pipeline.errors import PipelineError
-from pipeline.hil import flash, protocol
+from pipeline.hil import flash, protocol, transport
 from pipeline.hil.emulate import device_for_build, serve
 from pipeline.hil.errors import DeviceError, DeviceReset, DeviceTimeout, WrongFirmware
 from pipeline.hil.harness_build import HostDevice
@@ -222,9 +222,20 @@ def test_wrong_firmware_is_refused(host_harness, esp32_build, tmp_path):
 
 
 def test_error_reply_is_reported(host_harness, esp32_build, tmp_path):
+    from pipeline.hil.dut import Device
+
     with HostDevice(host_harness, *harness_args(esp32_build["report"], 32, 10)) as dev:
-        with pytest.raises(DeviceError, match="Input has 64 bytes, model expects 32"):
+        # The reader refuses this firmware by its sizes before uploading anything ...
+        with pytest.raises(PipelineError, match="another model: it takes 32-byte inputs, the build's model 64"):
             _measure(esp32_build, dev.port, tmp_path)
+        # ... and a device's own e- reply, as any firmware gives it, is reported with the port.
+        port = transport.open_port(dev.port, 115200)
+        device = Device(port, dev.port, timeout=2.0)
+        device.drain()
+        device.load(bytes(64))
+        with pytest.raises(DeviceError, match="Input has 64 bytes, model expects 32"):
+            device.infer(1, 0)
+        port.close()
 
 
 def test_baseline_regression_fails_with_junit(host_harness, esp32_build, tmp_path):

@@ -43,7 +43,8 @@ def test_mlperf_tiny_model_goes_from_user_data_to_firmware_inputs(name, tmp_path
     assert info.inputs[0].shape[1:] == list(spec.input_shape)
     header = (out / "generated" / "model_ops.h").read_text()
     assert [METHOD_TO_OP[m] for m in re.findall(r"resolver\.(Add\w+)\(\)", header)] == info.ops == report["ops"]
-    assert report["arena_measured_bytes"] <= report["arena_bytes"] <= report["arena_measured_bytes"] + 1024
+    need = report["arena_measured_bytes"] + report["arena_kernel_scratch_bytes"]  # CMSIS-NN's scratch on the L4R5
+    assert need <= report["arena_bytes"] <= need + 1024
     # A step or two apart at most (seen: 1 on the post-training-quantized autoencoder's FULLY_CONNECTED).
     assert report["tflm_vs_tflite_max_output_diff"] <= 2
     assert report["sparsity"] > 0.3  # pruning at 0.5 survived QAT and conversion
@@ -55,6 +56,10 @@ def test_mlperf_tiny_model_goes_from_user_data_to_firmware_inputs(name, tmp_path
                     "resnet8": {"CONV_2D", "ADD", "AVERAGE_POOL_2D", "SOFTMAX"},
                     "autoencoder": {"FULLY_CONNECTED"}}[name]
     assert expected_ops <= set(report["ops"])
+    plan = report["memory_plan"]  # the offline plan reaches the bound on these chains (within 5 % on resnet8)
+    assert plan["offline_head_bytes"] <= 1.05 * plan["lower_bound_bytes"]
+    if name == "mobilenet_v1":  # TFLM's greedy plan leaves about a quarter of the activations' bytes unused here
+        assert plan["used"] == "offline" and plan["offline_total_bytes"] < 0.9 * plan["tflm_total_bytes"]
 
 
 def test_sine_regression_builds_with_mae(tmp_path):
