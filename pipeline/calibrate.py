@@ -127,11 +127,14 @@ def measure(tflm: Path, name: str, work: Path, log: Callable[[str], None] = prin
     return rows
 
 
-FIT_TERMS = {"mac": ("fixed", "mac", "out"), "elementwise": ("fixed", "out", "in"), "copy": ("fixed", "out")}
+FIT_TERMS = {"conv": ("fixed", "mac", "out", "taps"), "mac": ("fixed", "mac", "out"),
+             "elementwise": ("fixed", "out", "in"), "copy": ("fixed", "out")}
 
 
 def terms_for(kind: str) -> tuple[str, ...]:
-    if kind in ("CONV_2D", "CONV_2D_1X1", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
+    if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return FIT_TERMS["conv"]
+    if kind in ("CONV_2D_1X1", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
         return FIT_TERMS["mac"]
     if kind in ("ADD", "MUL", "SOFTMAX"):
         return FIT_TERMS["elementwise"]
@@ -148,7 +151,7 @@ def fit(rows: list[dict]) -> dict[str, dict[str, float]]:
     coefficients = {}
     for kind, items in sorted(by_class.items()):
         terms = terms_for(kind)
-        a = np.array([[r["features"][t] for t in terms] for r in items], dtype=float)
+        a = np.array([[r["features"].get(t, 0.0) for t in terms] for r in items], dtype=float)
         b = np.array([r["instructions"] for r in items], dtype=float)
         scale = 1.0 / np.maximum(b, 1.0)
         solution, _ = nnls(a * scale[:, None], b * scale)
@@ -212,7 +215,7 @@ def model_totals(data: dict, cost: costmodel.CostModel) -> list[dict]:
         t = totals.setdefault(key, {"model": row["model"], "width": row["width"], "measured": 0.0, "estimated": 0.0})
         t["measured"] += row["instructions"]
         coeffs = cost.ops.get(row["cost_class"]) or cost.ops.get(row["op"]) or cost.ops["default"]
-        t["estimated"] += sum(coeffs.get(term, 0.0) * row["features"][term] for term in costmodel.TERMS)
+        t["estimated"] += sum(coeffs.get(term, 0.0) * row["features"].get(term, 0.0) for term in costmodel.TERMS)
     out = []
     for t in totals.values():
         t["ratio"] = t["estimated"] / t["measured"] if t["measured"] else None

@@ -18,19 +18,24 @@ from pipeline.errors import PipelineError
 from pipeline.graph import Graph, Op
 
 COSTS_DIR = Path(__file__).resolve().parent.parent / "boards" / "costs"
-TERMS = ("fixed", "mac", "out", "in")
+TERMS = ("fixed", "mac", "out", "in", "taps")
 POOLS = {"MAX_POOL_2D", "AVERAGE_POOL_2D"}
 
 
 def features(op: Op) -> dict[str, float]:
-    """The work terms of one operator. For pooling, `mac` counts window reads (output elements x window)."""
+    """The work terms of one operator. For pooling, `mac` counts window reads (output elements x window). `taps`
+    counts filter taps (output elements x kernel height x width): a convolution's cost per tap besides its
+    multiply-accumulates (padding checks, addressing), which dominates with few input channels."""
     out = sum(t.elements for t in op.outputs)
     inp = sum(t.elements for t in op.activation_in)
     if op.kind in POOLS:
         macs = out * op.options.get("filter_h", 1) * op.options.get("filter_w", 1)
     else:
         macs = op.macs
-    return {"fixed": 1.0, "mac": float(macs), "out": float(out), "in": float(inp)}
+    taps = 0
+    if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D") and op.weights is not None and len(op.weights.shape) == 4:
+        taps = out * op.weights.shape[1] * op.weights.shape[2]
+    return {"fixed": 1.0, "mac": float(macs), "out": float(out), "in": float(inp), "taps": float(taps)}
 
 
 @dataclass
