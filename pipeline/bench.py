@@ -128,9 +128,10 @@ MEMORY_PLAN = {"digits": (0.5, 1.0, 2.0), "ds_cnn": (0.5, 1.0), "mobilenet_v1": 
 def run_memory_benchmark(build_dir: Path = Path("build/bench-memory")) -> list[dict]:
     """TFLM's greedy plan vs the lower bound vs the offline plan, per zoo model and width (one epoch on random data
     of the right shape: the plan depends on the shapes only)."""
-    from pipeline import arena, calibrate, graph, memplan, models
+    from pipeline import arena, calibrate, graph, memplan, models, train
     from pipeline.build import Options, Pipeline
 
+    train.QUIET = True
     build_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for model, widths in MEMORY_PLAN.items():
