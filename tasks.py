@@ -25,6 +25,8 @@ COMMON_HELP = {
     "seed": "random seed for the data split, initialisation and training (default 0)",
     "max_drop": "largest allowed drop float -> int8: accuracy points, or for regression % of the target range (default 2)",
     "width": "width multiplier for the model's layers (default 1.0): the knob for flash, RAM and latency",
+    "teacher": "distil from a teacher: a width of the same model (e.g. 2.0, trained first) or a Keras .h5 path; "
+               "the report compares with the student trained alone",
     "memory_plan": "offline (default: plan the activations' offsets here and embed them in the model, where it beats "
                    "TFLM's greedy planner) or tflm (TFLM plans at run time)",
     "depth": "number of blocks (conv layers, separable blocks, residual stacks ...; default: the model's own)",
@@ -53,7 +55,7 @@ def _number(option: str, value, kind=float):
 
 
 def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, prune="magnitude", qat=True, seed=0,
-             max_drop=2.0, width=1.0, depth=None, build_dir="build", tflite=None, compile_firmware=True,
+             max_drop=2.0, width=1.0, depth=None, teacher=None, build_dir="build", tflite=None, compile_firmware=True,
              memory_plan="offline"):
     from pipeline.build import Options
 
@@ -62,6 +64,7 @@ def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5
                    max_drop=_number("max_drop", max_drop), width=_number("width", width),
                    depth=_number("depth", depth, int) if depth is not None else None,
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir), memory_plan=memory_plan,
+                   teacher=teacher,
                    compile_firmware=compile_firmware)
 
 
@@ -78,7 +81,7 @@ def _print_board_outcome(outcome):
     print(f"report: {outcome.report_path}")
 
 
-MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "build_dir")
+MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir")
 OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
 CONVERT_OPTS = OPT_OPTS + ("max_drop",)
 BOARD_OPTS = CONVERT_OPTS + ("board", "memory_plan")
@@ -90,27 +93,27 @@ def _help(names, **extra):
 
 @task(help=_help(MODEL_OPTS))
 @cli_errors
-def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, build_dir="build"):
+def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build"):
     """Stage 1: train the float Keras model (seeded, early stopping)."""
-    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, build_dir=build_dir)
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir)
     print(json.dumps(p.train(), indent=2))
 
 
 @task(help=_help(OPT_OPTS))
 @cli_errors
-def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True):
+def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True):
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
-    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, build_dir=build_dir,
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat)
     print(json.dumps(p.optimize(), indent=2))
 
 
 @task(help=_help(CONVERT_OPTS))
 @cli_errors
-def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
+def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
             max_drop="2.0"):
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
-    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, build_dir=build_dir,
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop)
     print(json.dumps({"convert": p.convert(), "validate": p.validate()}, indent=2))
     print(f"model: {p.tflite_path}")
@@ -120,10 +123,10 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
                  tflite="an int8 .tflite trained elsewhere: skip training and generate from it (--data then "
                         "measures its accuracy)"))
 @cli_errors
-def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None,
+def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
              build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", memory_plan="offline"):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
-    p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
+    p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
                   memory_plan=memory_plan)
     _print_board_outcome(p.run_board(with_firmware=False))
@@ -134,7 +137,7 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
                  compile="run the framework's build tool (idf.py) when it is on PATH (default on)",
                  from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number"))
 @cli_errors
-def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
+def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
           build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", compile=True, from_explore=None, memory_plan="offline"):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
@@ -146,7 +149,7 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
         p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile)
     else:
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
-                      depth=depth, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
+                      depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
                       compile_firmware=compile, memory_plan=memory_plan)
     _print_board_outcome(p.run_board(with_firmware=True))
 
@@ -172,14 +175,14 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
 @task(help=_help(BOARD_OPTS,
                  tflite="profile an int8 .tflite trained elsewhere instead of a zoo model"))
 @cli_errors
-def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
+def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", memory_plan="offline"):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/). Latency and energy are
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
     """
-    p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
+    p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
                   memory_plan=memory_plan)
     _, out_dir = p.run_profile()
@@ -379,13 +382,13 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
     print(f"flashed {b.name} on {port} with {chosen.name}")
 
 
-@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth")},
+@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth", "teacher")},
             "tflite": "an int8 .tflite trained elsewhere: build, flash and measure it (its name is the model's)",
             "runner": "flashing tool (default: the board's first available runner)"})
 @cli_errors
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, runner=None, profile=False, tflite=None):
+        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
@@ -395,7 +398,7 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     if tflite:
         model = Path(tflite).stem
     outcome = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
-                        depth=depth,
+                        depth=depth, teacher=teacher,
                         build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat).run_board(with_firmware=True)
     firmware = outcome.report["firmware"] or {}
     if not firmware.get("compiled"):

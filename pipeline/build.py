@@ -7,6 +7,7 @@ nothing changed never imports TensorFlow.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -40,7 +41,10 @@ class Options:
     width: float = 1.0
     depth: int | None = None  # number of blocks; None means the model's default
     prune: str = "magnitude"  # "magnitude" (zeros single weights) or "structured" (removes whole channels)
-    memory_plan: str = "offline"  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
+    memory_plan: str = "offline"
+    # Knowledge distillation: a teacher's outputs guide training. A number is a width of the same zoo model (trained
+    # first, through the stage cache); otherwise the path of a Keras .h5 model with the same input and classes.
+    teacher: str | None = None  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
     tflite: Path | None = None  # bring your own int8 model: skip train/optimize/convert
     build_root: Path = Path("build")
     compile_firmware: bool = True
@@ -95,8 +99,9 @@ class Pipeline:
         # Each training configuration and each optimization of it has a folder of its own, so variants (another
         # --width, --prune, --sparsity ...) sit side by side in the stage cache instead of replacing each other.
         depth = "" if opts.depth is None else f"-d{opts.depth}"
+        distill = "" if not opts.teacher else "-kd" + hashlib.sha256(str(opts.teacher).encode()).hexdigest()[:8]
         self.train_dir = opts.build_root / MODELS_SUBDIR / self.model_name / (
-            f"w{opts.width:g}{depth}-e{self.epochs}-seed{opts.seed}")
+            f"w{opts.width:g}{depth}-e{self.epochs}-seed{opts.seed}{distill}")
         self.model_dir = self.train_dir / f"{opts.prune}{opts.sparsity:g}-{'qat' if self.qat else 'ptq'}"
         self._data = None
         self._fingerprint = None
@@ -150,10 +155,35 @@ class Pipeline:
                   "seed": self.opts.seed, "data": self.fingerprint()}
         if self.opts.depth is not None:
             params["depth"] = self.opts.depth
-        key = cache.stage_key("train", params, code=_code("train", "models", "datasets"))
+        teacher = self.teacher_path()
+        key = cache.stage_key("train", params, [teacher] if teacher else [], _code("train", "models", "datasets"))
         return self.stage(1, "train", self.train_dir, key, [self.float_path], lambda: asdict(
             train_mod.train(self.spec, self.data(), self.opts.width, self.epochs, self.opts.seed, self.float_path,
-                            self.opts.depth)))
+                            self.opts.depth, teacher)))
+
+    def teacher_path(self) -> Path | None:
+        """The teacher's float model: a wider one of the same zoo model (trained first), or the user's .h5."""
+        if not self.opts.teacher:
+            return None
+        if self.spec.task != "classification":
+            raise PipelineError(f"--teacher: distillation needs a classifier; {self.model_name} is a regression model")
+        try:
+            width = float(self.opts.teacher)
+        except ValueError:
+            path = Path(self.opts.teacher)
+            if path.suffix != ".h5" or not path.is_file():
+                raise PipelineError(f"--teacher={self.opts.teacher}: give a width of {self.model_name} (e.g. 2.0) or "
+                                    "the path of a Keras .h5 model") from None
+            return path
+        from dataclasses import replace
+
+        if width <= 0:
+            raise PipelineError(f"--teacher width must be positive (got {width})")
+        self.log(f"teacher: {self.model_name} at width {width:g} ...")
+        teacher = Pipeline(replace(self.opts, width=width, depth=None, teacher=None),
+                           log=lambda line: self.log("  teacher " + line))
+        teacher.train()
+        return teacher.float_path
 
     def optimize(self) -> dict:
         from pipeline import optimize as optimize_mod
@@ -334,6 +364,7 @@ class Pipeline:
         firmware_result = self.firmware(board, board_dir, generated) if with_firmware else None
         report = self.report(board, metrics, generated, fit_result, firmware_result, profile)
         report["pruning"] = self.pruning(board, metrics)
+        report["distillation"] = self.distillation(metrics)
         cache.write_atomic(report_path, json.dumps(report, indent=2))
         return Outcome(report, report_path)
 
@@ -370,6 +401,21 @@ class Pipeline:
         return {"kind": "structured", "sparsity": self.opts.sparsity, "metric_name": metrics["metric_name"]
                 if metrics else None, "pruned": pruned, "unpruned": unpruned, "saved_fraction": saved,
                 "channels": {k: self.results.get("optimize", {}).get(k) for k in ("channels_before", "channels_after")}}
+
+    def distillation(self, metrics: dict | None) -> dict | None:
+        """The same student trained alone, side by side with the distilled one (same seed and options)."""
+        if not self.opts.teacher or self.byo or not metrics:
+            return None
+        from dataclasses import replace
+
+        from pipeline import train as train_mod
+
+        self.log("student trained alone, for the comparison (same seed, cached after the first build) ...")
+        alone = Pipeline(replace(self.opts, teacher=None), log=lambda line: self.log("  alone " + line)).validate()
+        return {"teacher": self.opts.teacher, "temperature": train_mod.DISTILL_TEMPERATURE,
+                "alpha": train_mod.DISTILL_ALPHA, "metric_name": metrics["metric_name"],
+                "distilled": {"float": metrics["float_metric"], "tflm": metrics["tflm_metric"]},
+                "alone": {"float": alone["float_metric"], "tflm": alone["tflm_metric"]}}
 
     def run_profile(self) -> tuple[dict, Path]:
         """The per-layer profile on the board, whether or not the model fits it (that is what it helps decide)."""
@@ -475,6 +521,11 @@ def summary(report: dict) -> str:
         size += f" (float {report['float_tflite_bytes']} bytes, ratio {report['tflite_bytes'] / report['float_tflite_bytes']:.3f})"
     lines.append(size)
     lines.extend(pruning_summary(report.get("pruning"), report["sparsity"]))
+    if report.get("distillation"):
+        d = report["distillation"]
+        lines.append(f"  distillation (teacher {d['teacher']}, T={d['temperature']:g}, alpha={d['alpha']:g}): int8 TFLM "
+                     f"{d['metric_name']} {d['distilled']['tflm']:.2f} distilled vs {d['alone']['tflm']:.2f} trained "
+                     f"alone (float {d['distilled']['float']:.2f} vs {d['alone']['float']:.2f})")
     scratch = report.get("arena_kernel_scratch_bytes") or 0
     kernel = (f" + {report['kernels']} scratch {scratch} for {report['arena_kernel_scratch_op']}" if scratch
               else f" + no {report['kernels']} kernel scratch")

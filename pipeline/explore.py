@@ -1,5 +1,6 @@
 """`invoke explore`: which model to deploy on this board. A multi-objective search (Optuna) over the model's
-search space (models.py: width, depth, pruning kind and amount, QAT or post-training), every trial measured on the
+search space (models.py: width, depth, pruning kind and amount, QAT or post-training, distillation from the widest
+model of the space), every trial measured on the
 same footing: int8 accuracy on the host TFLM runtime, flash and RAM as the fit check counts them, and the board's
 latency and energy ESTIMATES (pipeline.costmodel).
 
@@ -94,6 +95,9 @@ def sample(trial, spec: models.ModelSpec) -> dict:
     sparsity = trial.suggest_float("sparsity", low, high, step=0.1)
     params["sparsity"] = 0.0 if params["prune"] == "none" else round(sparsity, 2)
     params["qat"] = trial.suggest_categorical("qat", [True, False])
+    # Distillation from the widest model of the space (trained once, through the stage cache), classifiers only.
+    distill = spec.task == "classification" and trial.suggest_categorical("distill", [False, True])
+    params["teacher"] = f"{space['width'][1]:g}" if distill else None
     return params
 
 
@@ -104,7 +108,7 @@ def pipeline_options(opts: ExploreOptions, params: dict):
     return Options(model=opts.model, board=opts.board, data=opts.data, epochs=opts.epochs, seed=opts.seed,
                    width=params["width"], depth=params["depth"], sparsity=params["sparsity"],
                    prune="magnitude" if params["prune"] == "none" else params["prune"], qat=params["qat"],
-                   build_root=opts.build_root, max_drop=100.0, compile_firmware=False)
+                   teacher=params.get("teacher"), build_root=opts.build_root, max_drop=100.0, compile_firmware=False)
 
 
 class Hopeless(Exception):
@@ -344,7 +348,7 @@ def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     metric_keys = ["accuracy", "float_metric", "latency_ms", "energy_uj", "ram_kb", "flash_kb", "arena_bytes",
                    "tflite_bytes", "macs"]
-    fields = ["number", "state", "feasible", "width", "depth", "prune", "sparsity", "qat", *metric_keys, "why"]
+    fields = ["number", "state", "feasible", "width", "depth", "prune", "sparsity", "qat", "teacher", *metric_keys, "why"]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for r in rows:
@@ -402,7 +406,7 @@ def _html(opts, board, rows, front, best, png: bytes) -> str:
     esc = html.escape
 
     def table(items, title):
-        head = ("<tr><th>#</th><th>width</th><th>depth</th><th>prune</th><th>sparsity</th><th>QAT</th>"
+        head = ("<tr><th>#</th><th>width</th><th>depth</th><th>prune</th><th>sparsity</th><th>QAT</th><th>teacher</th>"
                 "<th>metric</th><th>latency ms (est.)</th><th>energy uJ (est.)</th><th>RAM KiB</th><th>flash KiB</th>"
                 "<th>MACs</th><th>feasible / why not</th></tr>")
         body = []
@@ -415,7 +419,8 @@ def _html(opts, board, rows, front, best, png: bytes) -> str:
             cls = ' class="pick"' if best and r["number"] == best["number"] else ""
             body.append(f"<tr{cls}><td>{r['number']}</td><td>{p.get('width', '')}</td><td>{p.get('depth', '')}</td>"
                         f"<td>{esc(str(p.get('prune', '')))}</td><td>{p.get('sparsity', '')}</td>"
-                        f"<td>{p.get('qat', '')}</td><td>{num('accuracy', '.2f')}</td><td>{num('latency_ms', '.3f')}</td>"
+                        f"<td>{p.get('qat', '')}</td><td>{esc(str(p.get('teacher') or ''))}</td>"
+                        f"<td>{num('accuracy', '.2f')}</td><td>{num('latency_ms', '.3f')}</td>"
                         f"<td>{num('energy_uj', '.1f')}</td><td>{num('ram_kb', '.1f')}</td>"
                         f"<td>{num('flash_kb', '.1f')}</td><td>{num('macs', 'd')}</td>"
                         f"<td>{'yes' if r['feasible'] else esc(r['why'] or r['state'])}</td></tr>")

@@ -49,20 +49,71 @@ def seed_everything(seed: int) -> None:
     tfenv.tf().config.experimental.enable_op_determinism()
 
 
+# Knowledge distillation: the loss mixes the hard labels with the teacher's outputs softened at a temperature.
+DISTILL_TEMPERATURE = 4.0
+DISTILL_ALPHA = 0.3  # weight of the hard-label loss; the rest goes to matching the softened teacher
+
+
+def soften(probabilities, temperature: float):
+    """softmax(logits / T) from softmax outputs: log p is the logits up to a constant, which softmax ignores."""
+    tf = tfenv.tf()
+    return tf.nn.softmax(tf.math.log(tf.clip_by_value(probabilities, 1e-7, 1.0)) / temperature, axis=-1)
+
+
+def distillation_targets(teacher_path: Path, data: Dataset):
+    """Hard labels one-hot and the teacher's softened outputs side by side: what the distillation loss reads."""
+    import numpy as np
+
+    from pipeline.optimize import load_model
+
+    teacher = load_model(teacher_path)
+    classes = teacher.output_shape[-1]
+
+    def pack(x, y):
+        soft = np.asarray(soften(teacher.predict(x, verbose=0), DISTILL_TEMPERATURE))
+        return np.concatenate([np.eye(classes, dtype=np.float32)[y], soft], axis=1)
+
+    return pack(data.x_train, data.y_train), pack(data.x_val, data.y_val)
+
+
+def compile_distilled(model, spec: ModelSpec, classes: int):
+    k, tf = tfenv.keras(), tfenv.tf()
+    t, alpha = DISTILL_TEMPERATURE, DISTILL_ALPHA
+
+    def loss(packed, predicted):
+        hard, soft = packed[:, :classes], packed[:, classes:]
+        student = soften(predicted, t)
+        return (alpha * k.losses.categorical_crossentropy(hard, predicted)
+                + (1 - alpha) * t * t * k.losses.kl_divergence(soft, student))
+
+    def accuracy(packed, predicted):
+        return tf.cast(tf.equal(tf.argmax(packed[:, :classes], -1), tf.argmax(predicted, -1)), tf.float32)
+
+    model.compile(optimizer=k.optimizers.Adam(spec.learning_rate), loss=loss, metrics=[accuracy])
+    return model
+
+
 def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, out_path: Path,
-          depth: int | None = None) -> TrainResult:
+          depth: int | None = None, teacher_path: Path | None = None) -> TrainResult:
     k = tfenv.keras()
     seed_everything(seed)
-    model = compile_model(spec.make(width, depth), spec, spec.learning_rate)
+    y_train, y_val = data.y_train, data.y_val
+    if teacher_path is not None:
+        y_train, y_val = distillation_targets(teacher_path, data)
+        model = compile_distilled(spec.make(width, depth), spec, y_train.shape[1] // 2)
+    else:
+        model = compile_model(spec.make(width, depth), spec, spec.learning_rate)
     monitor = monitored_metric(spec)
     stop = k.callbacks.EarlyStopping(
         monitor=monitor, mode="max" if spec.task == "classification" else "min",
         patience=8, restore_best_weights=True,
     )
     history = model.fit(
-        data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+        data.x_train, y_train, validation_data=(data.x_val, y_val),
         epochs=epochs, batch_size=spec.batch_size, callbacks=[stop], verbose=keras_verbosity(),
     )
+    if teacher_path is not None:  # saved with the usual loss, so later stages load it like any trained model
+        compile_model(model, spec, spec.learning_rate)
     tmp = out_path.with_name(out_path.name + ".tmp.h5")
     model.save(tmp)
     tmp.replace(out_path)
