@@ -27,6 +27,8 @@ COMMON_HELP = {
     "width": "width multiplier for the model's layers (default 1.0): the knob for flash, RAM and latency",
     "teacher": "distil from a teacher: a width of the same model (e.g. 2.0, trained first) or a Keras .h5 path; "
                "the report compares with the student trained alone",
+    "precision": "int8 (default) or int16x8 (int16 activations, int8 weights; post-training; accuracy, arena and "
+                 "profile on the host TFLM runtime, no firmware yet)",
     "memory_plan": "offline (default: plan the activations' offsets here and embed them in the model, where it beats "
                    "TFLM's greedy planner) or tflm (TFLM plans at run time)",
     "depth": "number of blocks (conv layers, separable blocks, residual stacks ...; default: the model's own)",
@@ -56,7 +58,7 @@ def _number(option: str, value, kind=float):
 
 def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, prune="magnitude", qat=True, seed=0,
              max_drop=2.0, width=1.0, depth=None, teacher=None, build_dir="build", tflite=None, compile_firmware=True,
-             memory_plan="offline"):
+             memory_plan="offline", precision="int8"):
     from pipeline.build import Options
 
     return Options(model=model, board=board, data=data, epochs=_number("epochs", epochs, int) if epochs else None,
@@ -64,7 +66,7 @@ def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5
                    max_drop=_number("max_drop", max_drop), width=_number("width", width),
                    depth=_number("depth", depth, int) if depth is not None else None,
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir), memory_plan=memory_plan,
-                   teacher=teacher,
+                   teacher=teacher, precision=precision,
                    compile_firmware=compile_firmware)
 
 
@@ -83,7 +85,7 @@ def _print_board_outcome(outcome):
 
 MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir")
 OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
-CONVERT_OPTS = OPT_OPTS + ("max_drop",)
+CONVERT_OPTS = OPT_OPTS + ("max_drop", "precision")
 BOARD_OPTS = CONVERT_OPTS + ("board", "memory_plan")
 
 
@@ -111,10 +113,10 @@ def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", d
 @task(help=_help(CONVERT_OPTS))
 @cli_errors
 def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
-            max_drop="2.0"):
+            max_drop="2.0", precision="int8"):
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
-                  sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop)
+                  sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision)
     print(json.dumps({"convert": p.convert(), "validate": p.validate()}, indent=2))
     print(f"model: {p.tflite_path}")
 
@@ -124,10 +126,10 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
                         "measures its accuracy)"))
 @cli_errors
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
-             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", memory_plan="offline"):
+             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline"):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
-                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
+                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                   memory_plan=memory_plan)
     _print_board_outcome(p.run_board(with_firmware=False))
 
@@ -138,7 +140,7 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
                  from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number"))
 @cli_errors
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
-          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", compile=True, from_explore=None, memory_plan="offline"):
+          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline"):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
     Only stages whose inputs changed run again. Output: build/<board>/<model>/ with report.json.
@@ -149,7 +151,7 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
         p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile)
     else:
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
-                      depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
+                      depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                       compile_firmware=compile, memory_plan=memory_plan)
     _print_board_outcome(p.run_board(with_firmware=True))
 
@@ -176,14 +178,14 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
                  tflite="profile an int8 .tflite trained elsewhere instead of a zoo model"))
 @cli_errors
 def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
-            build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", memory_plan="offline"):
+            build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline"):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/). Latency and energy are
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
     """
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
-                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
+                  build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                   memory_plan=memory_plan)
     _, out_dir = p.run_profile()
     print((out_dir / "profile.md").read_text())

@@ -44,7 +44,8 @@ class Options:
     memory_plan: str = "offline"
     # Knowledge distillation: a teacher's outputs guide training. A number is a width of the same zoo model (trained
     # first, through the stage cache); otherwise the path of a Keras .h5 model with the same input and classes.
-    teacher: str | None = None  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
+    teacher: str | None = None
+    precision: str = "int8"  # or "int16x8": int16 activations, int8 weights (host TFLM only, no firmware yet)  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
     tflite: Path | None = None  # bring your own int8 model: skip train/optimize/convert
     build_root: Path = Path("build")
     compile_firmware: bool = True
@@ -71,6 +72,8 @@ def _check_options(opts: Options) -> None:
         raise PipelineError(f"--max-drop must not be negative (got {opts.max_drop})")
     if opts.depth is not None and opts.depth < 1:
         raise PipelineError(f"--depth must be at least 1 (got {opts.depth})")
+    if opts.precision not in ("int8", "int16x8"):
+        raise PipelineError(f"--precision must be int8 or int16x8 (got {opts.precision!r})")
     if opts.memory_plan not in ("offline", "tflm"):
         raise PipelineError(f"--memory-plan must be offline or tflm (got {opts.memory_plan!r})")
     if opts.prune not in PRUNE_KINDS:
@@ -92,17 +95,19 @@ class Pipeline:
                 f"(input shape {self.spec.input_shape})"
             )
         self.epochs = opts.epochs or (self.spec.epochs if self.spec else 0)
-        self.qat = opts.qat and not (self.spec and self.spec.qat_unsupported)
-        if opts.qat and not self.qat:
-            self.log(f"note: QAT skipped for {opts.model} ({self.spec.qat_unsupported}); "
-                     "converting with post-training int8 quantization instead")
+        self.qat = opts.qat and not (self.spec and self.spec.qat_unsupported) and opts.precision == "int8"
+        if opts.qat and not self.qat and not self.byo:
+            why = (self.spec.qat_unsupported if self.spec and self.spec.qat_unsupported
+                   else "tfmot's QAT simulates int8 activations, not int16")
+            self.log(f"note: QAT skipped for {opts.model} ({why}); converting with post-training quantization instead")
         # Each training configuration and each optimization of it has a folder of its own, so variants (another
         # --width, --prune, --sparsity ...) sit side by side in the stage cache instead of replacing each other.
         depth = "" if opts.depth is None else f"-d{opts.depth}"
         distill = "" if not opts.teacher else "-kd" + hashlib.sha256(str(opts.teacher).encode()).hexdigest()[:8]
         self.train_dir = opts.build_root / MODELS_SUBDIR / self.model_name / (
             f"w{opts.width:g}{depth}-e{self.epochs}-seed{opts.seed}{distill}")
-        self.model_dir = self.train_dir / f"{opts.prune}{opts.sparsity:g}-{'qat' if self.qat else 'ptq'}"
+        self.model_dir = self.train_dir / (f"{opts.prune}{opts.sparsity:g}-{'qat' if self.qat else 'ptq'}"
+                                           + ("" if opts.precision == "int8" else f"-{opts.precision}"))
         self._data = None
         self._fingerprint = None
         self.stage_seconds: dict[str, float] = {}
@@ -200,14 +205,24 @@ class Pipeline:
         from pipeline import convert as convert_mod
 
         self.optimize()
-        key = cache.stage_key("convert", {"seed": self.opts.seed, "data": self.fingerprint()},
+        key = cache.stage_key("convert", {"seed": self.opts.seed, "data": self.fingerprint(),
+                                          "precision": self.opts.precision},
                               [self.optimized_path, self.float_path], _code("convert", "tflite_model"))
         return self.stage(3, "convert", self.model_dir, key, [self.tflite_path], lambda: asdict(
-            convert_mod.convert(self.optimized_path, self.float_path, self.data(), self.opts.seed, self.tflite_path)))
+            convert_mod.convert(self.optimized_path, self.float_path, self.data(), self.opts.seed, self.tflite_path,
+                                self.opts.precision)))
 
-    def model_info(self) -> tflite_model.TFLiteModel:
+    def model_info_precision_check(self) -> None:
+        raise PipelineError(f"firmware for {self.opts.precision} models is not generated yet (the harness and the "
+                            "generated sources take int8 input and output): measure it with `invoke profile` or "
+                            "`invoke explore`, or build with --precision=int8")
+
+    def model_info(self, firmware: bool = True) -> tflite_model.TFLiteModel:
+        """The model, checked: int8 end to end for the firmware; int16x8 too where only the host runs it."""
         info = tflite_model.read(self.tflite_path)
-        tflite_model.require_full_int8(info)
+        if firmware and tflite_model.precision(info) == "int16x8":
+            self.model_info_precision_check()
+        tflite_model.require_full_integer(info, ("INT8", "INT16") if not firmware else ("INT8",))
         return info
 
     def validate(self) -> dict | None:
@@ -216,7 +231,7 @@ class Pipeline:
         if self.data_source is None:  # a brought model without --data: nothing to measure accuracy on
             self.log(f"[4/{len(STAGES)}] validate: skipped (pass --data to measure int8 and TFLM accuracy)")
             return None
-        info = self.model_info()
+        info = self.model_info(firmware=False)
         float_path = None if self.byo else self.float_path
         inputs = [self.tflite_path] + ([float_path] if float_path else [])
         key = cache.stage_key("validate", {"data": self.fingerprint()}, inputs, _code("validate"))
@@ -352,6 +367,8 @@ class Pipeline:
     # -- entry points ----------------------------------------------------------------------------------
     def run_board(self, with_firmware: bool) -> Outcome:
         board = boards.load_board(self.opts.board)
+        if self.opts.precision != "int8":
+            self.model_info_precision_check()
         board_dir = self.opts.build_root / board.name / self.model_name
         report_path = board_dir / "report.json"
         # The last good report stays until this build succeeds and replaces it atomically: a failed build
@@ -423,7 +440,8 @@ class Pipeline:
         board_dir = self.opts.build_root / board.name / self.model_name
         board_dir.mkdir(parents=True, exist_ok=True)
         self.validate()
-        self.generate(board, board_dir)
+        if self.opts.precision == "int8":  # the firmware inputs too (an int16x8 model has none yet)
+            self.generate(board, board_dir)
         return self.profile(board, board_dir), board_dir
 
     def report(self, board, metrics, generated, fit_result, firmware_result, profile) -> dict:

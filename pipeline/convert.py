@@ -26,7 +26,12 @@ def _float_size(model) -> int:
     return len(tf.lite.TFLiteConverter.from_keras_model(model).convert())
 
 
-def convert(model_path: Path, float_path: Path, data: Dataset, seed: int, out_path: Path) -> ConvertResult:
+PRECISIONS = ("int8", "int16x8")
+
+
+def convert(model_path: Path, float_path: Path, data: Dataset, seed: int, out_path: Path,
+            precision: str = "int8") -> ConvertResult:
+    """Full-integer conversion: int8, or int16x8 (TFLite's 16x8 mode: int16 activations, int8 weights)."""
     tf = tfenv.tf()
     model = load_model(model_path)
     rng = np.random.default_rng(seed)
@@ -39,19 +44,23 @@ def convert(model_path: Path, float_path: Path, data: Dataset, seed: int, out_pa
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    if precision == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int16
+    else:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
     try:
         flatbuffer = converter.convert()
     except Exception as exc:  # the converter raises many types; its first line names the layer or op
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"int8 conversion failed: {first}") from None
+        raise PipelineError(f"{precision} conversion failed: {first}") from None
     tmp = out_path.with_name(out_path.name + ".tmp")
     tmp.write_bytes(flatbuffer)
     try:
         info = tflite_model.read(tmp)
-        tflite_model.require_full_int8(info)
+        tflite_model.require_full_integer(info, ("INT16",) if precision == "int16x8" else ("INT8",))
     except PipelineError:
         tmp.unlink()
         raise

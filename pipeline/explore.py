@@ -98,6 +98,7 @@ def sample(trial, spec: models.ModelSpec) -> dict:
     # Distillation from the widest model of the space (trained once, through the stage cache), classifiers only.
     distill = spec.task == "classification" and trial.suggest_categorical("distill", [False, True])
     params["teacher"] = f"{space['width'][1]:g}" if distill else None
+    params["precision"] = trial.suggest_categorical("precision", list(space.get("precision", ("int8",))))
     return params
 
 
@@ -108,7 +109,8 @@ def pipeline_options(opts: ExploreOptions, params: dict):
     return Options(model=opts.model, board=opts.board, data=opts.data, epochs=opts.epochs, seed=opts.seed,
                    width=params["width"], depth=params["depth"], sparsity=params["sparsity"],
                    prune="magnitude" if params["prune"] == "none" else params["prune"], qat=params["qat"],
-                   teacher=params.get("teacher"), build_root=opts.build_root, max_drop=100.0, compile_firmware=False)
+                   teacher=params.get("teacher"), precision=params.get("precision", "int8"), build_root=opts.build_root,
+                   max_drop=100.0, compile_firmware=False)
 
 
 class Hopeless(Exception):
@@ -127,8 +129,8 @@ def evaluate(opts: ExploreOptions, params: dict, board: boards.Board) -> dict:
                            f"--min-accuracy {opts.min_accuracy}")
     metrics = p.validate()
     figures = p.device_figures(board, p.tflite_path)
-    input_bytes = p.model_info().inputs[0].shape
-    sample_bytes = int(math.prod(input_bytes[1:]))
+    info = p.model_info(firmware=False)
+    sample_bytes = int(math.prod(info.inputs[0].shape[1:])) * (2 if params.get("precision") == "int16x8" else 1)
     fitted = fit.check(board, figures["tflite_bytes"], figures["arena_bytes"], sample_bytes)
     latency_us = figures["latency_estimate_us"]
     return {
@@ -348,7 +350,8 @@ def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     metric_keys = ["accuracy", "float_metric", "latency_ms", "energy_uj", "ram_kb", "flash_kb", "arena_bytes",
                    "tflite_bytes", "macs"]
-    fields = ["number", "state", "feasible", "width", "depth", "prune", "sparsity", "qat", "teacher", *metric_keys, "why"]
+    fields = ["number", "state", "feasible", "width", "depth", "prune", "sparsity", "qat", "teacher", "precision",
+              *metric_keys, "why"]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for r in rows:
@@ -406,7 +409,7 @@ def _html(opts, board, rows, front, best, png: bytes) -> str:
     esc = html.escape
 
     def table(items, title):
-        head = ("<tr><th>#</th><th>width</th><th>depth</th><th>prune</th><th>sparsity</th><th>QAT</th><th>teacher</th>"
+        head = ("<tr><th>#</th><th>width</th><th>depth</th><th>prune</th><th>sparsity</th><th>QAT</th><th>teacher</th><th>precision</th>"
                 "<th>metric</th><th>latency ms (est.)</th><th>energy uJ (est.)</th><th>RAM KiB</th><th>flash KiB</th>"
                 "<th>MACs</th><th>feasible / why not</th></tr>")
         body = []
@@ -420,6 +423,7 @@ def _html(opts, board, rows, front, best, png: bytes) -> str:
             body.append(f"<tr{cls}><td>{r['number']}</td><td>{p.get('width', '')}</td><td>{p.get('depth', '')}</td>"
                         f"<td>{esc(str(p.get('prune', '')))}</td><td>{p.get('sparsity', '')}</td>"
                         f"<td>{p.get('qat', '')}</td><td>{esc(str(p.get('teacher') or ''))}</td>"
+                        f"<td>{esc(str(p.get('precision', 'int8')))}</td>"
                         f"<td>{num('accuracy', '.2f')}</td><td>{num('latency_ms', '.3f')}</td>"
                         f"<td>{num('energy_uj', '.1f')}</td><td>{num('ram_kb', '.1f')}</td>"
                         f"<td>{num('flash_kb', '.1f')}</td><td>{num('macs', 'd')}</td>"

@@ -33,7 +33,8 @@ class ModelSpec:
     # Conv2D/DepthwiseConv2D but not into Dense; the converted int8 model of Dense+BN then collapses to a
     # constant output (seen: MAE 0.58 vs 0.05 float), while post-training int8 keeps float accuracy.
     qat_unsupported: str | None = None
-    # What `invoke explore` searches: width (low, high), depth (low, high), pruning kinds, sparsity (low, high).
+    # What `invoke explore` searches: width (low, high), depth (low, high), pruning kinds, sparsity (low, high),
+    # precisions.
     search: dict = field(default_factory=dict)
 
     def make(self, width: float, depth: int | None = None):
@@ -158,7 +159,8 @@ def _autoencoder(width: float, depth: int = 4):
     return k.Model(inputs, outputs, name="autoencoder")
 
 
-SEARCH_SMALL = {"width": (0.25, 2.0), "prune": ("none", "magnitude", "structured"), "sparsity": (0.2, 0.7)}
+SEARCH_SMALL = {"width": (0.25, 2.0), "prune": ("none", "magnitude", "structured"), "sparsity": (0.2, 0.7),
+                "precision": ("int8", "int16x8")}
 
 ZOO: dict[str, ModelSpec] = {
     spec.name: spec

@@ -94,7 +94,10 @@ def build(graph: Graph, board: Board, model_name: str) -> Profile:
               "est_us": round(est.latency_us, 1), "est_energy_uj": None if est.energy_uj is None else round(est.energy_uj, 2),
               "peak_live_bytes": peak["live_bytes"], "max_scratch_bytes": scratch.max_bytes}
     top = [{"index": r.index, "op": r.op, "est_us": r.est_us, "share": r.share} for r in ranked[:TOP]]
-    return Profile(model_name, board.name, board.clock_mhz, board.kernels, cost.name, cost.source, rows, totals, top,
+    source = cost.source
+    if graph.inputs and graph.inputs[0].dtype == "INT16":
+        source += " (int8 coefficients applied to an int16x8 model: not calibrated for the int16 kernels)"
+    return Profile(model_name, board.name, board.clock_mhz, board.kernels, cost.name, source, rows, totals, top,
                    peak, board.ram_bytes - board.runtime_ram_bytes, est.cycles_per_instruction, est.cpi_source)
 
 

@@ -131,6 +131,22 @@ def op_macs(op: str, weight_shape: list[int], output_shape: list[int]) -> int:
     return out_elements * int(np.prod(weight_shape[1:]))  # TRANSPOSE_CONV, roughly
 
 
+def precision(model: TFLiteModel) -> str:
+    """int8, or int16x8 (int16 activations, int8 weights) by the input tensor's type."""
+    return "int16x8" if model.inputs and model.inputs[0].dtype == "INT16" else "int8"
+
+
+def require_full_integer(model: TFLiteModel, allowed: tuple[str, ...] = ("INT8",)) -> None:
+    """No float tensor anywhere, and input and output of an allowed integer type."""
+    if model.float_tensors:
+        require_full_int8(model)  # the same message
+    for kind, tensors in (("input", model.inputs), ("output", model.outputs)):
+        for t in tensors:
+            if t.dtype not in allowed:
+                raise PipelineError(f"model file {model.path}: the {kind} tensor is {t.dtype}, expected "
+                                    f"{' or '.join(allowed)}")
+
+
 def require_full_int8(model: TFLiteModel) -> None:
     """A firmware model must be int8 end to end: int8 input and output, no float tensor anywhere."""
     if model.float_tensors:

@@ -26,7 +26,10 @@ class Metrics:
 
 
 def quantize(x: np.ndarray, t: TensorInfo) -> np.ndarray:
-    return np.clip(np.round(x / t.scale) + t.zero_point, -128, 127).astype(np.int8)
+    """Float inputs to the model's integer input type: int8, or int16 for a 16x8 model."""
+    kind = np.int16 if t.dtype == "INT16" else np.int8
+    info = np.iinfo(kind)
+    return np.clip(np.round(x / t.scale) + t.zero_point, info.min, info.max).astype(kind)
 
 
 def dequantize(q: np.ndarray, t: TensorInfo) -> np.ndarray:
