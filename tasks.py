@@ -202,11 +202,13 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
             "epochs": "training epochs per trial (default: the model's)", "seed": COMMON_HELP["seed"],
             "storage": "Optuna storage URL shared by workers, e.g. sqlite:////nfs/study.db or "
                        "postgresql://user@host/db (default: sqlite under build/<board>/<model>/explore/)",
+            "measure": "measure the Pareto trials: emulate (an emulated device) or the board's serial port (each "
+                       "trial's firmware is built and flashed first); plotted beside the estimates",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors
 def explore(c, model="digits", board="esp32", data=None, trials="30", objectives="accuracy,latency,ram",
             max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, min_accuracy=None, epochs=None, seed="0",
-            storage=None, build_dir="build"):
+            storage=None, build_dir="build", measure=None):
     """Search width, depth, pruning and QAT under the board's budget: Pareto front, report.html, the pick.
 
     Build the pick with `invoke build --from-explore=best` (or a trial number).
@@ -221,7 +223,7 @@ def explore(c, model="digits", board="esp32", data=None, trials="30", objectives
         max_flash_kb=_number("max_flash_kb", max_flash_kb) if max_flash_kb else None,
         min_accuracy=_number("min_accuracy", min_accuracy) if min_accuracy else None,
         epochs=_number("epochs", epochs, int) if epochs else None, seed=_number("seed", seed, int), storage=storage,
-        build_root=Path(build_dir))
+        build_root=Path(build_dir), measure=measure)
     result = explore_mod.run(opts)
     print(f"Pareto front: {', '.join('#' + str(r['number']) for r in result['pareto']) or 'empty'}")
     best = result["best"]

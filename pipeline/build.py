@@ -45,7 +45,8 @@ class Options:
     # Knowledge distillation: a teacher's outputs guide training. A number is a width of the same zoo model (trained
     # first, through the stage cache); otherwise the path of a Keras .h5 model with the same input and classes.
     teacher: str | None = None
-    precision: str = "int8"  # or "int16x8": int16 activations, int8 weights (host TFLM only, no firmware yet)  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
+    precision: str = "int8"
+    board_dir: Path | None = None  # where the board outputs go; default build_root/<board>/<model>  # or "int16x8": int16 activations, int8 weights (host TFLM only, no firmware yet)  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
     tflite: Path | None = None  # bring your own int8 model: skip train/optimize/convert
     build_root: Path = Path("build")
     compile_firmware: bool = True
@@ -365,11 +366,14 @@ class Pipeline:
         return asdict(result)
 
     # -- entry points ----------------------------------------------------------------------------------
+    def board_dir(self, board: boards.Board) -> Path:
+        return self.opts.board_dir or self.opts.build_root / board.name / self.model_name
+
     def run_board(self, with_firmware: bool) -> Outcome:
         board = boards.load_board(self.opts.board)
         if self.opts.precision != "int8":
             self.model_info_precision_check()
-        board_dir = self.opts.build_root / board.name / self.model_name
+        board_dir = self.board_dir(board)
         report_path = board_dir / "report.json"
         # The last good report stays until this build succeeds and replaces it atomically: a failed build
         # changes nothing a user relies on.
@@ -437,7 +441,7 @@ class Pipeline:
     def run_profile(self) -> tuple[dict, Path]:
         """The per-layer profile on the board, whether or not the model fits it (that is what it helps decide)."""
         board = boards.load_board(self.opts.board)
-        board_dir = self.opts.build_root / board.name / self.model_name
+        board_dir = self.board_dir(board)
         board_dir.mkdir(parents=True, exist_ok=True)
         self.validate()
         if self.opts.precision == "int8":  # the firmware inputs too (an int16x8 model has none yet)

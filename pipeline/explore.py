@@ -48,6 +48,7 @@ class ExploreOptions:
     seed: int = 0
     storage: str | None = None  # an Optuna storage URL; default sqlite under the explore folder
     build_root: Path = Path("build")
+    measure: str | None = None  # measure the Pareto trials: "emulate", or the board's serial port (flashed first)
 
     @property
     def out_dir(self) -> Path:
@@ -261,7 +262,50 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
         study.optimize(objective, callbacks=[report, optuna.study.MaxTrialsCallback(opts.trials, states=finished)],
                        catch=())
     rows = collect(study, opts)
+    if opts.measure:
+        measure_front(opts, board, pareto(rows, opts.objectives), log)
     return write_outputs(opts, board, rows)
+
+
+def measure_front(opts: ExploreOptions, board: boards.Board, front: list[dict], log: Callable[[str], None]) -> None:
+    """Build each Pareto trial and measure it with `invoke measure`: on an emulated device (--measure=emulate), or on
+    the board at --measure=PORT after flashing its firmware. Each figure keeps the label of where it came from."""
+    from dataclasses import replace
+
+    from pipeline.build import Pipeline
+    from pipeline.hil import flash as flash_mod
+    from pipeline.hil.emulate import Serving, device_for_build
+    from pipeline.hil.measure import MeasureOptions
+    from pipeline.hil.measure import measure as run_measure
+
+    emulate = opts.measure == "emulate"
+    for row in front:
+        params = row["params"]
+        if not buildable(row):
+            row["measured"] = {"skipped": f"no firmware for {params['precision']} models yet"}
+            log(f"measure: Pareto trial #{row['number']} skipped ({row['measured']['skipped']})")
+            continue
+        folder = opts.out_dir / "measure" / f"trial-{row['number']}"
+        log(f"measure: Pareto trial #{row['number']} on {'an emulated ' + board.name if emulate else opts.measure} ...")
+        p = Pipeline(replace(pipeline_options(opts, params), board_dir=folder, compile_firmware=not emulate),
+                     log=lambda _: None)
+        outcome = p.run_board(with_firmware=not emulate)
+        options = MeasureOptions(board=opts.board, model=opts.model, data=opts.data, seed=opts.seed, runs=5,
+                                 inputs=20, build_dir=opts.build_root, build_folder=folder, out_dir=folder / "measure")
+        if emulate:
+            with Serving(device_for_build(opts.build_root, board, opts.model, folder)) as port:
+                result = run_measure(replace(options, port=port), log=lambda _: None)
+        else:
+            firmware = outcome.report["firmware"] or {}
+            if not firmware.get("compiled"):
+                raise PipelineError(f"--measure={opts.measure} needs compiled firmware for trial #{row['number']}: "
+                                    f"{firmware.get('message')}")
+            flash_mod.flash(board, Path(firmware["project_dir"]), opts.measure)
+            result = run_measure(replace(options, port=opts.measure), log=lambda _: None)
+        row["measured"] = {"latency_ms": result["latency_us"]["median"] / 1000.0, "source": result["source"],
+                           "accuracy": result["accuracy"], "energy_uj": result["energy_uj"]}
+        log(f"  #{row['number']}: {row['measured']['latency_ms']:.3f} ms ({result['source']}) vs "
+            f"{row['metrics']['latency_ms']:.3f} ms estimated")
 
 
 def collect(study, opts: ExploreOptions) -> list[dict]:
@@ -303,10 +347,16 @@ def pareto(rows: list[dict], objectives: tuple[str, ...], maximize_accuracy: boo
     return sorted(front, key=lambda r: r["metrics"]["latency_ms"])
 
 
+def buildable(row: dict) -> bool:
+    """Firmware can be built for it (int16x8 models are measured on the host only, for now)."""
+    return (row.get("params") or {}).get("precision", "int8") == "int8"
+
+
 def pick(rows: list[dict], which: str) -> dict | None:
-    """`best`: the most accurate feasible trial, ties broken by latency; or a trial number."""
+    """`best`: the most accurate feasible trial that firmware can be built for, ties broken by latency; or a trial
+    number."""
     if which == "best":
-        feasible = [r for r in rows if r["feasible"]]
+        feasible = [r for r in rows if r["feasible"] and buildable(r)]
         if not feasible:
             return None
         higher = feasible[0]["metrics"]["metric_name"] == "accuracy"
@@ -392,6 +442,11 @@ def _plot(opts, board, rows, front, best) -> bytes:
         if best:
             ax.scatter([best["metrics"][key]], [best["metrics"]["accuracy"]], marker="*", s=220, c="tab:red",
                        label=f"pick #{best['number']}", zorder=5)
+        timed = [r for r in front if r.get("measured", {}).get("latency_ms") is not None]
+        if key == "latency_ms" and timed:
+            sources = sorted({r["measured"]["source"] for r in timed})
+            ax.scatter([r["measured"]["latency_ms"] for r in timed], [r["metrics"]["accuracy"] for r in timed],
+                       marker="x", s=60, c="black", label=f"measured ({', '.join(sources)})", zorder=6)
         if limit is not None:
             ax.axvline(limit, color="tab:red", linestyle="--", label=f"budget {limit:g}")
         ax.set_xlabel(label)
@@ -435,8 +490,8 @@ def _html(opts, board, rows, front, best, png: bytes) -> str:
                                                ("min accuracy", opts.min_accuracy)) if v is not None) or "none"
     if best:
         m = best["metrics"]
-        why = (f"Trial #{best['number']} is the most accurate feasible trial ({m['metric_name']} {m['accuracy']:.2f}, "
-               f"ties broken by latency): {m['latency_ms']:.3f} ms estimated, RAM {m['ram_kb']:.1f} of "
+        why = (f"Trial #{best['number']} is the most accurate feasible trial with firmware support ({m['metric_name']} "
+               f"{m['accuracy']:.2f}, ties broken by latency; int16x8 trials run on the host only for now): {m['latency_ms']:.3f} ms estimated, RAM {m['ram_kb']:.1f} of "
                f"{m['ram_budget_kb']:.0f} KiB, flash {m['flash_kb']:.1f} of {m['flash_budget_kb']:.0f} KiB. "
                f"Build it with <code>invoke build --board={esc(board.name)} --model={esc(opts.model)} "
                f"--from-explore=best</code>.")

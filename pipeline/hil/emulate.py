@@ -134,8 +134,9 @@ class EmulatedDevice:
         return "m-results-[" + ",".join(f"{v:.3f}" for v in values) + "]"
 
 
-def device_for_build(build_dir: Path, board: boards.Board, model: str) -> EmulatedDevice:
-    folder = build_dir / board.name / model
+def device_for_build(build_dir: Path, board: boards.Board, model: str, folder: Path | None = None) -> EmulatedDevice:
+    """An emulated device for the build of `model` in build_dir/<board>/<model> (or in `folder`)."""
+    folder = folder or build_dir / board.name / model
     path = folder / "model.tflite"
     if not path.is_file():
         raise PipelineError(f"no build of {model} for {board.name} in {folder}: run "
@@ -146,6 +147,29 @@ def device_for_build(build_dir: Path, board: boards.Board, model: str) -> Emulat
     estimate = costmodel.estimate(graph.read(path), board)
     return EmulatedDevice(model_bytes, model, codegen.model_hash(model_bytes),
                           [(op.op, op.us) for op in estimate.per_op], arena)
+
+
+class Serving:
+    """An emulated device served on a pseudo-terminal from a thread: `with Serving(device) as port: ...`."""
+
+    def __init__(self, device: EmulatedDevice):
+        import threading
+
+        self.device = device
+        self.ready: dict = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=serve, args=(device, lambda p: self.ready.setdefault("port", p),
+                                                           self.stop.is_set), daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        while "port" not in self.ready:
+            time.sleep(0.01)
+        return self.ready["port"]
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=5)
 
 
 def serve(device: EmulatedDevice, on_ready: Callable[[str], None], stop: Callable[[], bool] = lambda: False) -> None:

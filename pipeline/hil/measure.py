@@ -43,6 +43,7 @@ class MeasureOptions:
     max_regression: float = 10.0
     junit: Path | None = None
     profile: bool = False  # also read per-operator times (xprofile) and put them beside the estimates
+    build_folder: Path | None = None  # the build to measure; default build_dir/<board>/<model>
 
 
 # Where a figure comes from, by the firmware's backend and platform (xinfo): every output is labelled with it.
@@ -152,7 +153,7 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
         raise PipelineError("--runs and --iterations must be at least 1, --warmup and --inputs at least 0 "
                             "(--inputs=0 measures latency only)")
     board = boards.load_board(opts.board)
-    build = opts.build_dir / board.name / opts.model
+    build = opts.build_folder or opts.build_dir / board.name / opts.model
     report_path = build / "report.json"
     if not report_path.is_file():
         raise PipelineError(f"no build of {opts.model} for {board.name} in {build}: run `invoke build "
