@@ -5,7 +5,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -17,7 +16,7 @@ from conftest import REPO, assert_clean_error, harness_args, run_invoke
 from pipeline import boards
 from pipeline.errors import PipelineError
 from pipeline.hil import flash, protocol, transport
-from pipeline.hil.emulate import device_for_build, serve
+from pipeline.hil.emulate import Serving, device_for_build
 from pipeline.hil.errors import DeviceError, DeviceReset, DeviceTimeout, WrongFirmware
 from pipeline.hil.harness_build import HostDevice
 from pipeline.hil.measure import MeasureOptions, measure
@@ -121,18 +120,8 @@ def test_measure_cli_against_the_host_harness(host_harness, esp32_build, tmp_pat
 # -- the emulator ----------------------------------------------------------------------------------------
 def test_emulated_device_answers_with_tflm_outputs(esp32_build, tmp_path):
     board = boards.load_board("esp32")
-    device = device_for_build(esp32_build["build_dir"], board, "digits")
-    ready, stop = {}, threading.Event()
-    thread = threading.Thread(target=serve, args=(device, lambda p: ready.setdefault("port", p), stop.is_set),
-                              daemon=True)
-    thread.start()
-    while "port" not in ready:
-        time.sleep(0.01)
-    try:
-        result = _measure(esp32_build, ready["port"], tmp_path, runs=3, inputs=40, profile=True)
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    with Serving(device_for_build(esp32_build["build_dir"], board, "digits")) as port:
+        result = _measure(esp32_build, port, tmp_path, runs=3, inputs=40, profile=True)
     assert result["source"] == "emulated" and result["device"]["backend"] == "emulated"
     assert result["bit_exact"] == 40 and result["reference"] == "host TFLM"
     assert result["accuracy"] >= 90.0  # the real model's outputs, on real test digits
@@ -325,20 +314,10 @@ def test_a_brought_model_is_measured_by_its_name(esp32_build, tmp_path):
     proc = run_invoke("generate", f"--tflite={brought}", "--board=esp32", f"--build-dir={build_dir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     board = boards.load_board("esp32")
-    device = device_for_build(build_dir, board, "kws")
-    ready, stop = {}, threading.Event()
-    thread = threading.Thread(target=serve, args=(device, lambda p: ready.setdefault("port", p), stop.is_set),
-                              daemon=True)
-    thread.start()
-    while "port" not in ready:
-        time.sleep(0.01)
-    try:
-        base = dict(board="esp32", model="kws", port=ready["port"], build_dir=build_dir, runs=2, timeout=2.0)
+    with Serving(device_for_build(build_dir, board, "kws")) as port:
+        base = dict(board="esp32", model="kws", port=port, build_dir=build_dir, runs=2, timeout=2.0)
         alone = measure(MeasureOptions(**base, out_dir=tmp_path / "m1"), log=lambda _: None)
         with_data = measure(MeasureOptions(**base, data="digits", inputs=10, out_dir=tmp_path / "m2"),
                             log=lambda _: None)
-    finally:
-        stop.set()
-        thread.join(timeout=5)
     assert alone["inputs_checked"] == 1 and alone["bit_exact"] == 1 and alone["accuracy"] is None
     assert with_data["inputs_checked"] == 10 and with_data["bit_exact"] == 10 and with_data["accuracy"] >= 80
