@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 from pipeline.errors import PipelineError
 
-# The margin added to the host's measurement, at most 1 KiB. The host build is 64-bit with reference
-# kernels: a 32-bit MCU needs less for TFLM's persistent structs, while optimized kernels (ESP-NN,
-# CMSIS-NN) may ask for scratch buffers the reference kernels do not. The firmware prints its real
-# arena_used_bytes() so the estimate can be checked on the device.
+# The margin added to the host's measurement plus the kernels' scratch, at most 1 KiB where it is unverified
+# (pipeline.kernels: per kernel family). The host build is 64-bit with reference kernels: a 32-bit MCU needs less
+# for TFLM's structs. The firmware prints its real arena_used_bytes() so the size can be checked on the device.
 ARENA_MARGIN_BYTES = 1024
 ARENA_ALIGNMENT = 16
 
@@ -39,10 +38,11 @@ class ArenaResult:
     kernels: str = "reference"
 
 
-def with_kernel_scratch(host: ArenaResult, scratch_bytes: int, scratch_op: str | None, kernels: str) -> ArenaResult:
+def with_kernel_scratch(host: ArenaResult, scratch_bytes: int, scratch_op: str | None, kernels: str,
+                        margin: int = ARENA_MARGIN_BYTES) -> ArenaResult:
     """The arena for a board: what the host measured, plus the board kernels' largest scratch request, plus the
-    margin."""
-    arena = arena_size_for(host.measured_bytes + scratch_bytes)
+    kernel family's margin."""
+    arena = arena_size_for(host.measured_bytes + scratch_bytes, margin)
     return ArenaResult(host.measured_bytes, host.head_bytes, host.tail_bytes, arena,
                        arena - host.measured_bytes - scratch_bytes, scratch_bytes, scratch_op, kernels)
 
@@ -62,9 +62,11 @@ def capture_fd2(fn) -> str:
         return sink.read().decode(errors="replace")
 
 
-def arena_size_for(measured: int) -> int:
-    """measured + up to ARENA_MARGIN_BYTES, rounded down to the arena alignment (so never above the cap)."""
-    return (measured + ARENA_MARGIN_BYTES) // ARENA_ALIGNMENT * ARENA_ALIGNMENT
+def arena_size_for(need: int, margin: int = ARENA_MARGIN_BYTES) -> int:
+    """need + up to `margin`, a multiple of the arena alignment: rounded down within the margin (so never above
+    the cap), up where there is no margin to round into."""
+    aligned_up = -(-need // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+    return max(aligned_up, (need + margin) // ARENA_ALIGNMENT * ARENA_ALIGNMENT)
 
 
 def measure(model_bytes: bytes) -> ArenaResult:
@@ -85,7 +87,7 @@ def measure(model_bytes: bytes) -> ArenaResult:
     total, head, tail = (int(m.group(1)) for m in found)
     # The recorded total is not always enough: some kernels (seen with FULLY_CONNECTED) take a different path
     # in a tight arena. So the real minimum is searched for when total + margin does not run the model.
-    need = total if runs_in(model_bytes, arena_size_for(total)) else smallest_arena(model_bytes, total)
+    need = total if runs_in(model_bytes, arena_size_for(total, 0)) else smallest_arena(model_bytes, total)
     arena = arena_size_for(need)
     return ArenaResult(need, head, tail, arena, arena - need)
 

@@ -301,7 +301,8 @@ class Pipeline:
             scratch = kernels.scratch(model_graph, board)
             where = (f"#{scratch.max_op} {model_graph.ops[scratch.max_op].kind}"
                      if scratch.max_op is not None else None)
-            measured = arena_mod.with_kernel_scratch(host, scratch.max_bytes, where, scratch.kernels)
+            measured = arena_mod.with_kernel_scratch(host, scratch.max_bytes, where, scratch.kernels,
+                                                     scratch.margin_bytes)
             sample = self.sample(final_info)
             result = codegen.generate(final_info, self.model_name, measured.arena_bytes, self.labels(final_info),
                                       sample, generated)
@@ -394,7 +395,8 @@ class Pipeline:
 
         model_graph = graph.read(tflite)
         host = arena_mod.measure(tflite.read_bytes())
-        arena = arena_mod.arena_size_for(host.measured_bytes + kernels.scratch(model_graph, board).max_bytes)
+        scratch = kernels.scratch(model_graph, board)
+        arena = arena_mod.arena_size_for(host.measured_bytes + scratch.max_bytes, scratch.margin_bytes)
         estimate = costmodel.estimate(model_graph, board)
         return {"tflite_bytes": tflite.stat().st_size, "arena_bytes": arena,
                 "macs": sum(op.macs for op in model_graph.ops), "latency_estimate_us": round(estimate.latency_us, 1)}

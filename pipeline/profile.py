@@ -101,14 +101,23 @@ def build(graph: Graph, board: Board, model_name: str) -> Profile:
                    peak, board.ram_bytes - board.runtime_ram_bytes, est.cycles_per_instruction, est.cpi_source)
 
 
+QEMU = "QEMU instruction count"
+
+
 def add_measured(profile: Profile, measured: list[tuple[str, int]], source: str) -> None:
-    """Put measured per-operator microseconds (xprofile) beside the estimates; `source` says where they came from."""
+    """Put measured per-operator microseconds (xprofile) beside the estimates; `source` says where they came from.
+    QEMU's microseconds count thousands of instructions: they are put on the board's terms (x cycles per
+    instruction / clock), and the label says so."""
     if len(measured) != len(profile.rows):
         raise ValueError(f"the device timed {len(measured)} operators, the model has {len(profile.rows)}")
+    scale = 1.0
+    if source == QEMU:
+        scale = 1000.0 * profile.cycles_per_instruction / profile.clock_mhz
+        source = f"{QEMU} x {profile.cycles_per_instruction:g} CPI at {profile.clock_mhz} MHz"
     for row, (name, us) in zip(profile.rows, measured):
-        row.measured_us = float(us)
+        row.measured_us = round(float(us) * scale, 2)
         row.measured_source = source
-    profile.measured = {"source": source, "total_us": float(sum(us for _, us in measured))}
+    profile.measured = {"source": source, "total_us": round(float(sum(us for _, us in measured)) * scale, 2)}
 
 
 def _fmt_shape(shape: list[int]) -> str:

@@ -64,3 +64,12 @@ def test_the_issue_case_esp32s3_needs_more_than_the_whole_host_arena():
     assert kernels.EspNN().scratch(op, "esp32s3") == 9408  # VALID padding, esp-nn 1.2.3
     assert kernels.EspNN().scratch(op, "esp32") == 0
     assert kernels.CmsisNN().scratch(op, "cortex-m4f") == 576
+
+
+def test_arena_margin_per_kernel_family():
+    from pipeline import arena
+
+    assert kernels.CmsisNN.margin_bytes == kernels.Reference.margin_bytes == 0  # verified under QEMU
+    assert kernels.EspNN.margin_bytes == 1024  # not verified on a device here
+    assert arena.arena_size_for(5344, 0) == 5344 and arena.arena_size_for(5345, 0) == 5360  # up to 16, no margin
+    assert arena.arena_size_for(4816, 1024) == 5840  # rounded down within the margin, never above the cap

@@ -22,6 +22,7 @@ from pipeline.hil import energy, results, transport
 from pipeline.hil.dut import Device
 from pipeline.hil.errors import DeviceError, WrongFirmware
 from pipeline.hil.test_backend import test_backend_outputs
+from pipeline.profile import QEMU
 
 
 @dataclass
@@ -48,7 +49,7 @@ class MeasureOptions:
 
 # Where a figure comes from, by the firmware's backend and platform (xinfo): every output is labelled with it.
 SOURCES = {"emulated": "emulated", "test": "test-backend"}
-PLATFORMS = {"qemu-icount": "QEMU instruction count", "host": "host"}
+PLATFORMS = {"qemu-icount": QEMU, "host": "host"}
 
 
 def source_of(dut: dict) -> str:
