@@ -324,17 +324,37 @@ class Pipeline:
         fit.require(result, board, info.size_bytes, generated["arena"]["arena_bytes"])
         return result
 
+    @property
+    def quant_debug_path(self) -> Path:
+        return self.model_dir / "quant_debug.json"
+
+    def quant_debug(self) -> dict:
+        """Per-layer int8 error of the float model (TFLite's quantization debugger), kept beside the model."""
+        from pipeline import quant_debug
+
+        key = cache.stage_key("quant_debug", {"data": self.fingerprint()}, [self.float_path], _code("quant_debug"))
+
+        def run():
+            errors = quant_debug.layer_errors(self.float_path, self.data())
+            cache.write_atomic(self.quant_debug_path, json.dumps(errors, indent=1))
+            return {"layers": len(errors)}
+
+        self.log("quantization debugger (per-layer int8 error) ...")
+        return cache.run_stage(self.model_dir, "quant_debug", key, [self.quant_debug_path], run).result
+
     def profile(self, board: boards.Board, board_dir: Path) -> dict:
         """Per-layer cost on the board (estimates) and what sets the peak arena: profile.json/.csv/.md/.png."""
         from pipeline import costmodel, profile as profile_mod
 
         cost_file = costmodel.for_board(board).path
+        errors = self.quant_debug_path if not self.byo and self.quant_debug_path.is_file() else None
         key = cache.stage_key("profile", {"model": self.model_name, "board": board.name, "kernels": board.kernels},
-                              [self.tflite_path, cost_file] + ([board.source] if board.source else []),
-                              _code("profile", "costmodel", "graph", "kernels"))
+                              [self.tflite_path, cost_file] + ([board.source] if board.source else [])
+                              + ([errors] if errors else []), _code("profile", "costmodel", "graph", "kernels"))
 
         def run():
-            result = profile_mod.build(graph.read(self.tflite_path), board, self.model_name)
+            layer_errors = json.loads(errors.read_text()) if errors else None
+            result = profile_mod.build(graph.read(self.tflite_path), board, self.model_name, layer_errors)
             profile_mod.write(result, board_dir)
             return asdict(result)
 
@@ -447,6 +467,8 @@ class Pipeline:
         self.validate()
         if self.opts.precision == "int8":  # the firmware inputs too (an int16x8 model has none yet)
             self.generate(board, board_dir)
+        if not self.byo:  # which layers int8 hurts most: in this profile and in later builds' profiles
+            self.quant_debug()
         return self.profile(board, board_dir), board_dir
 
     def report(self, board, metrics, generated, fit_result, firmware_result, profile) -> dict:

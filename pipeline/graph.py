@@ -26,6 +26,7 @@ class Tensor:
     dtype: str
     constant: bool  # weights, biases and shapes live in the flatbuffer (flash), not in the arena
     per_channel: bool = False  # quantized with one scale per output channel
+    scale: float = 0.0  # the (first) quantization scale: one int8 step in real units
 
     @property
     def elements(self) -> int:
@@ -150,7 +151,8 @@ def read(path: Path) -> Graph:
             scales = t.quantization.scale if t.quantization is not None else None
             tensors.append(Tensor(i, t.name.decode(errors="replace") if t.name else f"t{i}", shape,
                                   type_names.get(t.type, str(t.type)), buffer is not None and len(buffer) > 0,
-                                  scales is not None and len(scales) > 1))
+                                  scales is not None and len(scales) > 1,
+                                  float(scales[0]) if scales is not None and len(scales) else 0.0))
         ops = []
         for n, op in enumerate(graph.operators or []):
             code = model.operatorCodes[op.opcodeIndex]

@@ -41,6 +41,8 @@ class Row:
     est_us: float
     share: float
     hot: bool = False
+    # int8 error of this layer's output against float (quantization debugger): RMSE in int8 steps of the output
+    quant_rmse_steps: float | None = None
     measured_us: float | None = None
     measured_source: str | None = None
 
@@ -69,7 +71,7 @@ def _short(name: str) -> str:
     return name.split(";")[0][-48:]
 
 
-def build(graph: Graph, board: Board, model_name: str) -> Profile:
+def build(graph: Graph, board: Board, model_name: str, layer_errors: dict | None = None) -> Profile:
     cost = costmodel.for_board(board)
     est = costmodel.estimate(graph, board, cost)
     scratch = kernels.scratch(graph, board)
@@ -82,6 +84,14 @@ def build(graph: Graph, board: Board, model_name: str) -> Profile:
                         sum(t.bytes for t in op.activation_in), sum(t.bytes for t in op.outputs), live[op.index],
                         [_short(t.name) for t in alive], scratch.per_op[op.index], round(e.cycles),
                         round(e.us, 2), round(e.us / total_us, 4)))
+    if layer_errors:
+        from pipeline.quant_debug import layer_name
+
+        for row, op in zip(rows, graph.ops):
+            out = op.outputs[0]
+            error = layer_errors.get(layer_name(out.name) or "")
+            if error is not None and out.scale:
+                row.quant_rmse_steps = round(error["rmse"] / out.scale, 3)
     ranked = sorted(rows, key=lambda r: r.est_us, reverse=True)
     for r in ranked[:TOP]:
         r.hot = r.share >= HOT_SHARE or r is ranked[0]
@@ -131,6 +141,9 @@ def to_markdown(p: Profile) -> str:
              f"Cycles per instruction: {p.cycles_per_instruction:g} ({p.cpi_source}).", ""]
     head = ["#", "op", "output", "params", "weight B", "MACs", "act in B", "act out B", "live B", "scratch B",
             "est. cycles", "est. us", "share"]
+    errors = any(r.quant_rmse_steps is not None for r in p.rows)
+    if errors:
+        head.append("int8 error (RMSE, steps)")
     if measured:
         head.append(f"measured us ({p.measured['source']})")
     lines.append("| " + " | ".join(head) + " |")
@@ -140,6 +153,8 @@ def to_markdown(p: Profile) -> str:
                  str(r.weight_bytes), str(r.macs), str(r.activation_in_bytes), str(r.activation_out_bytes),
                  str(r.live_bytes), str(r.scratch_bytes), f"{r.est_cycles:.0f}", f"{r.est_us:.1f}",
                  f"{100 * r.share:.1f}%"]
+        if errors:
+            cells.append("" if r.quant_rmse_steps is None else f"{r.quant_rmse_steps:.2f}")
         if measured:
             cells.append("" if r.measured_us is None else f"{r.measured_us:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -147,9 +162,14 @@ def to_markdown(p: Profile) -> str:
     total = ["**total**", f"{t['ops']} ops", "", str(t["params"]), str(t["weight_bytes"]), str(t["macs"]), "", "",
              f"peak {t['peak_live_bytes']}", f"max {t['max_scratch_bytes']}", str(t["est_cycles"]),
              f"{t['est_us']:.1f}", "100%"]
+    if errors:
+        total.append("")
     if measured:
         total.append(f"{p.measured['total_us']:.0f}")
     lines.append("| " + " | ".join(total) + " |")
+    if errors:
+        lines += ["", "int8 error: each layer's output, post-training int8 against float on held-back inputs (TFLite's "
+                  "quantization debugger), RMSE in int8 steps of that output: the larger, the more sensitive."]
     lines += ["", summary(p.totals["est_us"], p.totals["est_energy_uj"], p.cost_model, p.top_latency, p.peak)]
     return "\n".join(lines) + "\n"
 

@@ -43,6 +43,11 @@ def test_profile_task_writes_consistent_files(esp32_build, tmp_path):
         assert len(list(csv.DictReader(f))) == 7
     assert (out / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 1 | CONV_2D **hot** |" in (out / "profile.md").read_text()
+    # Per-layer int8 sensitivity (TFLite's quantization debugger), on the layers that have a Keras twin.
+    errors = {r["op"] + str(r["index"]): r["quant_rmse_steps"] for r in rows}
+    assert all(errors[k] is not None and errors[k] >= 0 for k in ("CONV_2D0", "CONV_2D1", "FULLY_CONNECTED4",
+                                                                 "FULLY_CONNECTED5"))
+    assert "int8 error (RMSE, steps)" in (out / "profile.md").read_text()
 
 
 def test_estimate_is_in_the_report_and_summary(esp32_build):
