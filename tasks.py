@@ -179,7 +179,7 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
 @cli_errors
 def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline"):
-    """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots.
+    """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots, int8 error.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/). Latency and energy are
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
