@@ -287,7 +287,10 @@ MEASURE_HELP = {
     "data": COMMON_HELP["data"],
     "seed": COMMON_HELP["seed"],
     "out": "folder for runs.jsonl, results.json/.csv and summary.md (default build/<board>/<model>/measure)",
-    "baseline": "a previous results.json: exit non-zero when latency or energy regress by more than --max-regression",
+    "baseline": "a previous results.json, or history[:N] (the median of the last N runs of this board and model in "
+                "the run history, default 5): exit non-zero when latency or energy regress by more than "
+                "--max-regression",
+    "db": "the run history SQLite file every measurement is stored in (default build/hil.sqlite)",
     "max_regression": "allowed regression against --baseline, in percent (default 10)",
     "junit": "also write JUnit XML to this file, for CI rigs",
     "timeout": "seconds to wait for the device's answer to a command (default 5; infer waits at least 30)",
@@ -297,14 +300,14 @@ MEASURE_HELP = {
 
 
 def _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
-                     max_regression, junit, timeout, build_dir, profile=False):
+                     max_regression, junit, timeout, build_dir, profile=False, db=None):
     from pipeline.hil.measure import MeasureOptions
 
     return MeasureOptions(board=board, model=model, port=port, runs=_number("runs", runs, int),
                           warmup=_number("warmup", warmup, int), iterations=_number("iterations", iterations, int),
                           inputs=_number("inputs", inputs, int), energy=energy, data=data,
                           seed=_number("seed", seed, int), out_dir=Path(out) if out else None,
-                          baseline=Path(baseline) if baseline else None,
+                          baseline=baseline, db=Path(db) if db else None,
                           max_regression=_number("max_regression", max_regression),
                           junit=Path(junit) if junit else None, timeout=_number("timeout", timeout),
                           build_dir=Path(build_dir), profile=profile)
@@ -333,13 +336,13 @@ def _print_measurement(result):
 @cli_errors
 def measure(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
             energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-            timeout="5.0", build_dir="build", profile=False):
+            timeout="5.0", build_dir="build", profile=False, db=None):
     """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
     from pipeline.hil.measure import measure as run_measure
 
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
-                                                    build_dir, profile)))
+                                                    build_dir, profile, db)))
 
 
 @task(help={"board": COMMON_HELP["board"], "model": "the built model to emulate (default digits)",
@@ -392,7 +395,7 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
 @cli_errors
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None):
+        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None, db=None):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
@@ -412,7 +415,7 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     flash_mod.flash(b, Path(firmware["project_dir"]), port, runner=runner)
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
-                                                    build_dir, profile)))
+                                                    build_dir, profile, db)))
 
 
 @task(help={"board": COMMON_HELP["board"], "sparsity": "fraction of channels removed (default 0.5)",
@@ -511,6 +514,36 @@ def firmware_host(c, tflm, board="esp32", model="digits", out=None, build_dir="b
     program = build_host_tflm(folder / "generated", Path(tflm), Path(out) if out else folder / "host-harness")
     print(f"host harness: {program}  (it prints the pseudo-terminal it serves; then invoke measure "
           f"--board={board} --model={model} --port=/dev/pts/N, figures labelled host)")
+
+
+@task(help={"board": "only this board's runs", "model": "only this model's runs",
+            "last": "how many recent runs to list (default 20)", "db": MEASURE_HELP["db"],
+            "build_dir": COMMON_HELP["build_dir"]})
+@cli_errors
+def history(c, board=None, model=None, last="20", db=None, build_dir="build"):
+    """The recent measured runs (latency, energy, accuracy, where from) and history.png, latency over time."""
+    from pipeline.hil import history as history_mod
+
+    path = Path(db) if db else Path(build_dir) / "hil.sqlite"
+    if not path.is_file():
+        raise PipelineError(f"no run history at {path}: `invoke measure` stores every run there")
+    rows = history_mod.recent(path, board, model, last=_number("last", last, int))
+    if not rows:
+        print(f"no runs in {path}" + (f" for {board or ''} {model or ''}" if board or model else ""))
+        return
+    print(f"{'run':>4} {'when':<19} {'board':<14} {'model':<12} {'source':<24} {'latency us':>11} {'energy uJ':>10} "
+          f"{'accuracy':>8} {'commit':<12} model hash")
+    import datetime as dt
+
+    for r in rows:
+        when = dt.datetime.fromtimestamp(r["time"]).strftime("%Y-%m-%d %H:%M:%S")
+        energy = "" if r["energy_uj"] is None else f"{r['energy_uj']:.2f}"
+        accuracy = "" if r["accuracy"] is None else f"{r['accuracy']:.1f}%"
+        print(f"{r['id']:>4} {when:<19} {r['board']:<14} {r['model']:<12} {r['source']:<24} "
+              f"{r['latency_median_us']:>11.1f} {energy:>10} {accuracy:>8} {r['git_commit'] or '':<12} "
+              f"{r['model_hash'] or ''}")
+    plot = history_mod.plot(rows, path.with_name("history.png"))
+    print(f"plot: {plot}")
 
 
 @task(help={"baud": "the line rate to model the upload at (default 115200)",

@@ -321,3 +321,29 @@ def test_a_brought_model_is_measured_by_its_name(esp32_build, tmp_path):
                             log=lambda _: None)
     assert alone["inputs_checked"] == 1 and alone["bit_exact"] == 1 and alone["accuracy"] is None
     assert with_data["inputs_checked"] == 10 and with_data["bit_exact"] == 10 and with_data["accuracy"] >= 80
+
+
+def test_run_history_stores_every_run_and_gates_on_an_injected_regression(host_harness, esp32_build, tmp_path):
+    """Two runs of the host harness, then a slower firmware (more work per inference): history:2 trips."""
+    db = tmp_path / "hil.sqlite"
+    args = harness_args(esp32_build["report"])
+    for attempt in range(2):
+        with HostDevice(host_harness, *args) as dev:
+            _measure(esp32_build, dev.port, tmp_path / f"ok{attempt}", runs=3, inputs=1, db=db,
+                     baseline="history:2")  # the second run gates against the first, and passes
+    slower = [a if a != "20" else "4000" for a in args]  # --work 4000: the "commit" that made it slower
+    with HostDevice(host_harness, *slower) as dev:
+        with pytest.raises(PipelineError, match=r"regression against the baseline: latency median .* median .* of "
+                                                 r"the last 2 runs"):
+            _measure(esp32_build, dev.port, tmp_path / "slow", runs=3, inputs=1, db=db, baseline="history:2")
+    from pipeline.hil import history
+
+    rows = history.recent(db)
+    assert [r["id"] for r in rows] == [3, 2, 1]  # the regressed run is stored too: the history is the evidence
+    assert {r["source"] for r in rows} == {"test-backend"} and rows[0]["model_hash"] == esp32_build["report"]["model_hash"]
+    assert rows[0]["latency_median_us"] > 1.1 * rows[1]["latency_median_us"]
+    proc = run_invoke("history", f"--db={db}", "--board=esp32")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len([l for l in proc.stdout.splitlines() if "test-backend" in l]) == 3
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+    assert_clean_error(run_invoke("history", f"--db={tmp_path / 'none.sqlite'}"), "no run history")

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline import boards, tflite_model, validate
 from pipeline.errors import PipelineError
-from pipeline.hil import energy, results, transport
+from pipeline.hil import energy, history, results, transport
 from pipeline.hil.dut import Device
 from pipeline.hil.errors import DeviceError, WrongFirmware
 from pipeline.hil.test_backend import test_backend_outputs
@@ -40,11 +40,12 @@ class MeasureOptions:
     energy: str = "estimate"
     out_dir: Path | None = None
     timeout: float = 5.0
-    baseline: Path | None = None
+    baseline: str | None = None  # a results.json path, or history[:N] (the median of the last N stored runs)
     max_regression: float = 10.0
     junit: Path | None = None
     profile: bool = False  # also read per-operator times (xprofile) and put them beside the estimates
     build_folder: Path | None = None  # the build to measure; default build_dir/<board>/<model>
+    db: Path | None = None  # the run history; default build_dir/hil.sqlite
 
 
 # Where a figure comes from, by the firmware's backend and platform (xinfo): every output is labelled with it.
@@ -150,6 +151,8 @@ def _write_profile(build: Path, board: boards.Board, model: str, measured: list[
 
 
 def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
+    if opts.baseline:
+        history.parse_baseline(opts.baseline)  # a malformed history:N is refused before anything is measured
     if opts.runs < 1 or opts.iterations < 1 or opts.warmup < 0 or opts.inputs < 0:
         raise PipelineError("--runs and --iterations must be at least 1, --warmup and --inputs at least 0 "
                             "(--inputs=0 measures latency only)")
@@ -249,7 +252,15 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
     if measured_profile is not None:
         written += _write_profile(build, board, opts.model, measured_profile, source, out_dir)
     log(f"results: {', '.join(str(p) for p in written)} (runs log {run_log.path})")
-    failures = results.regressions(result, opts.baseline, opts.max_regression) if opts.baseline else []
+    db = opts.db or opts.build_dir / "hil.sqlite"
+    run_id = history.record(db, result, Path(report["firmware"]["project_dir"])
+                            if (report.get("firmware") or {}).get("project_dir") else None)
+    log(f"stored as run {run_id} in {db}")
+    failures = []
+    if opts.baseline:
+        last = history.parse_baseline(opts.baseline)
+        failures = (history.regressions(db, result, last, opts.max_regression, run_id) if last
+                    else results.regressions(result, Path(opts.baseline), opts.max_regression))
     if opts.junit:
         results.write_junit(result, failures, opts.junit)
     if failures:
