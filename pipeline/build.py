@@ -294,9 +294,7 @@ class Pipeline:
                     final, host = planned, planned_host
                     plan_report["used"] = "offline"
             model_path = board_dir / "model.tflite"
-            tmp = model_path.with_name("model.tflite.tmp")
-            tmp.write_bytes(final)
-            tmp.replace(model_path)
+            cache.write_atomic(model_path, final)
             final_info = tflite_model.read(model_path)
             scratch = kernels.scratch(model_graph, board)
             where = (f"#{scratch.max_op} {model_graph.ops[scratch.max_op].kind}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,20 @@ from typing import Callable
 STAMP_DIR = "stages"
 
 
-def write_atomic(path: Path, text: str) -> None:
+def tmp_path(path: Path, suffix: str = "") -> Path:
+    """A temporary name beside `path`, private to this process: two processes writing the same output (two
+    explore workers building one configuration) never rename each other's half-written file."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp{suffix}")
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Write to a temporary name, then rename: a reader never sees a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp = tmp_path(path)
+    if isinstance(text, bytes):
+        tmp.write_bytes(text)
+    else:
+        tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
@@ -68,7 +79,7 @@ def run_stage(out_dir: Path, name: str, key: str, outputs: list[Path], fn: Calla
     result = fn()
     seconds = time.perf_counter() - start
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp = tmp_path(stamp)
     tmp.write_text(json.dumps({"key": key, "result": result, "seconds": seconds}, indent=2, default=str))
     tmp.replace(stamp)
     return StageRun(result, seconds, False)

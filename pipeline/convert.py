@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import tfenv, tflite_model
+from pipeline import cache, tfenv, tflite_model
 from pipeline.datasets import Dataset
 from pipeline.errors import PipelineError
 from pipeline.optimize import load_model
@@ -56,7 +56,7 @@ def convert(model_path: Path, float_path: Path, data: Dataset, seed: int, out_pa
     except Exception as exc:  # the converter raises many types; its first line names the layer or op
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PipelineError(f"{precision} conversion failed: {first}") from None
-    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp = cache.tmp_path(out_path)
     tmp.write_bytes(flatbuffer)
     try:
         info = tflite_model.read(tmp)

@@ -201,12 +201,7 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
 
     # The sampler reads the trials' constraints. Its seed moves on with the trials already in the study, so a
     # resumed study (or a second worker) does not replay the first worker's random start-up configurations.
-    try:
-        study = optuna.create_study(study_name=opts.study_name, storage=opts.storage_url, load_if_exists=True,
-                                    directions=directions(opts, spec))
-    except ValueError as exc:  # the stored study has other directions (other --objectives)
-        raise PipelineError(f"study {opts.study_name} in {opts.storage_url} exists with other objectives: {exc}; "
-                            "use the same --objectives or another --storage") from None
+    study = open_study(opts, directions(opts, spec))
     stored = study.user_attrs.get("objectives")
     if stored and tuple(stored) != tuple(opts.objectives):
         raise PipelineError(f"study {opts.study_name} was started with --objectives={','.join(stored)}: resume it "
@@ -308,6 +303,31 @@ def measure_front(opts: ExploreOptions, board: boards.Board, front: list[dict], 
             f"{row['metrics']['latency_ms']:.3f} ms estimated")
 
 
+def storage(url: str):
+    """Optuna's RDB storage; an SQLite file waits up to a minute for another worker's write instead of failing."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def open_study(opts: ExploreOptions, dirs: list[str]):
+    """Create or load the study. Two workers starting at once may race to create it: the loser loads it."""
+    import optuna
+    import sqlalchemy
+
+    for attempt in range(5):
+        try:
+            return optuna.create_study(study_name=opts.study_name, storage=storage(opts.storage_url),
+                                       load_if_exists=True, directions=dirs)
+        except ValueError as exc:  # the stored study has other directions (other --objectives)
+            raise PipelineError(f"study {opts.study_name} in {opts.storage_url} exists with other objectives: "
+                                f"{exc}; use the same --objectives or another --storage") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, optuna.exceptions.DuplicatedStudyError):
+            time.sleep(0.5 * (attempt + 1))
+    raise PipelineError(f"cannot open study {opts.study_name} in {opts.storage_url}: the database stayed busy")
+
+
 def collect(study, opts: ExploreOptions) -> list[dict]:
     import optuna
 
@@ -391,7 +411,7 @@ def write_outputs(opts: ExploreOptions, board: boards.Board, rows: list[dict]) -
     write_atomic(out / "pareto.json", json.dumps({"objectives": list(opts.objectives), "pareto": front,
                                                   "best": best}, indent=2))
     png = _plot(opts, board, rows, front, best)
-    (out / "pareto.png").write_bytes(png)
+    write_atomic(out / "pareto.png", png)
     write_atomic(out / "report.html", _html(opts, board, rows, front, best, png))
     return {"trials": rows, "pareto": front, "best": best, "out_dir": str(out)}
 

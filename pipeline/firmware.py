@@ -5,6 +5,7 @@ One small class per framework behind one interface, chosen by the board file's `
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def framework_for(board: Board) -> Framework | None:
 def render(board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
     """Render into a temporary folder and swap it in, so a failed render leaves no half-written project."""
     framework = framework_for(board)
-    tmp = project_dir.with_name(project_dir.name + ".tmp")
+    tmp = project_dir.with_name(f"{project_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     framework.render(board, generated_dir, tmp, input_bytes)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import tfenv
+from pipeline import cache, tfenv
 from pipeline.datasets import Dataset
 from pipeline.models import ModelSpec
 from pipeline.train import compile_model, keras_verbosity, seed_everything
@@ -120,7 +120,7 @@ def optimize(float_path: Path, out_path: Path, spec: ModelSpec, data: Dataset, s
     measured = kernel_sparsity(model)
     if qat:
         model = quantization_aware(model, spec, data, qat_epochs)
-    tmp = out_path.with_name(out_path.name + ".tmp.h5")
+    tmp = cache.tmp_path(out_path, ".h5")
     model.save(tmp)
     tmp.replace(out_path)
     extra = {} if figures is None else {"channels_before": figures.channels_before, "channels_after":

@@ -226,7 +226,9 @@ def plot(p: Profile, path: Path) -> None:
     bottom.set_xticks(list(x))
     bottom.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
+    from pipeline.cache import tmp_path
+
+    tmp = tmp_path(path, ".png")
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
     tmp.replace(path)

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import tfenv
+from pipeline import cache, tfenv
 from pipeline.datasets import Dataset
 from pipeline.models import ModelSpec
 
@@ -114,7 +114,7 @@ def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, 
     )
     if teacher_path is not None:  # saved with the usual loss, so later stages load it like any trained model
         compile_model(model, spec, spec.learning_rate)
-    tmp = out_path.with_name(out_path.name + ".tmp.h5")
+    tmp = cache.tmp_path(out_path, ".h5")
     model.save(tmp)
     tmp.replace(out_path)
     best = max(history.history[monitor]) if spec.task == "classification" else min(history.history[monitor])

@@ -182,7 +182,9 @@ def plot(rows: list[dict], out: Path) -> Path:
         axes[1][0].set_ylabel("energy per inference (uJ)")
     fig.autofmt_xdate()
     fig.tight_layout()
-    tmp = out.with_name(out.name + ".tmp.png")
+    from pipeline.cache import tmp_path
+
+    tmp = tmp_path(out, ".png")
     fig.savefig(tmp, dpi=80)
     plt.close(fig)
     tmp.replace(out)
