@@ -6,8 +6,12 @@
 #include <string.h>
 
 #define EE_LINE_SIZE 160u
+#ifndef EE_FW_NAME
 #define EE_FW_NAME "mcu-deploy benchmark firmware 1.0"
+#endif
+#ifndef EE_VENDOR
 #define EE_VENDOR "mcu-deploy"
+#endif
 
 void ee_printf(ee_ctx_t *ctx, const char *fmt, ...) {
   char line[EE_LINE_SIZE];

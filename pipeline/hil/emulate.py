@@ -1,18 +1,23 @@
 """`invoke emulate`: a virtual device on a pseudo-terminal, for rigs without hardware.
 
-It speaks the same protocol as the firmware harness (firmware/harness/ee_core.c), answers with the real int8
-outputs of the TFLM host runtime for the uploaded input, and advances its m-lap-us clock by the board's latency
-ESTIMATE (pipeline.costmodel, per operator; `xprofile` answers with those per-operator estimates). It says it is emulated in its name, its profile and
-its backend, and `invoke measure` labels every figure from it "emulated".
+It runs the firmware's own harness core (firmware/harness/ee_core.c, built here as a host shared library and
+driven through ctypes), so the emulator, the host port and the firmware share one parser and one set of replies.
+Its backend answers with the real int8 outputs of the TFLM host runtime for the uploaded input and advances the
+port's clock by the board's latency ESTIMATE (pipeline.costmodel, per operator; `xprofile` answers with those
+per-operator estimates). It says it is emulated in its name, its profile and its backend, and `invoke measure`
+labels every figure from it "emulated".
 """
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
 import os
 import select
+import shutil
+import subprocess
 import time
 import tty
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,118 +25,116 @@ import numpy as np
 
 from pipeline import boards, codegen, costmodel, graph, tflite_model
 from pipeline.errors import PipelineError
-from pipeline.hil import protocol
 
-MAX_DB_BYTES = 96 * 96 * 3
+FIRMWARE = Path(__file__).resolve().parent.parent.parent / "firmware"
+CORE_SOURCES = (FIRMWARE / "harness" / "ee_core.c", FIRMWARE / "ports" / "python" / "ee_python.c")
+CORE_DEFINES = ('-DEE_VENDOR="mcu-deploy EMULATED"', '-DEE_FW_NAME="mcu-deploy EMULATED device"')
+
+WRITE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t)
+MICROS = ctypes.CFUNCTYPE(ctypes.c_uint32)
+LOAD = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t)
+INFER = ctypes.CFUNCTYPE(ctypes.c_int)
+OUTPUTS = ctypes.CFUNCTYPE(ctypes.c_void_p)
+SIZE = ctypes.CFUNCTYPE(ctypes.c_size_t)
+PROFILE = ctypes.CFUNCTYPE(None, ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_uint32))
 
 
-@dataclass
+class Port(ctypes.Structure):
+    _fields_ = [("write", WRITE), ("micros", MICROS), ("platform", ctypes.c_char_p)]
+
+
+class Backend(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_char_p), ("model_name", ctypes.c_char_p), ("model_hash", ctypes.c_char_p),
+                ("input_bytes", ctypes.c_size_t), ("output_count", ctypes.c_size_t), ("output_scale", ctypes.c_float),
+                ("output_zero_point", ctypes.c_int), ("arena_size", ctypes.c_uint32), ("load", LOAD),
+                ("infer", INFER), ("outputs", OUTPUTS), ("arena_used", SIZE), ("profile_count", SIZE),
+                ("profile", PROFILE)]
+
+
+def core_library(cache_dir: Path) -> ctypes.CDLL:
+    """The harness core as a shared library, compiled once per version of its sources into cache_dir."""
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in CORE_SOURCES) + " ".join(CORE_DEFINES).encode())
+    library = Path(cache_dir) / f"libee_core-{digest.hexdigest()[:12]}.so"
+    if not library.is_file():
+        if shutil.which("gcc") is None:
+            raise PipelineError("gcc is not installed: the emulator builds the firmware's harness core for the host "
+                                "(Debian: apt-get install gcc)")
+        library.parent.mkdir(parents=True, exist_ok=True)
+        tmp = library.with_name(f"{library.name}.{os.getpid()}.tmp")
+        proc = subprocess.run(["gcc", "-std=c99", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+                               *CORE_DEFINES, f"-I{FIRMWARE / 'harness'}", *map(str, CORE_SOURCES), "-o", str(tmp)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise PipelineError(f"building the harness core for the emulator failed: {proc.stderr.strip()[:300]}")
+        tmp.replace(library)
+    core = ctypes.CDLL(str(library))
+    core.ee_ctx_size.restype = ctypes.c_size_t
+    core.ee_init.argtypes = [ctypes.c_void_p, ctypes.POINTER(Port), ctypes.POINTER(Backend)]
+    core.ee_feed_bytes.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    return core
+
+
 class EmulatedDevice:
-    model_bytes: bytes
-    model_name: str
-    model_hash: str
-    op_latency_us: list[tuple[str, float]]  # the cost model's estimate for each operator
-    arena_bytes: int
+    """The harness core with an emulated backend: feed() takes received bytes and returns what the device sends."""
+
+    def __init__(self, model_bytes: bytes, model_name: str, model_hash: str, op_latency_us: list[tuple[str, float]],
+                 arena_bytes: int, cache_dir: Path):
+        from tflite_micro import runtime
+
+        self.model_name, self.model_hash, self.op_latency_us = model_name, model_hash, op_latency_us
+        self.interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=max(arena_bytes, 1 << 16))
+        inp = self.interpreter.get_input_details(0)
+        out = self.interpreter.get_output_details(0)
+        self.input_shape, self.input_bytes = tuple(inp["shape"]), int(np.prod(inp["shape"]))
+        self.outputs = (ctypes.c_int8 * int(np.prod(out["shape"])))()
+        self.input = np.zeros(self.input_shape, dtype=np.int8)
+        self.clock_us = 0.0
+        self.sent = bytearray()
+        self.op_names = [ctypes.c_char_p(op.encode()) for op, _ in op_latency_us]
+        # Every callback object is kept on self: ctypes would free them under the C core's feet otherwise.
+        self.port = Port(WRITE(self._write), MICROS(lambda: int(self.clock_us) % (1 << 32)), b"host")
+        self.callbacks = (LOAD(self._load), INFER(self._infer), OUTPUTS(lambda: ctypes.addressof(self.outputs)),
+                          SIZE(lambda: 0), SIZE(lambda: len(op_latency_us)), PROFILE(self._profile))
+        self.backend = Backend(b"emulated", model_name.encode(), model_hash.encode(), self.input_bytes,
+                               len(self.outputs), float(out["quantization_parameters"]["scales"][0]),
+                               int(out["quantization_parameters"]["zero_points"][0]), arena_bytes, *self.callbacks)
+        self.core = core_library(cache_dir)
+        self.ctx = ctypes.create_string_buffer(self.core.ee_ctx_size())
+        self.core.ee_init(self.ctx, ctypes.byref(self.port), ctypes.byref(self.backend))
 
     @property
     def latency_us(self) -> float:
         return sum(us for _, us in self.op_latency_us)
 
-    def __post_init__(self):
-        from tflite_micro import runtime
+    def _write(self, text, length) -> None:
+        self.sent += ctypes.string_at(text, length)
 
-        self.interpreter = runtime.Interpreter.from_bytes(self.model_bytes, arena_size=max(self.arena_bytes, 1 << 16))
-        inp = self.interpreter.get_input_details(0)
-        out = self.interpreter.get_output_details(0)
-        self.input_shape, self.input_bytes = tuple(inp["shape"]), int(np.prod(inp["shape"]))
-        self.output_scale = float(out["quantization_parameters"]["scales"][0])
-        self.output_zero = int(out["quantization_parameters"]["zero_points"][0])
-        self.clock_us = 0.0
-        self.db = bytearray()
-        self.db_size = 0
-        self.outputs: np.ndarray | None = None
+    def _load(self, data, length) -> int:
+        if length != self.input_bytes:
+            return 1
+        self.input = np.frombuffer(ctypes.string_at(data, length), dtype=np.int8).reshape(self.input_shape).copy()
+        return 0
 
-    def banner(self) -> list[str]:
-        return ["m-timestamp-mode-performance", self._lap(), "m-init-done", protocol.READY]
+    def _infer(self) -> int:
+        self.interpreter.set_input(self.input, 0)
+        self.interpreter.invoke()
+        result = np.asarray(self.interpreter.get_output(0)).reshape(-1).astype(np.int8)
+        ctypes.memmove(self.outputs, result.tobytes(), len(self.outputs))
+        self.clock_us += self.latency_us
+        return 0
 
-    def _lap(self) -> str:
-        return f"m-lap-us-{int(self.clock_us) % (1 << 32)}"
+    def _profile(self, i, op, us) -> None:
+        op[0] = self.op_names[i].value if i < len(self.op_names) else b""
+        us[0] = int(round(self.op_latency_us[i][1])) if i < len(self.op_latency_us) else 0
 
-    def handle(self, text: str) -> list[str]:
-        words = text.split()
-        try:
-            lines = self._dispatch(words) if words else ["e-[Empty command]"]
-        except ValueError:
-            lines = ["e-[Invalid number]"]
-        return lines + [protocol.READY]
+    def take(self) -> bytes:
+        """What the device sent since the last call (the boot banner first)."""
+        sent, self.sent = bytes(self.sent), bytearray()
+        return sent
 
-    def _dispatch(self, words: list[str]) -> list[str]:
-        cmd, args = words[0], words[1:]
-        if cmd == "name":
-            return ["m-name-dut-[mcu-deploy EMULATED]"]
-        if cmd == "profile":
-            return ["m-profile-[mcu-deploy EMULATED device]", f"m-model-[{self.model_name}]"]
-        if cmd == "timestamp":
-            return [self._lap()]
-        if cmd == "xinfo":
-            return ["m-x-version-2", "m-x-backend-[emulated]", f"m-x-model-[{self.model_name}]",
-                    f"m-x-model-hash-[{self.model_hash}]", f"m-x-input-bytes-{self.input_bytes}",
-                    f"m-x-output-count-{0 if self.outputs is None else self.outputs.size}",
-                    f"m-x-arena-size-{self.arena_bytes}", "m-x-arena-used-0", f"m-x-max-db-bytes-{MAX_DB_BYTES}"]
-        if cmd == "db":
-            return self._db(args)
-        if cmd == "infer":
-            return self._infer(args)
-        if cmd == "xprofile":
-            if self.outputs is None:
-                return ["e-[No results: run infer first]"]
-            return [f"m-x-profile-[{i},{op},{round(us)}]" for i, (op, us) in enumerate(self.op_latency_us)] + [
-                f"m-x-profile-count-{len(self.op_latency_us)}"]
-        if cmd in ("results", "xraw"):
-            if self.outputs is None:
-                return ["e-[No results: run infer first]"]
-            return [self._results()] if cmd == "results" else [f"m-x-raw-[{self.outputs.tobytes().hex()}]"]
-        return [f"e-[Unknown command: {cmd[:40]}]"]
-
-    def _db(self, args: list[str]) -> list[str]:
-        if not args:
-            return ["e-[Command 'db' requires a subcommand]"]
-        if args[0] == "load":
-            n = int(args[1]) if len(args) > 1 else 0
-            if not 0 < n <= MAX_DB_BYTES:
-                return [f"e-[Command 'db load' must be 1..{MAX_DB_BYTES} bytes]"]
-            self.db, self.db_size = bytearray(), n
-            return [f"m-[Expecting {n} bytes]"]
-        if self.db_size == 0:
-            return ["e-[Command 'db' needs 'db load N' first]"]
-        try:
-            chunk = bytes.fromhex(args[0])
-        except ValueError:
-            return ["e-[Invalid hex digits]"]
-        if len(self.db) + len(chunk) > self.db_size:
-            return [f"e-[db overflows the announced {self.db_size} bytes]"]
-        self.db += chunk
-        return ["m-load-done"] if len(self.db) == self.db_size else []
-
-    def _infer(self, args: list[str]) -> list[str]:
-        n = int(args[0]) if args else 1
-        w = int(args[1]) if len(args) > 1 else 10
-        if n <= 0:
-            return ["e-[Inference iterations must be >0]"]
-        if len(self.db) != self.db_size or self.db_size != self.input_bytes:
-            return [f"e-[Input has {len(self.db)} bytes, model expects {self.input_bytes}]"]
-        x = np.frombuffer(bytes(self.db), dtype=np.int8).reshape(self.input_shape)
-        self.interpreter.set_input(x, 0)
-        self.interpreter.invoke()  # outputs are the same each iteration: run once, charge n + w estimates
-        self.outputs = np.asarray(self.interpreter.get_output(0)).reshape(-1).astype(np.int8)
-        self.clock_us += w * self.latency_us
-        lines = [f"m-warmup-start-{w}", "m-warmup-done", f"m-infer-start-{n}", self._lap()]
-        self.clock_us += n * self.latency_us
-        return lines + [self._lap(), "m-infer-done", self._results()]
-
-    def _results(self) -> str:
-        values = (self.outputs.astype(np.float32) - self.output_zero) * self.output_scale
-        return "m-results-[" + ",".join(f"{v:.3f}" for v in values) + "]"
+    def feed(self, data: bytes) -> bytes:
+        self.core.ee_feed_bytes(self.ctx, data, len(data))
+        return self.take()
 
 
 def device_for_build(build_dir: Path, board: boards.Board, model: str, folder: Path | None = None) -> EmulatedDevice:
@@ -146,7 +149,7 @@ def device_for_build(build_dir: Path, board: boards.Board, model: str, folder: P
     arena = json.loads((folder / "report.json").read_text())["arena_bytes"]
     estimate = costmodel.estimate(graph.read(path), board)
     return EmulatedDevice(model_bytes, model, codegen.model_hash(model_bytes),
-                          [(op.op, op.us) for op in estimate.per_op], arena)
+                          [(op.op, op.us) for op in estimate.per_op], arena, Path(build_dir) / "_harness")
 
 
 class Serving:
@@ -177,23 +180,21 @@ def serve(device: EmulatedDevice, on_ready: Callable[[str], None], stop: Callabl
     master, slave = os.openpty()
     tty.setraw(slave)  # no echo, no line editing: bytes as a UART carries them
     path = os.ttyname(slave)
-    os.write(master, "".join(line + "\r\n" for line in device.banner()).encode())
+    os.write(master, device.take())  # the boot banner
     on_ready(path)
-    pending = b""
     try:
         while not stop():
             ready, _, _ = select.select([master], [], [], 0.1)
             if not ready:
                 continue
             try:
-                pending += os.read(master, 4096)
+                received = os.read(master, 4096)
             except OSError:
                 time.sleep(0.01)
                 continue
-            while b"%" in pending:
-                raw, _, pending = pending.partition(b"%")
-                reply = device.handle(raw.decode("ascii", errors="replace")[: protocol.MAX_COMMAND + 1])
-                os.write(master, "".join(line + "\r\n" for line in reply).encode())
+            reply = device.feed(received)
+            if reply:
+                os.write(master, reply)
     finally:
         os.close(master)
         os.close(slave)
