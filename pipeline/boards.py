@@ -44,6 +44,9 @@ class Board:
     kernels: str = "reference"
     # Cycles per instruction on this board, where it differs from the cost model's core-level assumption (flash
     # wait states at this clock, caches), with where the figure came from.
+    zephyr_board: str | None = None  # Zephyr's name for the board (`west build -b`), for framework "zephyr"
+    qemu_machine: str | None = None
+    west_runner: str | None = None  # Zephyr's runner for `west flash` (pyocd, openocd, jlink, bossac ...)  # a board that runs under qemu-system-arm: its machine (its clock counts instructions)
     cycles_per_instruction: float | None = None
     cycles_per_instruction_source: str | None = None
     source: Path | None = field(default=None, compare=False)
@@ -142,6 +145,9 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         flash_chip_mb=(_require(memory, "flash_chip_mb", int, where + " [memory]")
                        if "flash_chip_mb" in memory else None),
         kernels=_choice(data, "kernels", KERNELS, "reference", where),
+        zephyr_board=_require(data, "zephyr_board", str, where) if "zephyr_board" in data else None,
+        qemu_machine=_require(data, "qemu_machine", str, where) if "qemu_machine" in data else None,
+        west_runner=_require(flash, "west_runner", str, where + " [flash]") if "west_runner" in flash else None,
         cycles_per_instruction=(_require(estimate, "cycles_per_instruction", float, where + " [estimate]")
                                 if "cycles_per_instruction" in estimate else None),
         cycles_per_instruction_source=(_require(estimate, "source", str, where + " [estimate]")
@@ -150,6 +156,8 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
     )
     if board.framework == "esp-idf":
         _check_esp_idf(board, where)
+    if board.framework == "zephyr" and not board.zephyr_board:
+        raise PipelineError(f"{where}: a zephyr board needs 'zephyr_board' (Zephyr's board name, e.g. \"nucleo_l4r5zi\")")
     return board
 
 

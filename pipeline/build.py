@@ -378,7 +378,7 @@ class Pipeline:
         self.stage(8, "firmware", board_dir, key, [project / "CMakeLists.txt"], run)
         if not self.opts.compile_firmware:
             return asdict(firmware.FirmwareResult(framework.name, str(project), False,
-                                                  " ".join(framework.build_command(project)), "compile skipped"))
+                                                  " ".join(framework.build_command(project, board)), "compile skipped"))
         result = firmware.compile_project(board, project)
         self.log(f"[8/{len(STAGES)}] firmware: {result.message}")
         return asdict(result)

@@ -43,8 +43,12 @@ class Framework:
     def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
         raise NotImplementedError
 
-    def build_command(self, project_dir: Path) -> list[str]:
+    def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
         raise NotImplementedError
+
+    def missing(self) -> str | None:
+        """Why the project cannot be compiled here (its tool is absent), or None."""
+        return None if shutil.which(self.tool) else f"{self.tool} is not on PATH"
 
 
 def _substitute(text: str, values: dict[str, str]) -> str:
@@ -98,11 +102,53 @@ class EspIdf(Framework):
         return ["CONFIG_ESP_CONSOLE_UART_CUSTOM=y", "CONFIG_ESP_CONSOLE_UART_CUSTOM_NUM_0=y",
                 f"CONFIG_ESP_CONSOLE_UART_BAUDRATE={board.serial_baud}"]
 
-    def build_command(self, project_dir: Path) -> list[str]:
+    def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
         return ["idf.py", "-C", str(project_dir), "build"]
 
 
-FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (EspIdf(),)}
+class Zephyr(Framework):
+    """A Zephyr application: the harness core on the console UART, TFLM from Zephyr's tflite-micro module."""
+
+    name = "zephyr"
+    tool = "west"
+    template = FIRMWARE_DIR / "zephyr"
+    KERNELS = {"cmsis-nn": "CONFIG_TENSORFLOW_LITE_MICRO_CMSIS_NN_KERNELS=y",
+               "reference": "# CONFIG_TENSORFLOW_LITE_MICRO_CMSIS_NN_KERNELS is not set"}
+
+    def template_files(self) -> list[Path]:
+        files = sorted(p for p in self.template.rglob("*") if p.is_file())
+        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES]
+
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+        if board.kernels not in self.KERNELS:
+            raise PipelineError(f"board {board.name}: Zephyr's TFLM module has no {board.kernels} kernels "
+                                f"(choose {' or '.join(self.KERNELS)})")
+        values = {"BOARD": board.name, "ZEPHYR_BOARD": board.zephyr_board,
+                  "PROJECT": f"mcu_deploy_{board.name}".replace("-", "_"), "INPUT_BYTES": str(input_bytes),
+                  "KERNELS_CONFIG": self.KERNELS[board.kernels],
+                  "PLATFORM": "qemu-icount" if board.qemu_machine else "device"}
+        for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
+            dst = project_dir / src.relative_to(self.template)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(_substitute(src.read_text(), values))
+        for name in COMMON_SOURCES:
+            shutil.copy2(FIRMWARE_DIR / name, project_dir / "src" / Path(name).name)
+        for name in GENERATED_FILES:
+            shutil.copy2(generated_dir / name, project_dir / "src" / name)
+
+    def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
+        return ["west", "build", "-b", board.zephyr_board if board else "BOARD", "-d", str(project_dir / "build"),
+                str(project_dir)]
+
+    def missing(self) -> str | None:
+        if shutil.which("west") is None:
+            return "west is not on PATH"
+        if not os.environ.get("ZEPHYR_BASE"):
+            return "ZEPHYR_BASE is not set (no Zephyr workspace)"
+        return None
+
+
+FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (EspIdf(), Zephyr())}
 
 # Folders a framework's own build leaves in the project; kept across a re-render so rebuilds stay incremental.
 KEEP_ON_RERENDER = ("build", "managed_components", "sdkconfig", "dependencies.lock")
@@ -127,14 +173,22 @@ def render(board: Board, generated_dir: Path, project_dir: Path, input_bytes: in
     tmp.rename(project_dir)
 
 
+SETUP_HINTS = {
+    "esp-idf": "open an ESP-IDF shell (. $IDF_PATH/export.sh)",
+    "zephyr": "in a Zephyr workspace with the tflite-micro module (west config manifest.project-filter -- "
+              "+tflite-micro; west update), with ZEPHYR_BASE set",
+}
+
+
 def compile_project(board: Board, project_dir: Path) -> FirmwareResult:
     framework = framework_for(board)
-    command = framework.build_command(project_dir)
+    command = framework.build_command(project_dir, board)
     printable = " ".join(command)
-    if shutil.which(framework.tool) is None:
+    missing = framework.missing()
+    if missing:
         return FirmwareResult(framework.name, str(project_dir), False, printable,
-                              f"{framework.tool} is not on PATH: the project is ready; to compile it, open an "
-                              f"ESP-IDF shell (. $IDF_PATH/export.sh) and run: {printable}")
+                              f"{missing}: the project is ready; to compile it, {SETUP_HINTS[framework.name]}, "
+                              f"run: {printable}")
     completed = subprocess.run(command)
     if completed.returncode != 0:
         raise PipelineError(f"firmware build failed ({printable} exited {completed.returncode}); see its output above")

@@ -100,7 +100,35 @@ class Pyocd(Flasher):
         return f"pyocd could not program {board.name}: check the probe's USB cable and `pyocd list`"
 
 
-FLASHERS: dict[str, Flasher] = {f.name: f for f in (Esptool(), Pyocd())}
+class West(Flasher):
+    """`west flash` on a Zephyr build: Zephyr's own runner for the board (pyocd, openocd, jlink, bossac ...),
+    chosen by the board file's `[flash] west_runner` or Zephyr's default for the board."""
+
+    name = "west"
+
+    def available(self) -> bool:
+        return shutil.which("west") is not None
+
+    def install_hint(self) -> str:
+        return "pip install west, in a Zephyr workspace (ZEPHYR_BASE set)"
+
+    def command(self, board, project, port, image=None):
+        build = project / "build"
+        if not (build / "zephyr" / "zephyr.elf").is_file():
+            raise PipelineError(f"no Zephyr build in {build}: run `invoke build --board={board.name}` in a Zephyr "
+                                "workspace first")
+        command = ["west", "flash", "-d", str(build)]
+        if board.west_runner:
+            command += ["--runner", board.west_runner]
+        if port and board.west_runner == "bossac":
+            command += ["--bossac-port", port]  # the Nano 33 BLE's bootloader port
+        return command
+
+    def failure_hint(self, board, port):
+        return f"west flash could not program {board.name}: check the probe or bootloader and `west flash --help`"
+
+
+FLASHERS: dict[str, Flasher] = {f.name: f for f in (Esptool(), Pyocd(), West())}
 
 
 def choose(board: Board, runner: str | None) -> Flasher:

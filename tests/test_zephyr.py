@@ -1,0 +1,77 @@
+"""The Zephyr application rendered for the Cortex-M boards; a STAND-IN `west` (Zephyr cannot be installed by the
+test suite) checks the commands `invoke build` and `invoke flash` run."""
+import os
+import shutil
+
+import pytest
+
+from conftest import assert_clean_error, run_invoke
+from pipeline import boards, firmware
+
+ZEPHYR_BOARDS = {"nucleo-l4r5zi": ("nucleo_l4r5zi", "cmsis-nn"), "nano33ble": ("arduino_nano_33_ble", "cmsis-nn"),
+                 "rp2040": ("rpi_pico", "reference"), "qemu-m4": ("mps2/an386", "cmsis-nn")}
+
+
+@pytest.fixture(scope="module")
+def zephyr_builds(esp32_build, tmp_path_factory):
+    build_dir = tmp_path_factory.mktemp("zephyr")
+    shutil.copytree(esp32_build["build_dir"], build_dir, dirs_exist_ok=True)
+    for name in ZEPHYR_BOARDS:
+        proc = run_invoke("build", f"--board={name}", f"--build-dir={build_dir}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return build_dir
+
+
+@pytest.mark.parametrize("name", list(ZEPHYR_BOARDS))
+def test_zephyr_app_is_complete_and_consistent(zephyr_builds, name):
+    zephyr_board, kernels = ZEPHYR_BOARDS[name]
+    board = boards.load_board(name)
+    assert (board.framework, board.zephyr_board, board.kernels) == ("zephyr", zephyr_board, kernels)
+    project = zephyr_builds / name / "digits" / "firmware"
+    cmake = (project / "CMakeLists.txt").read_text()
+    for source in ("main.cc", "ee_core.c", "tflm_backend.cc", "model_runner.cc", "model_data.cc", "model_settings.cc"):
+        assert f"src/{source}" in cmake and (project / "src" / source).is_file(), source
+    assert "EE_MAX_DB_BYTES=64u" in cmake and "find_package(Zephyr" in cmake
+    for name_ in firmware.COMMON_SOURCES + tuple(firmware.GENERATED_FILES):
+        assert (project / "src" / os.path.basename(name_)).is_file(), name_
+    prj = (project / "prj.conf").read_text()
+    assert "CONFIG_TENSORFLOW_LITE_MICRO=y" in prj and "CONFIG_CPP=y" in prj and "CONFIG_STD_CPP17=y" in prj
+    assert ("CONFIG_TENSORFLOW_LITE_MICRO_CMSIS_NN_KERNELS=y" in prj) == (kernels == "cmsis-nn")
+    main = (project / "src" / "main.cc").read_text()
+    assert "@" not in main.replace("@param", "") and "uart_poll_in" in main and "k_cycle_get_32" in main
+    assert ('"qemu-icount"' in main) == (board.qemu_machine is not None)
+    settings = (project / "src" / "model_settings.h").read_text()
+    assert "kTensorArenaSize" in settings
+
+
+def test_build_and_flash_run_west_with_the_board(zephyr_builds, tmp_path):
+    """STAND-IN west (named as such): records its arguments and, for `build`, leaves a zephyr.elf behind."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    calls = tmp_path / "calls.txt"
+    (fake_bin / "west").write_text(
+        "#!/bin/sh\n# STAND-IN for Zephyr's west (a Zephyr workspace is not installable by the tests)\n"
+        f'echo "$@" >> {calls}\n'
+        'if [ "$1" = build ]; then mkdir -p "$5/zephyr" && echo elf > "$5/zephyr/zephyr.elf"; fi\n')
+    (fake_bin / "west").chmod(0o755)
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "ZEPHYR_BASE": str(tmp_path / "zephyr")}
+    build_dir = tmp_path / "b"
+    shutil.copytree(zephyr_builds, build_dir)
+    proc = run_invoke("build", "--board=nucleo-l4r5zi", f"--build-dir={build_dir}", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    project = build_dir / "nucleo-l4r5zi" / "digits" / "firmware"
+    assert calls.read_text().split() == ["build", "-b", "nucleo_l4r5zi", "-d", str(project / "build"), str(project)]
+    proc = run_invoke("flash", "--board=nucleo-l4r5zi", f"--build-dir={build_dir}", "--port=0670FF", env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert calls.read_text().splitlines()[-1].split() == ["flash", "-d", str(project / "build"), "--runner", "pyocd"]
+
+
+def test_without_west_the_build_prints_the_command_and_hil_stops_before_flashing(zephyr_builds):
+    report = (zephyr_builds / "nucleo-l4r5zi" / "digits" / "report.json").read_text()
+    assert "west build -b nucleo_l4r5zi" in report
+    env = {"PATH": "/usr/bin:/bin", "ZEPHYR_BASE": ""}
+    import sys
+
+    proc = run_invoke("hil", "--board=nucleo-l4r5zi", "--port=/dev/null", f"--build-dir={zephyr_builds}",
+                      env={**env, "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"})
+    assert_clean_error(proc, "hil needs compiled firmware", "west")
