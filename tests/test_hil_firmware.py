@@ -118,4 +118,6 @@ def test_cortex_m4_image_under_qemu_measures_repeatably(esp32_build, tmp_path):
         assert result["bit_exact"] == 5
         assert result["latency_us"]["median"] > 0
         medians.append(result["latency_us"]["median"])
-    assert medians[0] == medians[1]  # -icount shift=0: instruction-counted time repeats exactly
+    # -icount shift=0: instruction-counted time repeats, to the port clock's 1 us resolution (when a command arrives
+    # depends on the host, so the phase of the microsecond counter at the first timestamp does too).
+    assert abs(medians[0] - medians[1]) <= 1.0
