@@ -108,6 +108,8 @@ def meter_for(spec: str, board: Board) -> EnergyMeter:
     """--energy=estimate | firmware | ppk2:PORT"""
     kind, _, arg = spec.partition(":")
     if kind == "estimate":
+        if board.active_power_mw is None:  # the default: a board without a power figure measures without energy
+            return NoMeter(f"none: board {board.name} has no [power] active_mw")
         return EstimatedEnergy(board)
     if kind == "firmware":
         return FirmwareEnergy()
