@@ -1,5 +1,6 @@
 #include "model_runner.h"
 
+#include <cstdio>
 #include <cstring>
 #include <new>
 
@@ -121,6 +122,22 @@ bool Run(const int8_t* input, Result* result) {
   result->top_value = (output[top] - kOutputZeroPoint) * kOutputScale;
   result->matches_expected = std::memcmp(output, kSampleExpectedOutput, kOutputSize) == 0;
   return true;
+}
+
+size_t SelfTestLine(char* line, size_t size, Clock clock) {
+  Result result;
+  const uint32_t start = clock();
+  const bool ok = Run(kSampleInput, &result);
+  const uint32_t elapsed_us = clock() - start;
+  const char* label = ok && result.top_index < kLabelCount ? kLabels[result.top_index] : "?";
+  const int n = snprintf(line, size,
+                         "m-x-selftest-[model=%s prediction=%s expected=%s matches_host=%s latency_us=%lu"
+                         " arena_used_bytes=%u arena_bytes=%u]\r\n",
+                         MODEL_NAME, label, SAMPLE_LABEL, ok && result.matches_expected ? "yes" : "no",
+                         static_cast<unsigned long>(elapsed_us), static_cast<unsigned>(ArenaUsedBytes()),
+                         static_cast<unsigned>(kTensorArenaSize));
+  if (n < 0) return 0;
+  return static_cast<size_t>(n) < size ? static_cast<size_t>(n) : size - 1;
 }
 
 }  // namespace model_runner

@@ -40,6 +40,11 @@ bool Run(const int8_t* input, Result* result);
 // The raw int8 output of the last Run().
 const int8_t* Output();
 
+// Runs the built-in test sample once, timed with `clock`, and writes the boot self-test line every port prints
+// (prediction, whether it equals the host's, latency, arena used against its size) into `line`, "\r\n" ended.
+// Returns its length.
+size_t SelfTestLine(char* line, size_t size, Clock clock);
+
 }  // namespace model_runner
 
 #endif  // MODEL_RUNNER_H_

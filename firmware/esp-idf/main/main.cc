@@ -2,8 +2,6 @@
 // the board file names (the UART, or the chip's USB Serial/JTAG), with the TFLM backend. At boot it also runs the
 // model once on the generated test sample and prints the prediction, the latency and the arena TFLM really used
 // against the arena it was given, so a plain serial monitor shows the model working.
-#include <cinttypes>
-#include <cstdarg>
 #include <cstdio>
 
 #include "ee_core.h"
@@ -63,16 +61,6 @@ void ConsoleWrite(const char* text, size_t len) { uart_write_bytes(kUart, text, 
 int ConsoleRead(uint8_t* buffer, size_t size) { return uart_read_bytes(kUart, buffer, size, pdMS_TO_TICKS(20)); }
 #endif
 
-// Everything this port prints goes through the console driver, like the harness's own replies.
-void Print(const char* format, ...) {
-  char line[256];
-  va_list args;
-  va_start(args, format);
-  const int n = vsnprintf(line, sizeof(line), format, args);
-  va_end(args);
-  if (n > 0) ConsoleWrite(line, static_cast<size_t>(n) < sizeof(line) ? static_cast<size_t>(n) : sizeof(line) - 1);
-}
-
 uint32_t Micros() { return static_cast<uint32_t>(esp_timer_get_time()); }
 
 // A fault before the harness can serve: say it once a second, forever, so a monitor opened late still sees it.
@@ -110,15 +98,8 @@ extern "C" void app_main(void) {
              static_cast<unsigned>(kTensorArenaSize));
     Halt(reason);
   }
-  model_runner::Result result;
-  const int64_t start = esp_timer_get_time();
-  const bool ok = model_runner::Run(kSampleInput, &result);
-  const int64_t elapsed_us = esp_timer_get_time() - start;
-  const char* label = ok && result.top_index < kLabelCount ? kLabels[result.top_index] : "?";
-  Print("m-x-selftest-[model=%s prediction=%s expected=%s matches_host=%s latency_us=%" PRId64
-        " arena_used_bytes=%u arena_bytes=%u]\r\n",
-        MODEL_NAME, label, SAMPLE_LABEL, ok && result.matches_expected ? "yes" : "no", elapsed_us,
-        static_cast<unsigned>(model_runner::ArenaUsedBytes()), static_cast<unsigned>(kTensorArenaSize));
+  char line[200];
+  ConsoleWrite(line, model_runner::SelfTestLine(line, sizeof(line), Micros));
 
   static ee_ctx_t ctx;
   static const ee_port_t port = {ConsoleWrite, Micros, "device"};

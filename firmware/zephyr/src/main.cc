@@ -5,7 +5,6 @@
 #include <zephyr/drivers/uart.h>
 #include <zephyr/kernel.h>
 
-#include <cinttypes>
 #include <cstdio>
 
 #include "ee_core.h"
@@ -58,18 +57,8 @@ int main(void) {
              static_cast<unsigned>(kTensorArenaSize));
     Halt(reason);
   }
-  model_runner::Result result;
-  const uint32_t start = Micros();
-  const bool ok = model_runner::Run(kSampleInput, &result);
-  const uint32_t elapsed_us = Micros() - start;
-  const char* label = ok && result.top_index < kLabelCount ? kLabels[result.top_index] : "?";
   char line[200];
-  snprintf(line, sizeof(line),
-           "m-x-selftest-[model=%s prediction=%s expected=%s matches_host=%s latency_us=%" PRIu32
-           " arena_used_bytes=%u arena_bytes=%u]\r\n",
-           MODEL_NAME, label, SAMPLE_LABEL, ok && result.matches_expected ? "yes" : "no", elapsed_us,
-           static_cast<unsigned>(model_runner::ArenaUsedBytes()), static_cast<unsigned>(kTensorArenaSize));
-  Print(line);
+  ConsoleWrite(line, model_runner::SelfTestLine(line, sizeof(line), Micros));
 
   static ee_ctx_t ctx;
   static const ee_port_t port = {ConsoleWrite, Micros, "@PLATFORM@"};
