@@ -296,11 +296,14 @@ MEASURE_HELP = {
     "timeout": "seconds to wait for the device's answer to a command (default 5; infer waits at least 30)",
     "build_dir": COMMON_HELP["build_dir"],
     "profile": "also read each operator's time (xprofile) and write profile.md/.png with measured beside estimated",
+    "fast_baud": "switch the console to this baud rate for the run (xbaud, firmware extension v3; falls back by "
+                 "itself if the link does not carry it); 0 stays at the board's rate; default: the board file's "
+                 "[serial] fast_baud",
 }
 
 
 def _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
-                     max_regression, junit, timeout, build_dir, profile=False, db=None):
+                     max_regression, junit, timeout, build_dir, profile=False, db=None, fast_baud=None):
     from pipeline.hil.measure import MeasureOptions
 
     return MeasureOptions(board=board, model=model, port=port, runs=_number("runs", runs, int),
@@ -310,7 +313,8 @@ def _measure_options(board, model, port, runs, warmup, iterations, inputs, energ
                           baseline=baseline, db=Path(db) if db else None,
                           max_regression=_number("max_regression", max_regression),
                           junit=Path(junit) if junit else None, timeout=_number("timeout", timeout),
-                          build_dir=Path(build_dir), profile=profile)
+                          build_dir=Path(build_dir), profile=profile,
+                          fast_baud=None if fast_baud is None else _number("fast_baud", fast_baud, int))
 
 
 def _print_measurement(result):
@@ -336,13 +340,13 @@ def _print_measurement(result):
 @cli_errors
 def measure(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
             energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-            timeout="5.0", build_dir="build", profile=False, db=None):
+            timeout="5.0", build_dir="build", profile=False, db=None, fast_baud=None):
     """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
     from pipeline.hil.measure import measure as run_measure
 
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
-                                                    build_dir, profile, db)))
+                                                    build_dir, profile, db, fast_baud)))
 
 
 @task(help={"board": COMMON_HELP["board"], "model": "the built model to emulate (default digits)",
@@ -395,7 +399,7 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
 @cli_errors
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None, db=None):
+        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None, db=None, fast_baud=None):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
@@ -415,7 +419,7 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     flash_mod.flash(b, Path(firmware["project_dir"]), port, runner=runner)
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
-                                                    build_dir, profile, db)))
+                                                    build_dir, profile, db, fast_baud)))
 
 
 @task(help={"board": COMMON_HELP["board"], "sparsity": "fraction of channels removed (default 0.5)",

@@ -42,11 +42,15 @@ class Board:
     # The optimized int8 kernels the firmware links: "reference", "cmsis-nn" or "esp-nn". They decide the scratch
     # buffers the arena must hold and the latency estimate.
     kernels: str = "reference"
+    zephyr_board: str | None = None  # Zephyr's name for the board (`west build -b`), for framework "zephyr"
+    # A board that runs under qemu-system-arm: its machine (its clock counts instructions).
+    qemu_machine: str | None = None
+    west_runner: str | None = None  # Zephyr's runner for `west flash` (pyocd, openocd, jlink, bossac ...)
+    # The rate the reader switches the console to for uploads (xbaud, extension v3), where the board's USB-UART
+    # bridge or probe carries it; None: stay at serial_baud.
+    fast_baud: int | None = None
     # Cycles per instruction on this board, where it differs from the cost model's core-level assumption (flash
     # wait states at this clock, caches), with where the figure came from.
-    zephyr_board: str | None = None  # Zephyr's name for the board (`west build -b`), for framework "zephyr"
-    qemu_machine: str | None = None
-    west_runner: str | None = None  # Zephyr's runner for `west flash` (pyocd, openocd, jlink, bossac ...)  # a board that runs under qemu-system-arm: its machine (its clock counts instructions)
     cycles_per_instruction: float | None = None
     cycles_per_instruction_source: str | None = None
     source: Path | None = field(default=None, compare=False)
@@ -148,6 +152,7 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         zephyr_board=_require(data, "zephyr_board", str, where) if "zephyr_board" in data else None,
         qemu_machine=_require(data, "qemu_machine", str, where) if "qemu_machine" in data else None,
         west_runner=_require(flash, "west_runner", str, where + " [flash]") if "west_runner" in flash else None,
+        fast_baud=_require(serial, "fast_baud", int, where + " [serial]") if "fast_baud" in serial else None,
         cycles_per_instruction=(_require(estimate, "cycles_per_instruction", float, where + " [estimate]")
                                 if "cycles_per_instruction" in estimate else None),
         cycles_per_instruction_source=(_require(estimate, "source", str, where + " [estimate]")

@@ -93,7 +93,7 @@ def test_xprofile_times_each_operator_and_says_where_the_clock_is(device):
     profile = device.profile()
     assert [name for name, _ in profile] == ["TEST_HASH", "TEST_OUTPUTS"] and all(us >= 0 for _, us in profile)
     info = {l.values[0]: l.values[1] for l in device.command("xinfo") if l.kind in ("x_text", "x_number")}
-    assert info["platform"] == "host" and info["version"] == "2"
+    assert info["platform"] == "host" and info["version"] == "3"
 
 
 def test_core_fuzzed_under_sanitizers(tmp_path):
@@ -121,3 +121,96 @@ def test_cortex_m4_image_under_qemu_measures_repeatably(esp32_build, tmp_path):
     # -icount shift=0: instruction-counted time repeats, to the port clock's 1 us resolution (when a command arrives
     # depends on the host, so the phase of the microsecond counter at the first timestamp does too).
     assert abs(medians[0] - medians[1]) <= 1.0
+
+
+def _host_device(host_harness, report, input_bytes=64, *extra):
+    host = HostDevice(host_harness, *harness_args(report, input_bytes, 10, *extra))
+    host.__enter__()
+    port = transport.open_port(host.port, 115200)
+    dev = Device(port, host.port, timeout=2.0)
+    dev.drain()
+    return host, port, dev
+
+
+def _close(host, port):
+    port.close()
+    host.__exit__(None, None, None)
+    assert "ERROR: AddressSanitizer" not in host.stderr and "runtime error" not in host.stderr, host.stderr
+
+
+def test_xdb_frames_upload_the_same_input_as_db_hex(host_harness, esp32_build):
+    """A 96x96x3 input in seven CRC-checked frames (one of them with '%' and NUL bytes in it) lands in db exactly
+    as the hex commands put it there: same buffer, same outputs."""
+    host, port, dev = _host_device(host_harness, esp32_build["report"], 27648)
+    try:
+        data = bytes((i * 37 + (i >> 8)) % 256 for i in range(27648)).replace(b"\x10", b"%")
+        lines = dev.load(data, frames=True)
+        acks = [int(l.values[1]) for l in lines if l.kind == "x_number" and l.values[0] == "db-ok"]
+        assert acks == [4096 * k for k in range(1, 7)] + [27648] and lines[-2].kind == "load_done"
+        by_frames = (dev.infer(1, 0).results, dev.raw_outputs())
+        window = [l.values[0] for l in dev.command("db print 8 20000") if l.kind == "buffer"]
+        assert window == ["-".join(f"{b:02x}" for b in data[20000:20008])]
+        dev.load(data)
+        assert (dev.infer(1, 0).results, dev.raw_outputs()) == by_frames
+    finally:
+        _close(host, port)
+
+
+def test_xdb_refuses_bad_frames_and_a_cut_frame_times_out(host_harness, esp32_build):
+    from pipeline.hil import protocol
+
+    host, port, dev = _host_device(host_harness, esp32_build["report"])
+    try:
+        _, payload = protocol.frame(b"%%%%")
+        with pytest.raises(DeviceError, match="needs 'db load N' first"):
+            dev.exchange(payload, "xdb before db load")  # its four '%' are data: no command ends in them
+        dev.command("db load 8")
+        text, good = protocol.frame(b"\x01\x02\x03\x04")
+        bad = good[:-1] + b"\x05"
+        with pytest.raises(DeviceError, match="checksum mismatch: frame dropped, db at 0"):
+            dev.exchange(bad, "corrupted frame")
+        with pytest.raises(DeviceError, match="overflows the announced db size"):
+            dev.exchange(protocol.frame(bytes(12))[1], "frame too long")
+        with pytest.raises(DeviceError, match="CRC-32 as 8 hex digits"):
+            dev.exchange(protocol.command("xdb 2 12345") + b"ab", "short crc")
+        assert [l.values[0] for l in dev.command("db print 8") if l.kind == "buffer"] == []  # nothing written
+        reply = dev.exchange(good, text)
+        assert [l.values for l in reply if l.kind == "x_number"] == [("db-ok", "4")]
+        port.write(protocol.command("xdb 4 00000000") + b"\x09")  # three of its bytes never come
+        with pytest.raises(DeviceError, match="frame timed out after 1 of 4 bytes: dropped, db at 4"):
+            dev.exchange(b"", "cut frame", timeout=3.0)
+        assert [l.values for l in dev.command("name") if l.kind == "name"] == [("mcu-deploy",)]
+        dev.exchange(protocol.frame(b"\x05\x06\x07\x08")[1], "last frame")
+        assert [l.values[0] for l in dev.command("db print 8") if l.kind == "buffer"] == ["01-02-03-04-05-06-07-08"]
+    finally:
+        _close(host, port)
+
+
+def test_xbaud_switches_and_falls_back_when_the_link_garbles(host_harness, esp32_build):
+    host, port, dev = _host_device(host_harness, esp32_build["report"])
+    try:
+        assert dev.switch_baud(921600) and port.baudrate == 921600
+        info = {l.values[0]: l.values[1] for l in dev.command("xinfo") if l.kind == "x_number"}
+        assert info["baud"] == "921600" and info["baud-switch"] == "1"
+        assert dev.switch_baud(115200)
+    finally:
+        _close(host, port)
+    host, port, dev = _host_device(host_harness, esp32_build["report"], 64, "--bad-baud")
+    try:
+        assert not dev.switch_baud(921600) and port.baudrate == 115200  # both ends back at the old rate
+        info = {l.values[0]: l.values[1] for l in dev.command("xinfo") if l.kind == "x_number"}
+        assert info["baud"] == "115200"
+        dev.load(bytes(range(64)), frames=True)
+        assert len(dev.infer(1, 0).results) == 10
+    finally:
+        _close(host, port)
+
+
+def test_measure_goes_on_at_the_board_rate_when_the_fast_one_fails(host_harness, esp32_build, tmp_path):
+    said = []
+    with HostDevice(host_harness, *harness_args(esp32_build["report"], 64, 10, "--bad-baud")) as dev:
+        result = measure(MeasureOptions(board="esp32", port=dev.port, build_dir=esp32_build["build_dir"], runs=2,
+                                        inputs=3, out_dir=tmp_path / "m"), log=said.append)
+    assert result["bit_exact"] == 3
+    assert any("switch to 921600 baud failed" in line and "went back to 115200" in line for line in said), said
+    assert any("xdb frames, 115200 baud" in line for line in said), said

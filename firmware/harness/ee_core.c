@@ -189,6 +189,119 @@ static void cmd_infer(ee_ctx_t *ctx, char *count_arg, char *warmup_arg) {
   print_results(ctx);
 }
 
+/* Reflected CRC-32 (polynomial 0xEDB88320, as zlib's crc32), one byte at a time: no table in flash. */
+static uint32_t crc32_byte(uint32_t crc, uint8_t byte) {
+  crc ^= byte;
+  for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  return crc;
+}
+
+static long parse_hex32(const char *s) {
+  if (s == NULL || strlen(s) != 8) return -1;
+  long value = 0;
+  for (; *s; ++s) {
+    int digit = hex_value(*s);
+    if (digit < 0) return -1;
+    value = value * 16 + digit;
+  }
+  return value;
+}
+
+/* xdb LEN CRC: the next LEN bytes after the '%' are raw input bytes for db at db_pos; CRC is their CRC-32 as 8
+ * hex digits. The reply (after the last byte) is m-x-db-ok-POS, or an error with nothing written. The bytes of a
+ * refused frame are consumed all the same, so they are never read as commands. */
+static int cmd_xdb(ee_ctx_t *ctx, char *len_arg, char *crc_arg) {
+  long n = parse_count(len_arg);
+  long crc = parse_hex32(crc_arg);
+  if (n <= 0 || (size_t)n > EE_MAX_DB_BYTES) {
+    ee_printf(ctx, "e-[Command 'xdb' needs a frame of 1 to %u bytes]", (unsigned)EE_MAX_DB_BYTES);
+    return 0;
+  }
+  ctx->frame_active = 1;
+  ctx->frame_len = (size_t)n;
+  ctx->frame_got = 0;
+  ctx->frame_crc = 0xFFFFFFFFu;
+  ctx->frame_expected_crc = (uint32_t)crc;
+  ctx->frame_last_us = ctx->port->micros();
+  if (crc < 0) {
+    ctx->frame_error = "e-[Command 'xdb' needs the CRC-32 as 8 hex digits]";
+  } else if (ctx->db_size == 0) {
+    ctx->frame_error = "e-[Command 'xdb' needs 'db load N' first]";
+  } else if (ctx->db_pos + (size_t)n > ctx->db_size) {
+    ctx->frame_error = "e-[xdb overflows the announced db size]";
+  } else {
+    ctx->frame_error = NULL;
+  }
+  return 1;  /* the reply comes after the frame */
+}
+
+static void frame_byte(ee_ctx_t *ctx, uint8_t byte) {
+  if (ctx->frame_error == NULL) {
+    ctx->db[ctx->db_pos + ctx->frame_got] = byte;  /* committed only if the checksum matches */
+    ctx->frame_crc = crc32_byte(ctx->frame_crc, byte);
+  }
+  if (++ctx->frame_got < ctx->frame_len) return;
+  ctx->frame_active = 0;
+  if (ctx->frame_error) {
+    ee_printf(ctx, "%s", ctx->frame_error);
+  } else if ((ctx->frame_crc ^ 0xFFFFFFFFu) != ctx->frame_expected_crc) {
+    ee_printf(ctx, "e-[xdb checksum mismatch: frame dropped, db at %lu]", (unsigned long)ctx->db_pos);
+  } else {
+    ctx->db_pos += ctx->frame_len;
+    ee_printf(ctx, "m-x-db-ok-%lu", (unsigned long)ctx->db_pos);
+    if (ctx->db_pos == ctx->db_size) ee_printf(ctx, "m-load-done");
+  }
+  ee_printf(ctx, "m-ready");
+}
+
+/* A frame whose next byte is late is dropped with its reply, so the host can resend it. */
+static void frame_expire(ee_ctx_t *ctx, uint32_t now) {
+  if (!ctx->frame_active || now - ctx->frame_last_us <= EE_FRAME_TIMEOUT_US) return;
+  ctx->frame_active = 0;
+  ee_printf(ctx, "e-[xdb frame timed out after %lu of %lu bytes: dropped, db at %lu]",
+            (unsigned long)ctx->frame_got, (unsigned long)ctx->frame_len, (unsigned long)ctx->db_pos);
+  ee_printf(ctx, "m-ready");
+}
+
+static void baud_revert(ee_ctx_t *ctx) {
+  uint32_t tried = ctx->baud;
+  ctx->baud_pending = 0;
+  ctx->baud = ctx->baud_old;
+  ctx->port->set_baud(ctx->baud_old);
+  ctx->cmd_len = 0;  /* what arrived at the wrong rate is noise */
+  ctx->cmd_overflow = 0;
+  ee_printf(ctx, "e-[xbaud: %lu not confirmed, back at %lu baud]", (unsigned long)tried, (unsigned long)ctx->baud);
+}
+
+static void baud_expire(ee_ctx_t *ctx, uint32_t now) {
+  if (!ctx->baud_pending || now - ctx->baud_since <= EE_BAUD_CONFIRM_US) return;
+  baud_revert(ctx);
+  ee_printf(ctx, "m-ready");
+  ++ctx->unsolicited;
+}
+
+/* xbaud RATE: replies at the current rate, then switches; the host must send xbaudok at the new rate within
+ * EE_BAUD_CONFIRM_US, or the port goes back to the old rate by itself. */
+static void cmd_xbaud(ee_ctx_t *ctx, char *rate_arg) {
+  long rate = parse_count(rate_arg);
+  if (ctx->port->set_baud == NULL) {
+    ee_printf(ctx, "e-[xbaud: this port cannot change its baud rate]");
+  } else if (rate < 1200 || rate > 16000000L) {
+    ee_printf(ctx, "e-[xbaud: rate must be 1200 to 16000000]");
+  } else {
+    ee_printf(ctx, "m-x-baud-%ld", rate);
+    ee_printf(ctx, "m-ready");
+    if (ctx->port->set_baud((uint32_t)rate) == 0) {
+      ctx->baud_old = ctx->baud;
+      ctx->baud = (uint32_t)rate;
+      ctx->baud_pending = 1;
+      ctx->baud_since = ctx->port->micros();
+    }
+    return;
+  }
+  ee_printf(ctx, "m-ready");
+}
+
 static void cmd_help(ee_ctx_t *ctx) {
   static const char *const lines[] = {
       EE_FW_NAME,
@@ -205,6 +318,8 @@ static void cmd_help(ee_ctx_t *ctx) {
       "xinfo        : (extension) model hash, backend, sizes, arena",
       "xraw         : (extension) raw int8 outputs of the last inference, hex",
       "xprofile     : (extension) time of each operator in the last inference, us",
+      "xdb LEN CRC  : (extension) the next LEN raw bytes go to db; CRC: their CRC-32, 8 hex digits",
+      "xbaud RATE   : (extension) switch the baud rate; confirm with xbaudok at the new rate within 1 s",
   };
   for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); ++i) ee_printf(ctx, "%s", lines[i]);
 }
@@ -221,6 +336,8 @@ static void cmd_xinfo(ee_ctx_t *ctx) {
   ee_printf(ctx, "m-x-arena-size-%lu", (unsigned long)b->arena_size);
   ee_printf(ctx, "m-x-arena-used-%lu", (unsigned long)(b->arena_used ? b->arena_used() : 0));
   ee_printf(ctx, "m-x-max-db-bytes-%lu", (unsigned long)EE_MAX_DB_BYTES);
+  ee_printf(ctx, "m-x-baud-%lu", (unsigned long)ctx->baud);
+  ee_printf(ctx, "m-x-baud-switch-%d", ctx->port->set_baud != NULL);
 }
 
 /* Per-operator time of the last inference, from the backend's profiler (the port's microsecond clock). */
@@ -268,6 +385,15 @@ static char *next_token(char **cursor) {
 static void execute(ee_ctx_t *ctx, char *line) {
   char *cursor = line;
   char *tok = next_token(&cursor);
+  if (ctx->baud_pending) {
+    if (tok != NULL && strcmp(tok, "xbaudok") == 0) {
+      ctx->baud_pending = 0;
+    } else {  /* anything else at the new rate: the host did not follow, go back */
+      baud_revert(ctx);
+      ee_printf(ctx, "m-ready");
+      return;
+    }
+  }
   if (tok == NULL) {
     ee_printf(ctx, "e-[Empty command]");
   } else if (strcmp(tok, "name") == 0) {
@@ -298,6 +424,14 @@ static void execute(ee_ctx_t *ctx, char *line) {
     cmd_xinfo(ctx);
   } else if (strcmp(tok, "xprofile") == 0) {
     cmd_xprofile(ctx);
+  } else if (strcmp(tok, "xdb") == 0) {
+    char *len_arg = next_token(&cursor);
+    if (cmd_xdb(ctx, len_arg, next_token(&cursor))) return;  /* m-ready after the frame's bytes */
+  } else if (strcmp(tok, "xbaud") == 0) {
+    cmd_xbaud(ctx, next_token(&cursor));
+    return;
+  } else if (strcmp(tok, "xbaudok") == 0) {
+    ee_printf(ctx, "m-x-baud-ok-%lu", (unsigned long)ctx->baud);
   } else {
     /* Echo at most 40 characters, non-printable ones as '?', so a reply line is always plain ASCII. */
     size_t n = 0;
@@ -308,7 +442,25 @@ static void execute(ee_ctx_t *ctx, char *line) {
   ee_printf(ctx, "m-ready");
 }
 
+void ee_tick(ee_ctx_t *ctx) {
+  uint32_t now = ctx->port->micros();
+  frame_expire(ctx, now);
+  baud_expire(ctx, now);
+}
+
+int ee_in_frame(const ee_ctx_t *ctx) { return ctx->frame_active; }
+
 void ee_feed(ee_ctx_t *ctx, char c) {
+  if (ctx->frame_active || ctx->baud_pending) {
+    uint32_t now = ctx->port->micros();
+    frame_expire(ctx, now);
+    baud_expire(ctx, now);
+    if (ctx->frame_active) {
+      ctx->frame_last_us = now;
+      frame_byte(ctx, (uint8_t)c);
+      return;
+    }
+  }
   if (c == EE_CMD_TERMINATOR) {
     ctx->cmd[ctx->cmd_len] = '\0';
     if (ctx->cmd_overflow) {
@@ -330,6 +482,7 @@ void ee_init(ee_ctx_t *ctx, const ee_port_t *port, const ee_backend_t *backend) 
   memset(ctx, 0, sizeof(*ctx));
   ctx->port = port;
   ctx->backend = backend;
+  ctx->baud = port->baud;
   ee_printf(ctx, "m-timestamp-mode-performance");
   timestamp(ctx);
   ee_printf(ctx, "m-init-done");

@@ -13,9 +13,17 @@ extern "C" {
 
 #define EE_CMD_SIZE 80u        /* longest command, as the reference firmware */
 #define EE_CMD_TERMINATOR '%'
-#define EE_EXT_VERSION 2       /* version of this firmware's x- extensions (2: xprofile) */
+#define EE_EXT_VERSION 3       /* version of this firmware's x- extensions (2: xprofile, 3: xdb frames, xbaud) */
 #ifndef EE_MAX_DB_BYTES
 #define EE_MAX_DB_BYTES (96u * 96u * 3u) /* the reference MAX_DB_INPUT_SIZE: the largest MLPerf Tiny input */
+#endif
+/* An xdb frame whose next byte is this late is dropped, so a frame cut short cannot swallow later commands. */
+#ifndef EE_FRAME_TIMEOUT_US
+#define EE_FRAME_TIMEOUT_US 500000u
+#endif
+/* After xbaud the host has this long to say xbaudok at the new rate; otherwise the port goes back to the old one. */
+#ifndef EE_BAUD_CONFIRM_US
+#define EE_BAUD_CONFIRM_US 1000000u
 #endif
 #ifndef EE_MAX_OUTPUTS
 #define EE_MAX_OUTPUTS 1024u
@@ -29,6 +37,10 @@ typedef struct {
   /* Where the figures come from, for the reader's labels: "device" (the board's own clock), "qemu-icount"
    * (QEMU with -icount: the clock counts instructions, 1 us = 1000 of them), "host" (a PC). */
   const char *platform;
+  /* Optional (NULL: xbaud is refused): switches the console to `baud` once everything written so far has left the
+   * port; returns 0 on success. Ports whose link has no baud rate (USB CDC, a pseudo-terminal) may leave it NULL. */
+  int (*set_baud)(uint32_t baud);
+  uint32_t baud;           /* the rate the console starts at (0 if it has none) */
 } ee_port_t;
 
 typedef struct {
@@ -64,12 +76,26 @@ typedef struct {
   size_t db_size;   /* announced by db load; 0 before */
   size_t db_pos;    /* bytes received so far */
   int have_results;
+  /* xdb: a binary frame being received straight into db at db_pos */
+  int frame_active;
+  const char *frame_error; /* why the frame is refused (its bytes are still consumed), or NULL */
+  size_t frame_len, frame_got;
+  uint32_t frame_crc, frame_expected_crc, frame_last_us;
+  /* xbaud: the rate now, and the one to go back to if the switch is not confirmed in time */
+  uint32_t baud, baud_old, baud_since;
+  int baud_pending;
+  unsigned long unsolicited; /* m-ready lines written without a command (a timed-out baud switch) */
 } ee_ctx_t;
 
 /* Prints the boot banner (timestamp mode, a timestamp, m-init-done, m-ready) and enables the parser. */
 void ee_init(ee_ctx_t *ctx, const ee_port_t *port, const ee_backend_t *backend);
 /* Feeds one received character; a complete command (ended by '%') is executed before this returns. */
 void ee_feed(ee_ctx_t *ctx, char c);
+/* Optional: a port calls this when nothing arrived for a while (every few ms), so a frame cut short or an
+ * unconfirmed baud switch is dealt with without waiting for the next byte. */
+void ee_tick(ee_ctx_t *ctx);
+/* Non-zero while the bytes fed are frame data rather than command text (a '%' there ends no command). */
+int ee_in_frame(const ee_ctx_t *ctx);
 /* Formats and writes one line (a "\r\n" is added). */
 void ee_printf(ee_ctx_t *ctx, const char *fmt, ...);
 

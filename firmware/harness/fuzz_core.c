@@ -3,7 +3,8 @@
  *   fuzz_core SEED CASES     random protocol-shaped inputs from a seed
  *   fuzz_core -              one input from stdin (to replay a failure)
  *
- * Checks, beyond what the sanitizers catch: every '%' gets exactly one "m-ready", every reply line is printable
+ * Checks, beyond what the sanitizers catch: every '%' that ends a command gets exactly one "m-ready" (a '%' inside
+ * an xdb frame's data ends none; a baud switch that times out adds one of its own), every reply line is printable
  * ASCII ending in "\r\n", and the buffer positions never pass their bounds. Exits 1 on a violated invariant. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,10 +35,15 @@ static void check_write(const char *text, size_t len) {
   }
 }
 
+static uint32_t clock_jump;  /* set by the case generator: the next clock reading leaps ahead (a pause on the line) */
 static uint32_t fake_micros(void) {
   static uint32_t t = 0xFFFFFF00u;  /* starts near the wrap, so wrapping stamps are exercised */
-  return t += 7;
+  t += 7 + clock_jump;
+  clock_jump = 0;
+  return t;
 }
+
+static int fake_set_baud(uint32_t baud) { return baud == 4800u ? -1 : 0; } /* one rate the "UART" refuses */
 
 static uint64_t rng_state;
 static uint32_t next(void) {
@@ -49,7 +55,7 @@ static uint32_t next(void) {
 
 static const char *const words[] = {
     "db", "load", "print", "infer", "results", "xraw", "xinfo", "xprofile", "name", "profile", "help",
-    "timestamp", "zz",
+    "timestamp", "zz", "xdb", "xbaud", "xbaudok",
 };
 static const unsigned sizes[] = {0, 1, 4, 15, 16, 17, 31, 27648, 27649, 4294967295u};
 
@@ -62,7 +68,7 @@ static size_t append(char *buf, size_t len, size_t cap, const char *text, size_t
 /* One command: mostly well-formed with boundary or random arguments, sometimes mutated or plain garbage. */
 static size_t make_command(char *out) {
   size_t n = 0;
-  switch (next() % 9) {
+  switch (next() % 11) {
     case 0: n = (size_t)sprintf(out, "db load %u", sizes[next() % 10]); break;
     case 1: case 2: {  /* db + hex: right length, odd, over-long, with a bad digit */
       size_t digits = next() % 4 == 0 ? next() % 200 : 2 * (next() % 40);
@@ -80,6 +86,15 @@ static size_t make_command(char *out) {
       for (size_t i = 0; i < n; ++i) out[i] = (char)(next() & 0xFF);
       break;
     }
+    case 8: {  /* an xdb frame: right, wrong or missing CRC, short or long data, '%' and NUL inside */
+      size_t len = next() % 4 == 0 ? sizes[next() % 10] : 1 + next() % 40;
+      n = (size_t)sprintf(out, next() % 6 ? "xdb %u %08x" : "xdb %u zz", (unsigned)len, (unsigned)next());
+      out[n++] = '%';
+      size_t data = next() % 3 ? len : next() % 60;
+      for (size_t i = 0; i < data && n < 290; ++i) out[n++] = "\0%ab\xff"[next() % 5];
+      break;
+    }
+    case 9: n = (size_t)sprintf(out, "xbaud %u", next() % 3 ? 921600u : (next() % 2 ? 4800u : sizes[next() % 10])); break;
     default: n = 0; break;  /* an empty command */
   }
   return n;
@@ -90,6 +105,7 @@ static size_t make_case(char *buf, size_t cap) {
   size_t len = 0, commands = 1 + next() % 30;
   for (size_t c = 0; c < commands && len < cap; ++c) {
     len = append(buf, len, cap, command, make_command(command));
+    if (next() % 16 == 0 && len < cap) buf[len++] = '\x01';  /* marks a long pause before the next byte */
     if (next() % 10 != 0) len = append(buf, len, cap, "%", 1);  /* sometimes two commands run together */
   }
   return len;
@@ -97,7 +113,7 @@ static size_t make_case(char *buf, size_t cap) {
 
 static int run_case(const char *input, size_t len) {
   static ee_ctx_t ctx;
-  static const ee_port_t port = {check_write, fake_micros, "host"};
+  static const ee_port_t port = {check_write, fake_micros, "host", fake_set_baud, 115200u};
   line_len = 0;
   ready_count = 0;
   bad_line = 0;
@@ -105,13 +121,17 @@ static int run_case(const char *input, size_t len) {
   ee_init(&ctx, &port, ee_test_backend(16, 12, "fuzz", "0", 1));
   long terminators = 1;  /* the boot banner ends with one m-ready */
   for (size_t i = 0; i < len; ++i) {
+    if (input[i] == '\x01') clock_jump = 2000000u;  /* beyond the frame and baud time-outs */
+    if (next() % 64 == 0) ee_tick(&ctx);
+    if (input[i] == EE_CMD_TERMINATOR && !ee_in_frame(&ctx)) ++terminators;
     ee_feed(&ctx, input[i]);
-    if (input[i] == EE_CMD_TERMINATOR) ++terminators;
     if (ctx.db_pos > ctx.db_size || ctx.db_size > EE_MAX_DB_BYTES || ctx.cmd_len > EE_CMD_SIZE) {
       fprintf(stderr, "buffer bounds violated\n");
       return 1;
     }
   }
+  ee_tick(&ctx);
+  terminators += (long)ctx.unsolicited - ee_in_frame(&ctx);  /* an unfinished frame has not replied yet */
   if (ready_count != terminators) {
     fprintf(stderr, "%ld commands but %ld m-ready\n", terminators, ready_count);
     return 1;

@@ -102,12 +102,80 @@ class Device:
         return lines
 
     # -- protocol operations ---------------------------------------------------------------------------
-    def load(self, data: bytes) -> list[Line]:
-        """Upload one input with `db`; returns every reply line (a firmware may say what it expects)."""
+    def load(self, data: bytes, frames: bool = False) -> list[Line]:
+        """Upload one input: binary xdb frames where the firmware has them (extension v3), else `db` hex commands
+        as the MLCommons runner sends them. Returns every reply line (a firmware may say what it expects)."""
+        if frames:
+            return self.load_frames(data)
         lines: list[Line] = []
         for text in protocol.db_commands(data):
             lines += self.command(text)
         return lines
+
+    def load_frames(self, data: bytes, frame_bytes: int = protocol.FRAME_BYTES, attempts: int = 3) -> list[Line]:
+        """`db load N`, then the input in CRC-checked binary frames, each acknowledged with the device's db position.
+        A frame the device dropped (checksum, or bytes lost so that it timed out) is sent again."""
+        lines = self.command(f"db load {len(data)}")
+        pos = 0
+        while pos < len(data):
+            chunk = data[pos:pos + frame_bytes]
+            text, payload = protocol.frame(chunk)
+            for attempt in range(1, attempts + 1):
+                try:
+                    # the device replies once the frame's last byte is in: allow for it on a slow wire
+                    reply = self.exchange(payload, text, self.timeout + len(payload) * 10 / max(self.baud, 1200))
+                except (DeviceError, DeviceTimeout) as exc:
+                    if attempt == attempts:
+                        raise DeviceError(f"the device on {self.name} dropped an xdb frame at byte {pos} "
+                                          f"{attempts} times: {exc}") from None
+                    self.resync()
+                    continue
+                acks = [int(line.values[1]) for line in reply if line.kind == "x_number" and line.values[0] == "db-ok"]
+                if acks != [pos + len(chunk)]:
+                    raise DeviceError(f"the device on {self.name} acknowledged an xdb frame with db at {acks}, "
+                                      f"expected {pos + len(chunk)}")
+                lines += reply
+                break
+            pos += len(chunk)
+        return lines
+
+    def resync(self) -> None:
+        """After a lost frame or reply: wait out the device's frame time-out, then read until it is quiet."""
+        time.sleep(protocol.FRAME_TIMEOUT_S + 0.1)
+        self.port.write(protocol.TERMINATOR.encode())  # ends whatever partial command is left (an empty command)
+        self.port.flush()
+        self._pending = b""
+        self.drain(quiet=0.3, limit=2.0)
+
+    @property
+    def baud(self) -> int:
+        return int(getattr(self.port, "baudrate", 0) or 0)
+
+    def switch_baud(self, rate: int) -> bool:
+        """Move the link to `rate` with the xbaud extension: the device answers at the old rate, both sides switch,
+        and the host confirms at the new one. If that fails both go back (the device on its own after
+        BAUD_CONFIRM_S), and False is returned: the run goes on at the old rate."""
+        old = self.baud
+        self.command(f"xbaud {rate}")
+        switched_at = time.monotonic()
+        self.port.flush()
+        self.port.baudrate = rate
+        time.sleep(0.02)
+        try:
+            reply = self.command("xbaudok", timeout=0.5)
+            confirmed = [int(line.values[1]) for line in reply
+                         if line.kind == "x_number" and line.values[0] == "baud-ok"]
+            if confirmed == [rate]:
+                return True
+        except (DeviceError, DeviceTimeout):
+            pass
+        self.port.baudrate = old
+        time.sleep(max(0.0, protocol.BAUD_CONFIRM_S + 0.2 - (time.monotonic() - switched_at)))
+        self.port.write(protocol.TERMINATOR.encode())
+        self.port.flush()
+        self._pending = b""
+        self.drain(quiet=0.3, limit=2.0)
+        return False
 
     def infer(self, iterations: int, warmup: int, timeout: float = 30.0) -> InferReply:
         lines = self.command(f"infer {iterations} {warmup}", timeout=timeout)

@@ -37,10 +37,12 @@ INFER = ctypes.CFUNCTYPE(ctypes.c_int)
 OUTPUTS = ctypes.CFUNCTYPE(ctypes.c_void_p)
 SIZE = ctypes.CFUNCTYPE(ctypes.c_size_t)
 PROFILE = ctypes.CFUNCTYPE(None, ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_uint32))
+SET_BAUD = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32)
 
 
-class Port(ctypes.Structure):
-    _fields_ = [("write", WRITE), ("micros", MICROS), ("platform", ctypes.c_char_p)]
+class Port(ctypes.Structure):  # ee_port_t
+    _fields_ = [("write", WRITE), ("micros", MICROS), ("platform", ctypes.c_char_p), ("set_baud", SET_BAUD),
+                ("baud", ctypes.c_uint32)]
 
 
 class Backend(ctypes.Structure):
@@ -92,7 +94,8 @@ class EmulatedDevice:
         self.sent = bytearray()
         self.op_names = [ctypes.c_char_p(op.encode()) for op, _ in op_latency_us]
         # Every callback object is kept on self: ctypes would free them under the C core's feet otherwise.
-        self.port = Port(WRITE(self._write), MICROS(lambda: int(self.clock_us) % (1 << 32)), b"host")
+        # A pseudo-terminal has no baud rate: no set_baud, so xbaud is refused and xdb frames go at full speed.
+        self.port = Port(WRITE(self._write), MICROS(lambda: int(self.clock_us) % (1 << 32)), b"host", SET_BAUD(), 0)
         self.callbacks = (LOAD(self._load), INFER(self._infer), OUTPUTS(lambda: ctypes.addressof(self.outputs)),
                           SIZE(lambda: 0), SIZE(lambda: len(op_latency_us)), PROFILE(self._profile))
         self.backend = Backend(b"emulated", model_name.encode(), model_hash.encode(), self.input_bytes,

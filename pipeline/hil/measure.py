@@ -20,7 +20,8 @@ from pipeline import boards, tflite_model, validate
 from pipeline.errors import PipelineError
 from pipeline.hil import energy, history, results, transport
 from pipeline.hil.dut import Device
-from pipeline.hil.errors import DeviceError, WrongFirmware
+from pipeline.hil import protocol
+from pipeline.hil.errors import DeviceError, DeviceTimeout, WrongFirmware
 from pipeline.hil.test_backend import test_backend_outputs
 from pipeline.profile import QEMU
 
@@ -46,6 +47,7 @@ class MeasureOptions:
     profile: bool = False  # also read per-operator times (xprofile) and put them beside the estimates
     build_folder: Path | None = None  # the build to measure; default build_dir/<board>/<model>
     db: Path | None = None  # the run history; default build_dir/hil.sqlite
+    fast_baud: int | None = None  # the rate for the run (xbaud); None: the board file's fast_baud; 0: stay
 
 
 # Where a figure comes from, by the firmware's backend and platform (xinfo): every output is labelled with it.
@@ -77,6 +79,40 @@ def handshake(device: Device) -> dict:
     else:
         info["extensions"] = True
     return info
+
+
+def open_link(device: Device, board: boards.Board, fast: int | None) -> dict:
+    """The handshake at the board's rate; a device left at the fast rate by a run that was killed is found there
+    and brought back first."""
+    try:
+        return handshake(device)
+    except DeviceTimeout as exc:
+        if not fast or fast == board.serial_baud or not hasattr(device.port, "baudrate"):
+            raise
+        first = exc
+    device.port.baudrate = fast
+    try:
+        handshake(device)
+    except DeviceTimeout:
+        device.port.baudrate = board.serial_baud
+        raise DeviceTimeout(f"{first} (nor at its fast rate, {fast} baud)") from None
+    device.switch_baud(board.serial_baud)
+    return handshake(device)
+
+
+def faster_link(device: Device, dut: dict, board: boards.Board, fast: int | None, log) -> bool:
+    """Switch to the fast rate where board and firmware allow it; True if the link now runs at it."""
+    if not fast or fast == board.serial_baud:
+        return False
+    if int(dut.get("version") or 0) < protocol.FRAMES_VERSION or dut.get("baud_switch") != "1":
+        log(f"staying at {board.serial_baud} baud: the firmware cannot switch its rate (no xbaud)")
+        return False
+    if device.switch_baud(fast):
+        log(f"link switched to {fast} baud (xbaud)")
+        return True
+    log(f"the switch to {fast} baud failed on {device.name}; both ends went back to {board.serial_baud} baud "
+        "(the USB-UART bridge or cable may not carry it: set [serial] fast_baud lower, or --fast-baud=0)")
+    return False
 
 
 def stats(values: list[float]) -> dict:
@@ -153,6 +189,8 @@ def _write_profile(build: Path, board: boards.Board, model: str, measured: list[
 def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
     if opts.baseline:
         history.parse_baseline(opts.baseline)  # a malformed history:N is refused before anything is measured
+    if opts.fast_baud is not None and opts.fast_baud != 0 and not 1200 <= opts.fast_baud <= 16_000_000:
+        raise PipelineError(f"--fast-baud must be 0 (stay at the board's rate) or 1200 to 16000000 (got {opts.fast_baud})")
     if opts.runs < 1 or opts.iterations < 1 or opts.warmup < 0 or opts.inputs < 0:
         raise PipelineError("--runs and --iterations must be at least 1, --warmup and --inputs at least 0 "
                             "(--inputs=0 measures latency only)")
@@ -174,9 +212,11 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
     port = transport.open_port(port_name, board.serial_baud)
     device = Device(port, port_name, timeout=opts.timeout)
     runs: list[dict] = []
+    fast = opts.fast_baud if opts.fast_baud is not None else board.fast_baud
+    switched = False
     try:
         device.drain()
-        dut = handshake(device)
+        dut = open_link(device, board, fast)
         log(f"device on {port_name}: {dut.get('name')} / {dut.get('profile')} / model {dut.get('model')}, "
             f"backend {dut.get('backend', 'unknown')}")
         if dut.get("model_hash") and dut["model_hash"] != report["model_hash"]:
@@ -187,8 +227,12 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
             # The estimate is the board's power times the board's latency: from any other clock it would be invented.
             meter = energy.NoMeter(f"none: latency is {source}, not the board's")
         infer_timeout = max(30.0, opts.timeout)
-
-        check_shapes(port_name, dut, device.load(x_q[0].tobytes()), info)
+        switched = faster_link(device, dut, board, fast, log)
+        frames = bool(dut.get("extensions")) and int(dut.get("version") or 0) >= protocol.FRAMES_VERSION
+        upload_start = time.perf_counter()
+        check_shapes(port_name, dut, device.load(x_q[0].tobytes(), frames), info)
+        log(f"input uploaded in {time.perf_counter() - upload_start:.2f} s "
+            f"({'xdb frames' if frames else 'db hex commands'}, {device.baud or 'no'} baud)")
         x_q = x_q[:opts.inputs]  # --inputs=0: latency only
         for run in range(opts.runs):
             meter.start()
@@ -214,7 +258,7 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
         else:  # one host TFLM interpreter for all the inputs
             expected = [row.tobytes() for row in validate.run_tflm(model_bytes, x_q)] if len(x_q) else []
         for i, sample in enumerate(x_q):
-            device.load(sample.tobytes())
+            device.load(sample.tobytes(), frames)
             reply = device.infer(1, 0, timeout=infer_timeout)
             raw = device.raw_outputs() if dut.get("extensions") else None
             match = raw == expected[i] if raw is not None else None
@@ -227,6 +271,11 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print) -> dict:
         run_log.append({"kind": "fault", "error": str(exc), "time": time.time()})
         raise type(exc)(f"{exc} ({len(runs)} runs kept in {run_log.path})") from None
     finally:
+        if switched:  # leave the device at its board rate for the next run (it returns there on reset anyway)
+            try:
+                device.switch_baud(board.serial_baud)
+            except PipelineError:
+                pass
         meter.close()
         run_log.close()
         port.close()

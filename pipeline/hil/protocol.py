@@ -8,6 +8,7 @@ partial or garbled line is still found.
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 TERMINATOR = "%"
@@ -15,6 +16,11 @@ READY = "m-ready"
 MAX_COMMAND = 80
 # Bytes per `db` command: as the MLCommons runner without a power manager ("db " + 62 hex digits = 65 chars).
 DB_BYTES_PER_COMMAND = 31
+# Extension version 3: binary xdb frames and the xbaud switch (docs/serial-protocol.md).
+FRAMES_VERSION = 3
+FRAME_BYTES = 4096  # a frame is acknowledged once; at 921,600 baud 4 KB take 44 ms on the wire
+FRAME_TIMEOUT_S = 0.5  # the core's EE_FRAME_TIMEOUT_US: a frame whose next byte is later is dropped
+BAUD_CONFIRM_S = 1.0  # the core's EE_BAUD_CONFIRM_US: xbaudok must arrive at the new rate within this
 
 _PATTERNS = [
     ("ready", r"m-ready"),
@@ -71,6 +77,12 @@ def command(text: str) -> bytes:
 
 def db_commands(data: bytes, chunk: int = DB_BYTES_PER_COMMAND) -> list[str]:
     return [f"db load {len(data)}"] + [f"db {data[i:i + chunk].hex()}" for i in range(0, len(data), chunk)]
+
+
+def frame(data: bytes) -> tuple[str, bytes]:
+    """One xdb frame: the command's text (for messages) and the bytes to send, the command then the raw data."""
+    text = f"xdb {len(data)} {zlib.crc32(data):08x}"
+    return text, command(text) + data
 
 
 def parse_results(values: str) -> list[float]:

@@ -50,15 +50,28 @@ void ConsoleWrite(const char* text, size_t len) { usb_serial_jtag_write_bytes(te
 int ConsoleRead(uint8_t* buffer, size_t size) {
   return usb_serial_jtag_read_bytes(buffer, size, pdMS_TO_TICKS(20));
 }
+
+// USB has no baud rate: xbaud is refused and the reader keeps going at full USB speed.
+constexpr int (*kSetBaud)(uint32_t) = nullptr;
+constexpr uint32_t kBaud = 0;
 #else
 constexpr uart_port_t kUart = static_cast<uart_port_t>(CONFIG_ESP_CONSOLE_UART_NUM);
 constexpr const char* kConsoleName = "UART";
 
-esp_err_t ConsoleInstall() { return uart_driver_install(kUart, 1024, 0, 0, nullptr, 0); }
+// 4 KB of receive buffer: an xdb frame arrives back to back at up to 921,600 baud.
+esp_err_t ConsoleInstall() { return uart_driver_install(kUart, 4096, 0, 0, nullptr, 0); }
 
 void ConsoleWrite(const char* text, size_t len) { uart_write_bytes(kUart, text, len); }
 
 int ConsoleRead(uint8_t* buffer, size_t size) { return uart_read_bytes(kUart, buffer, size, pdMS_TO_TICKS(20)); }
+
+// xbaud: the reply at the old rate leaves the wire first, then the UART changes rate.
+int SetBaud(uint32_t baud) {
+  uart_wait_tx_done(kUart, pdMS_TO_TICKS(100));
+  return uart_set_baudrate(kUart, baud) == ESP_OK ? 0 : -1;
+}
+constexpr int (*kSetBaud)(uint32_t) = SetBaud;
+constexpr uint32_t kBaud = CONFIG_ESP_CONSOLE_UART_BAUDRATE;
 #endif
 
 uint32_t Micros() { return static_cast<uint32_t>(esp_timer_get_time()); }
@@ -102,11 +115,12 @@ extern "C" void app_main(void) {
   ConsoleWrite(line, model_runner::SelfTestLine(line, sizeof(line), Micros));
 
   static ee_ctx_t ctx;
-  static const ee_port_t port = {ConsoleWrite, Micros, "device"};
+  static const ee_port_t port = {ConsoleWrite, Micros, "device", kSetBaud, kBaud};
   ee_init(&ctx, &port, TflmBackend());
   uint8_t received[64];
   for (;;) {
     const int n = ConsoleRead(received, sizeof(received));
     for (int i = 0; i < n; ++i) ee_feed(&ctx, static_cast<char>(received[i]));
+    if (n <= 0) ee_tick(&ctx);  // 20 ms without a byte
   }
 }

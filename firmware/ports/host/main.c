@@ -1,7 +1,7 @@
 /* Host (POSIX) port: the harness core on a pseudo-terminal, for tests and rigs without hardware.
  *
  *   ee_host [--input-bytes N] [--outputs N] [--model NAME] [--hash HEX] [--work N]
- *           [--garbage] [--reset-after N] [--silent-after N]
+ *           [--garbage] [--reset-after N] [--silent-after N] [--bad-baud]
  *
  * Prints "pty: /dev/pts/N" on stdout, then serves the protocol on that terminal until killed.
  * Built with -DEE_BACKEND_TFLM (and linked with a TFLM library, the generated model files and
@@ -9,11 +9,13 @@
  * model options are then ignored.
  * The fault switches make the device misbehave on purpose, for the reader's fault tests: --garbage writes
  * noise and a partial line between replies, --reset-after N reboots (banner again) on the Nth command,
- * --silent-after N stops answering from the Nth command on. */
+ * --silent-after N stops answering from the Nth command on, --bad-baud garbles every byte received while the rate
+ * differs from the one it started at (as a link whose two ends disagree on the rate), so xbaud must fall back. */
 #define _DEFAULT_SOURCE  /* cfmakeraw */
 #define _XOPEN_SOURCE 600
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,7 @@
 #endif
 
 static int master_fd = -1;
+static int slave_fd = -1;
 static int garbage = 0;
 
 static void write_all(const char *data, size_t len) {
@@ -59,6 +62,17 @@ static uint32_t port_micros(void) {
   return (uint32_t)((uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
 }
 
+/* A pseudo-terminal has no wire: the rate is recorded in its settings, as a UART driver would set it, and changes
+ * nothing else. It lets the reader's baud switch run end to end. */
+static int port_set_baud(uint32_t baud) {
+  struct termios tio;
+  speed_t speed = baud == 921600u ? B921600 : baud == 460800u ? B460800 : baud == 230400u ? B230400
+                : baud == 115200u ? B115200 : baud == 57600u ? B57600 : baud == 9600u ? B9600 : 0;
+  if (speed == 0 || tcgetattr(slave_fd, &tio) != 0) return -1;
+  cfsetspeed(&tio, speed);
+  return tcsetattr(slave_fd, TCSADRAIN, &tio);
+}
+
 static long arg_number(int argc, char **argv, int *i) {
   if (*i + 1 >= argc) {
     fprintf(stderr, "error: %s needs a value\n", argv[*i]);
@@ -72,6 +86,7 @@ int main(int argc, char **argv) {
   const char *model = "test", *hash = "0000000000000000";
   unsigned work = 1;
   long reset_after = -1, silent_after = -1;
+  int bad_baud = 0;
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--input-bytes")) input_bytes = (size_t)arg_number(argc, argv, &i);
     else if (!strcmp(argv[i], "--outputs")) outputs = (size_t)arg_number(argc, argv, &i);
@@ -79,6 +94,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--reset-after")) reset_after = arg_number(argc, argv, &i);
     else if (!strcmp(argv[i], "--silent-after")) silent_after = arg_number(argc, argv, &i);
     else if (!strcmp(argv[i], "--garbage")) garbage = 1;
+    else if (!strcmp(argv[i], "--bad-baud")) bad_baud = 1;
     else if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
     else if (!strcmp(argv[i], "--hash") && i + 1 < argc) hash = argv[++i];
     else {
@@ -93,7 +109,7 @@ int main(int argc, char **argv) {
   }
   const char *slave_name = ptsname(master_fd);
   /* Keep a raw slave open ourselves: no echo or line editing, and reads do not fail while no reader is attached. */
-  int slave_fd = open(slave_name, O_RDWR | O_NOCTTY);
+  slave_fd = open(slave_name, O_RDWR | O_NOCTTY);
   struct termios tio;
   if (slave_fd < 0 || tcgetattr(slave_fd, &tio) != 0) {
     perror("error: cannot open the pseudo-terminal");
@@ -105,7 +121,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   static ee_ctx_t ctx;
-  static const ee_port_t port = {port_write, port_micros, "host"};
+  static const ee_port_t port = {port_write, port_micros, "host", port_set_baud, 115200u};
 #ifdef EE_BACKEND_TFLM
   (void)input_bytes, (void)outputs, (void)model, (void)hash, (void)work;
   /* 16-byte aligned by hand: newlib-nano's aligned_alloc lacks the posix_memalign it calls. */
@@ -124,6 +140,11 @@ int main(int argc, char **argv) {
   long commands = 0;
   char buf[256];
   for (;;) {
+    struct pollfd waiting = {master_fd, POLLIN, 0};
+    if (poll(&waiting, 1, 5) == 0) {  /* quiet for 5 ms */
+      ee_tick(&ctx);
+      continue;
+    }
     ssize_t n = read(master_fd, buf, sizeof(buf));
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN || errno == EIO) {
@@ -133,7 +154,8 @@ int main(int argc, char **argv) {
       return 1;
     }
     for (ssize_t i = 0; i < n; ++i) {
-      if (buf[i] == EE_CMD_TERMINATOR) {
+      if (bad_baud && ctx.baud != port.baud) buf[i] = (char)(buf[i] ^ 0x5a);
+      if (buf[i] == EE_CMD_TERMINATOR && !ee_in_frame(&ctx)) {
         ++commands;
         if (silent_after >= 0 && commands >= silent_after) continue;
         if (reset_after >= 0 && commands == reset_after) {
