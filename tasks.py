@@ -395,16 +395,24 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
 
 @task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth", "teacher")},
             "tflite": "an int8 .tflite trained elsewhere: build, flash and measure it (its name is the model's)",
-            "runner": "flashing tool (default: the board's first available runner)"})
+            "runner": "flashing tool (default: the board's first available runner)",
+            "rig": "a rig file (TOML) listing several devices, their ports, models and limits: all are built, flashed "
+                   "and measured in parallel, each with its own faults, into one rig.json/.csv/.md and JUnit XML "
+                   "(default folder build/rig/<rig name>, or --out); see pipeline/hil/rig.py for the format"})
 @cli_errors
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None, db=None, fast_baud=None):
+        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None, db=None, fast_baud=None, rig=None):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
     from pipeline.hil.measure import measure as run_measure
     from pipeline.hil.transport import find_port
+
+    if rig:
+        return _hil_rig(Path(rig), port, out, build_dir, db, runner,
+                        dict(data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
+                             sparsity=sparsity, prune=prune, qat=qat))
 
     if tflite:
         model = Path(tflite).stem
@@ -420,6 +428,34 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
                                                     build_dir, profile, db, fast_baud)))
+
+
+def _hil_rig(path, port, out, build_dir, db, runner, build_opts):
+    from pipeline.hil import rig as rig_mod
+
+    if port:
+        raise PipelineError("--port does not go with --rig: the rig file gives each device's port")
+    rig = rig_mod.load_rig(path)
+
+    def build(board, model):
+        outcome = _pipeline(board=str(board.source or board.name), model=model, build_dir=build_dir,
+                            **build_opts).run_board(with_firmware=True)
+        firmware = outcome.report["firmware"] or {}
+        if not firmware.get("compiled"):
+            raise PipelineError(f"the rig flashes {model} on {board.name}, and its firmware was not compiled: "
+                                f"{firmware.get('message')}")
+        return Path(firmware["project_dir"])
+
+    projects = rig_mod.firmware_projects(rig, build)
+    out_dir = Path(out) if out else Path(build_dir) / "rig" / path.stem
+    result = rig_mod.run_rig(rig, Path(build_dir), out_dir, Path(db) if db else None,
+                             prepare=rig_mod.flasher(projects, runner))
+    print(rig_mod.markdown(result), end="")
+    print(f"rig results: {', '.join(str(out_dir / n) for n in ('rig.json', 'rig.csv', 'rig.md', 'rig-junit.xml'))}")
+    bad = {name: status for name, status in result["devices"].items() if status != "pass"}
+    if bad:
+        raise PipelineError(f"rig: {len(bad)} of {len(result['devices'])} devices did not pass ("
+                            + ", ".join(f"{n} {s}" for n, s in bad.items()) + f"): see {out_dir / 'rig.md'}")
 
 
 @task(help={"board": COMMON_HELP["board"], "sparsity": "fraction of channels removed (default 0.5)",

@@ -22,6 +22,21 @@ def find_port(usb_ids: tuple[str, ...], board_name: str) -> str:
     return found[0]
 
 
+def find_port_by_serial(serial_number: str, what: str) -> str:
+    """The serial port of the USB device with this serial number (a rig tells identical boards apart by it)."""
+    from serial.tools import list_ports
+
+    found = [p.device for p in list_ports.comports() if p.serial_number == serial_number]
+    if not found:
+        raise PipelineError(f"no serial port with USB serial number {serial_number} for {what}: check that it is "
+                            "plugged in (`python -m serial.tools.list_ports -v` lists them), or give its port")
+    if len(found) > 1:
+        # a probe with two CDC interfaces shows its number on both: only the user knows which one is the UART
+        raise PipelineError(f"several ports have USB serial number {serial_number} ({', '.join(found)}) for {what}: "
+                            "give the port instead")
+    return found[0]
+
+
 def open_port(port: str, baud: int, timeout: float = 0.05):
     """Open a serial port exclusively, so a second reader cannot interleave commands with ours."""
     import serial
