@@ -535,7 +535,7 @@ def firmware_qemu(c, tflm, board="nucleo-l4r5zi", model="digits", generated=None
                             Path(out) if out else folder / f"qemu-{cpu}.elf", cpu)
     machine = QEMU_CPUS[cpu][1]
     print(f"QEMU image: {image}")
-    print(f"run it:     qemu-system-arm -M {machine} -nographic -monitor none -icount shift=0 -kernel {image} "
+    print(f"run it:     qemu-system-arm -M {machine} -nographic -monitor none -icount shift=0,align=off,sleep=off -kernel {image} "
           "-serial tcp:127.0.0.1:4444,server=on,wait=off")
     print(f"measure it: invoke measure --board={board} --model={model} --port=socket://127.0.0.1:4444 "
           "(figures labelled QEMU instruction count)")
@@ -586,11 +586,12 @@ def history(c, board=None, model=None, last="20", db=None, build_dir="build"):
     print(f"plot: {plot}")
 
 
-@task(help={"baud": "the line rate to model the upload at (default 115200)",
-            "repeats": "uploads of a 96x96x3 input per chunk size (default 5)"})
+@task(help={"baud": "the line rate the upload is modelled at, and xbaud switches to (default 921600)",
+            "repeats": "uploads of a 96x96x3 input per way on the pty (default 5)",
+            "qemu": "also time the uploads over the QEMU Cortex-M4 image's UART (default on; --no-qemu skips it)"})
 @cli_errors
-def bench_serial(c, baud="115200", repeats="5"):
-    """Benchmark: reader overhead and `db` upload throughput, 31 bytes a command (MLCommons runner) vs 38."""
+def bench_serial(c, baud="921600", repeats="5", qemu=True):
+    """Benchmark: input upload, db hex (31 and 38 bytes a command) vs xdb frames, on the pty and the QEMU UART."""
     from pipeline.hil.bench import run_benchmark
 
-    run_benchmark(baud=_number("baud", baud, int), repeats=_number("repeats", repeats, int))
+    run_benchmark(baud=_number("baud", baud, int), repeats=_number("repeats", repeats, int), qemu=qemu)
