@@ -43,6 +43,10 @@ class Board:
     # buffers the arena must hold and the latency estimate.
     kernels: str = "reference"
     zephyr_board: str | None = None  # Zephyr's name for the board (`west build -b`), for framework "zephyr"
+    # Arduino's name for the board (`arduino-cli compile --fqbn`) and its core with the version the sketch was
+    # checked against ("arduino:mbed_nano (4.2.4)"), for framework "arduino"
+    arduino_fqbn: str | None = None
+    arduino_platform: str | None = None
     # A board that runs under qemu-system-arm: its machine (its clock counts instructions).
     qemu_machine: str | None = None
     west_runner: str | None = None  # Zephyr's runner for `west flash` (pyocd, openocd, jlink, bossac ...)
@@ -153,6 +157,8 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         qemu_machine=_require(data, "qemu_machine", str, where) if "qemu_machine" in data else None,
         west_runner=_require(flash, "west_runner", str, where + " [flash]") if "west_runner" in flash else None,
         fast_baud=_require(serial, "fast_baud", int, where + " [serial]") if "fast_baud" in serial else None,
+        arduino_fqbn=_require(data, "arduino_fqbn", str, where) if "arduino_fqbn" in data else None,
+        arduino_platform=_require(data, "arduino_platform", str, where) if "arduino_platform" in data else None,
         cycles_per_instruction=(_require(estimate, "cycles_per_instruction", float, where + " [estimate]")
                                 if "cycles_per_instruction" in estimate else None),
         cycles_per_instruction_source=(_require(estimate, "source", str, where + " [estimate]")
@@ -161,6 +167,9 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
     )
     if board.framework == "esp-idf":
         _check_esp_idf(board, where)
+    if board.framework == "arduino" and not (board.arduino_fqbn and board.arduino_platform):
+        raise PipelineError(f"{where}: an arduino board needs 'arduino_fqbn' (e.g. \"arduino:mbed_nano:nano33ble\") "
+                            "and 'arduino_platform' (the core and its version, e.g. \"arduino:mbed_nano (4.2.4)\")")
     if board.framework == "zephyr" and not board.zephyr_board:
         raise PipelineError(f"{where}: a zephyr board needs 'zephyr_board' (Zephyr's board name, e.g. \"nucleo_l4r5zi\")")
     return board

@@ -114,6 +114,17 @@ class Zephyr(Framework):
     template = FIRMWARE_DIR / "zephyr"
     KERNELS = {"cmsis-nn": "CONFIG_TENSORFLOW_LITE_MICRO_CMSIS_NN_KERNELS=y",
                "reference": "# CONFIG_TENSORFLOW_LITE_MICRO_CMSIS_NN_KERNELS is not set"}
+    NO_DWT_CORES = ("cortex-m0", "cortex-m0plus")  # ARMv6-M has no DWT cycle counter
+
+    @classmethod
+    def clock(cls, board: Board) -> tuple[str, str]:
+        """The compile definitions of the harness clock, and what they mean."""
+        if board.qemu_machine:
+            return "EE_CLOCK_DWT=0", "the kernel's cycle counter, which counts instructions under QEMU -icount"
+        if board.core in cls.NO_DWT_CORES:
+            return "EE_CLOCK_DWT=0", f"the kernel's cycle counter ({board.core} has no DWT)"
+        return (f"EE_CLOCK_DWT=1 EE_CPU_MHZ={board.clock_mhz}",
+                f"the core's DWT cycle counter at the CPU's {board.clock_mhz} MHz")
 
     def template_files(self) -> list[Path]:
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
@@ -127,6 +138,7 @@ class Zephyr(Framework):
                   "PROJECT": f"mcu_deploy_{board.name}".replace("-", "_"), "INPUT_BYTES": str(input_bytes),
                   "KERNELS_CONFIG": self.KERNELS[board.kernels],
                   "PLATFORM": "qemu-icount" if board.qemu_machine else "device"}
+        values["CLOCK_DEFINES"], values["CLOCK_NOTE"] = self.clock(board)
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
             dst = project_dir / src.relative_to(self.template)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +160,49 @@ class Zephyr(Framework):
         return None
 
 
-FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (EspIdf(), Zephyr())}
+class Arduino(Framework):
+    """An Arduino sketch folder: the harness core on Serial, TFLM from an Arduino Library Manager library."""
+
+    name = "arduino"
+    tool = "arduino-cli"
+    template = FIRMWARE_DIR / "arduino"
+    # The TFLM library the sketch uses (Arduino Library Manager name, the version the sketch was checked against,
+    # its main header): TFLM of 2023 with CMSIS-NN kernels, for the mbed_nano, mbed_portenta, mbed_giga, mbed_nicla
+    # and esp32 architectures.
+    LIBRARY, LIBRARY_VERSION, LIBRARY_HEADER = "Chirale_TensorFLowLite", "2.0.0", "Chirale_TensorFlowLite.h"
+
+    def template_files(self) -> list[Path]:
+        files = sorted(p for p in self.template.rglob("*") if p.is_file())
+        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES]
+
+    @staticmethod
+    def sketch_name(name: str) -> str:
+        """arduino-cli compiles .c and .cpp sketch files (not .cc): the C++ sources are renamed."""
+        return name[:-3] + ".cpp" if name.endswith(".cc") else name
+
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+        values = {"BOARD": board.name, "FQBN": board.arduino_fqbn, "PLATFORM": board.arduino_platform,
+                  "LIBRARY": self.LIBRARY, "LIBRARY_VERSION": self.LIBRARY_VERSION,
+                  "LIBRARY_HEADER": self.LIBRARY_HEADER, "BAUD": str(board.serial_baud),
+                  "CONSOLE_NOTE": ", ".join(board.usb_ids) or "USB CDC"}
+        # the sketch's main file must be named after its folder
+        (project_dir / f"{project_dir.name.split('.')[0]}.ino").write_text(
+            _substitute((self.template / "firmware.ino").read_text(), values))
+        (project_dir / "sketch.yaml").write_text(_substitute((self.template / "sketch.yaml").read_text(), values))
+        (project_dir / "ee_config.h").write_text(
+            f"/* Rendered by mcu-deploy for {board.name}: the harness's input buffer holds exactly one model input. */\n"
+            f"#define EE_MAX_DB_BYTES {input_bytes}u\n")
+        for name in COMMON_SOURCES:
+            shutil.copy2(FIRMWARE_DIR / name, project_dir / self.sketch_name(Path(name).name))
+        for name in GENERATED_FILES:
+            shutil.copy2(generated_dir / name, project_dir / self.sketch_name(name))
+
+    def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
+        return ["arduino-cli", "compile", "--fqbn", board.arduino_fqbn if board else "FQBN", "--output-dir",
+                str(project_dir / "build"), str(project_dir)]
+
+
+FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (EspIdf(), Zephyr(), Arduino())}
 
 # Folders a framework's own build leaves in the project; kept across a re-render so rebuilds stay incremental.
 KEEP_ON_RERENDER = ("build", "managed_components", "sdkconfig", "dependencies.lock")
@@ -177,6 +231,8 @@ SETUP_HINTS = {
     "esp-idf": "open an ESP-IDF shell (. $IDF_PATH/export.sh)",
     "zephyr": "in a Zephyr workspace with the tflite-micro module (west config manifest.project-filter -- "
               "+tflite-micro; west update), with ZEPHYR_BASE set",
+    "arduino": f"install arduino-cli with the board's core and the TFLM library (arduino-cli core install, as the "
+               f"sketch.yaml names it; arduino-cli lib install {Arduino.LIBRARY}@{Arduino.LIBRARY_VERSION}), then",
 }
 
 

@@ -38,8 +38,12 @@ def test_zephyr_app_is_complete_and_consistent(zephyr_builds, name):
     assert "CONFIG_TENSORFLOW_LITE_MICRO=y" in prj and "CONFIG_CPP=y" in prj and "CONFIG_STD_CPP17=y" in prj
     assert ("CONFIG_TENSORFLOW_LITE_MICRO_CMSIS_NN_KERNELS=y" in prj) == (kernels == "cmsis-nn")
     main = (project / "src" / "main.cc").read_text()
-    assert "@" not in main.replace("@param", "") and "uart_poll_in" in main and "k_cycle_get_32" in main
+    assert "@" not in main.replace("@param", "") and "uart_irq_rx_enable" in main and "ring_buf_get" in main
     assert ('"qemu-icount"' in main) == (board.qemu_machine is not None)
+    # the DWT cycle counter at the CPU clock where the core has one and the clock is the board's own
+    dwt = board.qemu_machine is None and board.core != "cortex-m0plus"
+    assert (f"EE_CLOCK_DWT=1 EE_CPU_MHZ={board.clock_mhz}" in cmake) == dwt and ("EE_CLOCK_DWT=0" in cmake) != dwt
+    assert "CONFIG_UART_INTERRUPT_DRIVEN=y" in prj and "CONFIG_RING_BUFFER=y" in prj
     settings = (project / "src" / "model_settings.h").read_text()
     assert "kTensorArenaSize" in settings
 
@@ -63,7 +67,7 @@ def test_build_and_flash_run_west_with_the_board(zephyr_builds, tmp_path):
     assert calls.read_text().split() == ["build", "-b", "nucleo_l4r5zi", "-d", str(project / "build"), str(project)]
     proc = run_invoke("flash", "--board=nucleo-l4r5zi", f"--build-dir={build_dir}", "--port=0670FF", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert calls.read_text().splitlines()[-1].split() == ["flash", "-d", str(project / "build"), "--runner", "pyocd"]
+    assert calls.read_text().splitlines()[-1].split() == ["flash", "-d", str(project / "build"), "--runner", "openocd"]
 
 
 def test_without_west_the_build_prints_the_command_and_hil_stops_before_flashing(zephyr_builds):
@@ -75,3 +79,28 @@ def test_without_west_the_build_prints_the_command_and_hil_stops_before_flashing
     proc = run_invoke("hil", "--board=nucleo-l4r5zi", "--port=/dev/null", f"--build-dir={zephyr_builds}",
                       env={**env, "PATH": f"{os.path.dirname(sys.executable)}:/usr/bin:/bin"})
     assert_clean_error(proc, "hil needs compiled firmware", "west")
+
+
+MCPU = {"cortex-m4f": ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"], "cortex-m0plus": ["-mcpu=cortex-m0plus"]}
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="needs gcc-arm-none-eabi (.ci/run installs it)")
+@pytest.mark.parametrize("name", list(ZEPHYR_BOARDS))
+def test_zephyr_port_compiles_against_the_harness_core(zephyr_builds, name, tmp_path):
+    """The rendered main.cc and the harness core with arm-none-eabi -Werror, the CMakeLists' definitions and the
+    board's CPU; Zephyr's own headers are STAND-INs (tests/standin/zephyr: declarations only, named as such)."""
+    import re
+    import subprocess
+
+    board = boards.load_board(name)
+    project = zephyr_builds / name / "digits" / "firmware"
+    cmake = (project / "CMakeLists.txt").read_text()
+    defines = [f"-D{d}" for line in re.findall(r"target_compile_definitions\(app PRIVATE ([^)]*)\)", cmake)
+               for d in line.split()]
+    cpu = ["-mthumb", *MCPU[board.core]]
+    standin = os.path.join(os.path.dirname(__file__), "standin", "zephyr")
+    for compiler, std, source in (("arm-none-eabi-g++", "-std=c++17", "main.cc"), ("arm-none-eabi-gcc", "-std=c99", "ee_core.c")):
+        proc = subprocess.run([compiler, std, *cpu, "-Os", "-Wall", "-Wextra", "-Werror", *defines, f"-I{standin}",
+                               f"-I{project / 'src'}", "-c", str(project / "src" / source), "-o",
+                               str(tmp_path / (source + ".o"))], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]

@@ -7,6 +7,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* A port whose build cannot pass -D flags (an Arduino sketch) sets the sizes below in ee_config.h instead. */
+#if defined(__has_include)
+#if __has_include("ee_config.h")
+#include "ee_config.h"
+#endif
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif

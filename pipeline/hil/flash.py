@@ -128,7 +128,32 @@ class West(Flasher):
         return f"west flash could not program {board.name}: check the probe or bootloader and `west flash --help`"
 
 
-FLASHERS: dict[str, Flasher] = {f.name: f for f in (Esptool(), Pyocd(), West())}
+class ArduinoCli(Flasher):
+    """`arduino-cli upload` of a compiled sketch: the core's own uploader (bossac for the Nano 33 BLE, which the
+    core resets into its bootloader with a 1200-baud touch of the port)."""
+
+    name = "arduino-cli"
+
+    def available(self) -> bool:
+        return shutil.which("arduino-cli") is not None
+
+    def install_hint(self) -> str:
+        return "install arduino-cli (arduino.github.io/arduino-cli) with the board's core"
+
+    def command(self, board, project, port, image=None):
+        build = image or project / "build"
+        if not any(Path(build).glob("*.bin")) and not any(Path(build).glob("*.hex")):
+            raise PipelineError(f"no compiled sketch in {build}: run `invoke build --board={board.name}` with "
+                                "arduino-cli on PATH first")
+        return ["arduino-cli", "upload", "-p", port, "--fqbn", board.arduino_fqbn, "--input-dir", str(build),
+                str(project)]
+
+    def failure_hint(self, board, port):
+        return (f"arduino-cli could not upload to the {board.name} on {port}: double-tap its reset button to enter "
+                "the bootloader and try again")
+
+
+FLASHERS: dict[str, Flasher] = {f.name: f for f in (Esptool(), Pyocd(), West(), ArduinoCli())}
 
 
 def choose(board: Board, runner: str | None) -> Flasher:

@@ -1,0 +1,69 @@
+// Rendered by mcu-deploy (invoke build) for board @BOARD@: an Arduino sketch (FQBN @FQBN@) serving the
+// benchmark harness (MLPerf Tiny serial protocol, docs/serial-protocol.md) on Serial, timed by micros(), with the
+// TFLM backend from the @LIBRARY@ library (@LIBRARY_VERSION@, Arduino Library Manager).
+// Build: arduino-cli compile --fqbn @FQBN@ .     Upload: arduino-cli upload -p PORT --fqbn @FQBN@ .
+// At boot it runs the model once on the generated test sample and prints the prediction, the latency and the arena
+// TFLM really used against its size.
+#include <@LIBRARY_HEADER@>
+
+#include "ee_core.h"
+#include "model_runner.h"
+#include "model_settings.h"
+#include "tflm_backend.h"
+
+namespace {
+
+// Static and aligned: the arena is sized by mcu-deploy for this model and the board's kernels.
+alignas(16) uint8_t tensor_arena[kTensorArenaSize];
+
+ee_ctx_t ctx;
+bool serving = false;
+unsigned long last_byte_ms = 0;
+
+void ConsoleWrite(const char* text, size_t len) {
+  Serial.write(reinterpret_cast<const uint8_t*>(text), len);
+}
+
+uint32_t Micros() { return static_cast<uint32_t>(micros()); }
+
+void Halt(const char* reason) {
+  for (;;) {
+    Serial.print("e-[");
+    Serial.print(reason);
+    Serial.print("]\r\n");
+    delay(1000);
+  }
+}
+
+}  // namespace
+
+void setup() {
+  // Serial is the board's USB CDC port (@CONSOLE_NOTE@): the rate is the host's business, so no xbaud.
+  Serial.begin(@BAUD@);
+  const unsigned long start = millis();
+  while (!Serial && millis() - start < 3000) {
+  }
+  if (!model_runner::Setup(tensor_arena, kTensorArenaSize, Micros)) {
+    Halt("model setup failed (see TFLM's message above)");
+  }
+  char line[200];
+  ConsoleWrite(line, model_runner::SelfTestLine(line, sizeof(line), Micros));
+  static const ee_port_t port = {ConsoleWrite, Micros, "device", nullptr, 0};
+  ee_init(&ctx, &port, TflmBackend());
+  serving = true;
+}
+
+void loop() {
+  if (!serving) return;
+  bool got = false;
+  while (Serial.available() > 0) {
+    ee_feed(&ctx, static_cast<char>(Serial.read()));
+    got = true;
+  }
+  if (got) {
+    last_byte_ms = millis();
+  } else if (millis() - last_byte_ms >= 5) {
+    ee_tick(&ctx);
+    last_byte_ms = millis();
+  }
+}
