@@ -244,10 +244,13 @@ def boards(c, board=None):
     from pipeline.boards import all_boards, load_board
 
     rows = [load_board(board)] if board else all_boards()
-    print(f"{'board':<15} {'core':<14} {'MHz':>4} {'flash KiB':>10} {'RAM KiB':>8}  {'framework':<9} flashers")
+    name_w = max(len("board"), *(len(b.name) for b in rows))
+    core_w = max(len("core"), *(len(b.core) for b in rows))
+    print(f"{'board':<{name_w}} {'core':<{core_w}} {'MHz':>4} {'flash KiB':>10} {'RAM KiB':>8}  {'framework':<9} "
+          f"{'kernels':<9} flashers")
     for b in rows:
-        print(f"{b.name:<15} {b.core:<14} {b.clock_mhz:>4} {b.flash_bytes / 1024:>10.0f} {b.ram_bytes / 1024:>8.0f}  "
-              f"{b.framework:<9} {', '.join(b.flashers)}")
+        print(f"{b.name:<{name_w}} {b.core:<{core_w}} {b.clock_mhz:>4} {b.flash_bytes / 1024:>10.0f} "
+              f"{b.ram_bytes / 1024:>8.0f}  {b.framework:<9} {b.kernels:<9} {', '.join(b.flashers) or '-'}")
 
 
 @task(help={"build_dir": COMMON_HELP["build_dir"], "board": "clean only this board's outputs",

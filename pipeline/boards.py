@@ -29,6 +29,7 @@ class Board:
     # Estimates of what the firmware besides the model costs: SDK, TFLM runtime and kernels, the harness.
     runtime_flash_bytes: int
     runtime_ram_bytes: int
+    runtime_source: str  # where the runtime figures came from: a build measured here, or "estimate: ..."
     flashers: tuple[str, ...]
     serial_baud: int
     usb_ids: tuple[str, ...] = ()
@@ -143,6 +144,8 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         ram_bytes=_require(memory, "ram_bytes", int, where + " [memory]"),
         runtime_flash_bytes=_require(runtime, "flash_bytes", int, where + " [runtime]"),
         runtime_ram_bytes=_require(runtime, "ram_bytes", int, where + " [runtime]"),
+        runtime_source=(_require(runtime, "source", str, where + " [runtime]") if "source" in runtime
+                        else "estimate"),
         flashers=tuple(_require(flash, "runners", list, where + " [flash]")),
         serial_baud=_require(serial, "baud", int, where + " [serial]"),
         usb_ids=tuple(usb),

@@ -505,6 +505,8 @@ class Pipeline:
             "ram_bytes": fit_result.ram_bytes,
             "ram_budget_bytes": fit_result.ram_budget,
             "fits": fit_result.fits,
+            "runtime_flash_bytes": board.runtime_flash_bytes, "runtime_ram_bytes": board.runtime_ram_bytes,
+            "runtime_source": board.runtime_source,
             "firmware": firmware_result,
             # ESTIMATES from the board's cost model (pipeline.costmodel), never measured: labelled so.
             "latency_estimate_us": profile["totals"]["est_us"],
@@ -581,5 +583,7 @@ def summary(report: dict) -> str:
         lines.append(profile_summary(report["latency_estimate_us"], report["energy_estimate_uj"],
                                      report["cost_model"], report["profile_top_latency"], report["profile_peak"]))
     lines.append(f"  fit: flash {report['flash_bytes']} / {report['flash_budget_bytes']}, RAM {report['ram_bytes']} / "
-                 f"{report['ram_budget_bytes']} -> {'fits' if report['fits'] else 'does NOT fit'}")
+                 f"{report['ram_budget_bytes']} -> {'fits' if report['fits'] else 'does NOT fit'}"
+                 + (f" (runtime {report['runtime_flash_bytes']} B flash, {report['runtime_ram_bytes']} B RAM: "
+                    f"{report['runtime_source']})" if report.get("runtime_source") else ""))
     return "\n".join(lines)

@@ -23,7 +23,7 @@ KCONFIG = {
     "CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG": None,
 }
 FLASH_SIZES = {f"CONFIG_ESPTOOLPY_FLASHSIZE_{mb}MB" for mb in boards.ESP_FLASH_CHIP_MB}
-CPU_FREQS = {"esp32": (80, 160, 240), "esp32s3": (80, 160, 240)}
+CPU_FREQS = {"esp32": (80, 160, 240), "esp32s3": (80, 160, 240), "esp32c3": (80, 160)}  # Kconfig.cpu of each
 
 
 def sdkconfig(board_name: str, tmp_path) -> dict[str, str]:

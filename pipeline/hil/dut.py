@@ -139,10 +139,11 @@ class Device:
             pos += len(chunk)
         return lines
 
-    def resync(self) -> None:
-        """After a lost frame or reply: wait out the device's frame time-out, then read until it is quiet."""
-        time.sleep(protocol.FRAME_TIMEOUT_S + 0.1)
-        self.port.write(protocol.TERMINATOR.encode())  # ends whatever partial command is left (an empty command)
+    def resync(self, wait: float = protocol.FRAME_TIMEOUT_S + 0.1) -> None:
+        """After a lost frame or reply: wait out the device's time-out, end whatever partial command is left (an
+        empty command), and read until the device is quiet."""
+        time.sleep(max(0.0, wait))
+        self.port.write(protocol.TERMINATOR.encode())
         self.port.flush()
         self._pending = b""
         self.drain(quiet=0.3, limit=2.0)
@@ -170,11 +171,7 @@ class Device:
         except (DeviceError, DeviceTimeout):
             pass
         self.port.baudrate = old
-        time.sleep(max(0.0, protocol.BAUD_CONFIRM_S + 0.2 - (time.monotonic() - switched_at)))
-        self.port.write(protocol.TERMINATOR.encode())
-        self.port.flush()
-        self._pending = b""
-        self.drain(quiet=0.3, limit=2.0)
+        self.resync(wait=protocol.BAUD_CONFIRM_S + 0.2 - (time.monotonic() - switched_at))
         return False
 
     def infer(self, iterations: int, warmup: int, timeout: float = 30.0) -> InferReply:
