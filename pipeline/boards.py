@@ -45,7 +45,7 @@ class Board:
     kernels: str = "reference"
     zephyr_board: str | None = None  # Zephyr's name for the board (`west build -b`), for framework "zephyr"
     # Arduino's name for the board (`arduino-cli compile --fqbn`) and its core with the version the sketch was
-    # checked against ("arduino:mbed_nano (4.2.4)"), for framework "arduino"
+    # checked against ("arduino:mbed_nano (4.6.0)"), for framework "arduino"
     arduino_fqbn: str | None = None
     arduino_platform: str | None = None
     # A board that runs under qemu-system-arm: its machine (its clock counts instructions).

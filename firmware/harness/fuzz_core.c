@@ -59,6 +59,16 @@ static const char *const words[] = {
 };
 static const unsigned sizes[] = {0, 1, 4, 15, 16, 17, 31, 27648, 27649, 4294967295u};
 
+/* zlib's CRC-32, as the host computes it for a frame (the core has its own). */
+static unsigned crc32(const char *data, size_t len) {
+  unsigned crc = 0xFFFFFFFFu;
+  for (size_t i = 0; i < len; ++i) {
+    crc ^= (unsigned char)data[i];
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return crc ^ 0xFFFFFFFFu;
+}
+
 static size_t append(char *buf, size_t len, size_t cap, const char *text, size_t n) {
   if (n > cap - len) n = cap - len;
   memcpy(buf + len, text, n);
@@ -88,10 +98,15 @@ static size_t make_command(char *out) {
     }
     case 8: {  /* an xdb frame: right, wrong or missing CRC, short or long data, '%' and NUL inside */
       size_t len = next() % 4 == 0 ? sizes[next() % 10] : 1 + next() % 40;
-      n = (size_t)sprintf(out, next() % 6 ? "xdb %u %08x" : "xdb %u zz", (unsigned)len, (unsigned)next());
+      char data[64];
+      size_t have = next() % 3 ? len : next() % 60;
+      if (have > sizeof(data)) have = sizeof(data);
+      for (size_t i = 0; i < have; ++i) data[i] = "\0%ab\xff"[next() % 5];
+      unsigned crc = next() % 2 ? crc32(data, have < len ? have : len) : next();  /* half of them right */
+      n = (size_t)sprintf(out, next() % 6 ? "xdb %u %08x" : "xdb %u zz", (unsigned)len, crc);
       out[n++] = '%';
-      size_t data = next() % 3 ? len : next() % 60;
-      for (size_t i = 0; i < data && n < 290; ++i) out[n++] = "\0%ab\xff"[next() % 5];
+      memcpy(out + n, data, have);
+      n += have;
       break;
     }
     case 9: n = (size_t)sprintf(out, "xbaud %u", next() % 3 ? 921600u : (next() % 2 ? 4800u : sizes[next() % 10])); break;
