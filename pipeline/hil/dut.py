@@ -32,6 +32,7 @@ class Device:
         self.retries = retries
         self._pending = b""
         self.noise_lines = 0  # lines that held no protocol line, for the report
+        self.baud_failure = ""  # why the last switch_baud() failed
 
     # -- reading ---------------------------------------------------------------------------------------
     def _read_line(self, deadline: float) -> str | None:
@@ -162,12 +163,15 @@ class Device:
         self.port.flush()
         self.port.baudrate = rate
         time.sleep(0.02)
+        self.baud_failure = "no confirmation at the new rate (the USB-UART bridge or the cable may not carry it)"
         try:
             reply = self.command("xbaudok", timeout=0.5)
             confirmed = [int(line.values[1]) for line in reply
                          if line.kind == "x_number" and line.values[0] == "baud-ok"]
             if confirmed == [rate]:
                 return True
+            if confirmed:  # it answered, so the link carries the rate: the device's UART driver refused it
+                self.baud_failure = f"the device's UART driver refused {rate} baud and stayed at {confirmed[0]}"
         except (DeviceError, DeviceTimeout):
             pass
         self.port.baudrate = old

@@ -110,8 +110,8 @@ def faster_link(device: Device, dut: dict, board: boards.Board, fast: int | None
     if device.switch_baud(fast):
         log(f"link switched to {fast} baud (xbaud)")
         return True
-    log(f"the switch to {fast} baud failed on {device.name}; both ends went back to {board.serial_baud} baud "
-        "(the USB-UART bridge or cable may not carry it: set [serial] fast_baud lower, or --fast-baud=0)")
+    log(f"the switch to {fast} baud failed on {device.name}: {device.baud_failure}; both ends went back to "
+        f"{board.serial_baud} baud (set [serial] fast_baud lower, or --fast-baud=0)")
     return False
 
 
