@@ -524,7 +524,8 @@ def bench_costmodel(c, cost_model=None):
 @task(help={"generated": "a build's generated/ folder (default build/<board>/<model>/generated)",
             "board": COMMON_HELP["board"], "model": "the built model (default digits)",
             "tflm": "a TFLM source tree with microlite built for the CPU (see README: Without hardware)",
-            "cpu": "cortex-m4+fp (mps2-an386, default) or cortex-m0plus (ARMv6-M code on mps2-an385)",
+            "cpu": "cortex-m4+fp (mps2-an386, default), cortex-m0plus (ARMv6-M code on mps2-an385), cortex-m7+fp "
+                   "(mps2-an500) or cortex-m33+nodsp (mps2-an505)",
             "out": "the image to write (default build/<board>/<model>/qemu-<cpu>.elf)",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors

@@ -1,7 +1,8 @@
 """Calibrating a cost model (boards/costs/) from per-operator measurements, and checking it.
 
 `invoke calibrate --tflm=PATH` builds the QEMU port with the real TFLM library of the user's TFLM tree (CMSIS-NN
-for the Cortex-M4F, reference kernels for ARMv6-M code standing in for the Cortex-M0+), for each zoo model at
+for the Cortex-M4F, the Cortex-M7 and the Cortex-M33 without DSP; reference kernels for ARMv6-M code standing in
+for the Cortex-M0+), for each zoo model at
 several widths, runs it under `qemu-system-arm -icount shift=0` (one instruction per virtual nanosecond, so the
 port's microsecond clock counts thousands of instructions), reads each operator's time with `xprofile`, and
 fits the cost model's coefficients per op kind by non-negative least squares on the relative error. The
@@ -30,6 +31,8 @@ CALIBRATION_DIR = costmodel.COSTS_DIR / "calibration"
 TARGETS = {
     "cortex-m4f-cmsis-nn": {"cpu": "cortex-m4+fp", "board": "nucleo-l4r5zi"},
     "cortex-m0plus-reference": {"cpu": "cortex-m0plus", "board": "rp2040"},
+    "cortex-m7-cmsis-nn": {"cpu": "cortex-m7+fp", "board": "disco-f746ng"},
+    "cortex-m33-nodsp-cmsis-nn": {"cpu": "cortex-m33+nodsp", "board": "pico2"},
 }
 PLAN = {"digits": (0.5, 1.0, 2.0), "ds_cnn": (0.5, 1.0), "mobilenet_v1": (0.5, 1.0), "resnet8": (0.5, 1.0),
         "autoencoder": (0.5, 1.0)}
@@ -181,18 +184,35 @@ TARGETS_META = {
                             "kernels": "cmsis-nn"},
     "cortex-m0plus-reference": {"title": "Cortex-M0+ with TFLM's reference kernels", "core": "cortex-m0plus",
                                 "kernels": "reference"},
+    "cortex-m7-cmsis-nn": {"title": "Cortex-M7 with TFLM's CMSIS-NN kernels (DSP paths)", "core": "cortex-m7",
+                           "kernels": "cmsis-nn"},
+    "cortex-m33-nodsp-cmsis-nn": {"title": "Cortex-M33 without the DSP extension with TFLM's CMSIS-NN kernels "
+                                           "(plain-C paths)", "core": "cortex-m33-nodsp", "kernels": "cmsis-nn"},
 }
 # Instructions -> cycles. Cortex-M4: most data-processing and MAC instructions take 1 cycle, loads 2 (1 when
 # pipelined), taken branches 2-4; TFLM's int8 inner loops are load-heavy, so 1.25 is assumed, with the model's
 # weights read from flash through the STM32L4's ART accelerator (no extra wait states on hits). Cortex-M0+: a
 # 2-stage pipeline, single-cycle multiplier, loads and stores 2 cycles, taken branches 2: 1.4 is assumed for
 # the reference kernels' load/compare-heavy loops (the RP2040 runs from XIP flash with a 16 KiB cache).
-CPI = {"cortex-m4f-cmsis-nn": 1.25, "cortex-m0plus-reference": 1.4}
+# Cortex-M7: a 6-stage dual-issue superscalar pipeline, so fewer than one cycle per instruction on straight-line
+# code (Arm's figures: ~2.14 DMIPS/MHz and 5.01 CoreMark/MHz, vs 1.25 and 3.42 for the Cortex-M4); 0.8 is assumed,
+# with the STM32F746 running from flash through its ART accelerator and the core's L1 caches. Cortex-M33: a
+# 3-stage pipeline like the M4's, but the RP2350 fetches code and the model's weights from XIP QSPI flash behind
+# a 16 KiB cache (misses cost tens of cycles), and without the DSP extension CMSIS-NN runs plain C loops with one
+# load per int8 operand: 1.3 is assumed. All four are assumptions, not measurements.
+CPI = {"cortex-m4f-cmsis-nn": 1.25, "cortex-m0plus-reference": 1.4, "cortex-m7-cmsis-nn": 0.8,
+       "cortex-m33-nodsp-cmsis-nn": 1.3}
 CPI_NOTE = {
     "cortex-m4f-cmsis-nn": "Cortex-M4: 1 cycle for data processing and MACs, 2 for loads (1 pipelined), 2-4 for taken "
                            "branches; 1.25 assumed for CMSIS-NN's load-heavy int8 loops, flash behind the ART cache",
     "cortex-m0plus-reference": "Cortex-M0+: 1 cycle for data processing and multiplies, 2 for loads/stores and taken "
                                "branches; 1.4 assumed for the reference kernels' loops, code from cached XIP flash",
+    "cortex-m7-cmsis-nn": "Cortex-M7: dual-issue superscalar, 6-stage pipeline (Arm: ~2.14 DMIPS/MHz and 5.01 "
+                          "CoreMark/MHz vs the M4's 1.25 and 3.42); 0.8 ASSUMED for CMSIS-NN's DSP loops, the "
+                          "STM32F746 running from flash through the ART accelerator and the L1 caches",
+    "cortex-m33-nodsp-cmsis-nn": "Cortex-M33: 3-stage pipeline, 1 cycle for data processing and multiplies, 2 for "
+                                 "most loads; 1.3 ASSUMED for CMSIS-NN's plain-C (no DSP) loops, the RP2350 running "
+                                 "code and weights from XIP QSPI flash behind a 16 KiB cache",
 }
 
 

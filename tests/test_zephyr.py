@@ -9,6 +9,8 @@ from conftest import assert_clean_error, run_invoke
 from pipeline import boards, firmware
 
 ZEPHYR_BOARDS = {"nucleo-l4r5zi": ("nucleo_l4r5zi", "cmsis-nn"), "nano33ble": ("arduino_nano_33_ble", "cmsis-nn"),
+                 "nrf52840dk": ("nrf52840dk/nrf52840", "cmsis-nn"), "pico2": ("rpi_pico2/rp2350a/m33", "cmsis-nn"),
+                 "disco-f746ng": ("stm32f746g_disco", "cmsis-nn"),
                  "rp2040": ("rpi_pico", "reference"), "qemu-m4": ("mps2/an386", "cmsis-nn")}
 
 
@@ -41,7 +43,7 @@ def test_zephyr_app_is_complete_and_consistent(zephyr_builds, name):
     assert "@" not in main.replace("@param", "") and "uart_irq_rx_enable" in main and "ring_buf_get" in main
     assert ('"qemu-icount"' in main) == (board.qemu_machine is not None)
     # the DWT cycle counter at the CPU clock where the core has one and the clock is the board's own
-    dwt = board.qemu_machine is None and board.core != "cortex-m0plus"
+    dwt = board.qemu_machine is None and board.core not in firmware.Zephyr.NO_DWT_CORES
     assert (f"EE_CLOCK_DWT=1 EE_CPU_MHZ={board.clock_mhz}" in cmake) == dwt and ("EE_CLOCK_DWT=0" in cmake) != dwt
     assert "CONFIG_UART_INTERRUPT_DRIVEN=y" in prj and "CONFIG_RING_BUFFER=y" in prj
     settings = (project / "src" / "model_settings.h").read_text()
@@ -81,7 +83,9 @@ def test_without_west_the_build_prints_the_command_and_hil_stops_before_flashing
     assert_clean_error(proc, "hil needs compiled firmware", "west")
 
 
-MCPU = {"cortex-m4f": ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"], "cortex-m0plus": ["-mcpu=cortex-m0plus"]}
+MCPU = {"cortex-m4f": ["-mcpu=cortex-m4", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"], "cortex-m0plus": ["-mcpu=cortex-m0plus"],
+        "cortex-m7": ["-mcpu=cortex-m7", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"],
+        "cortex-m33-nodsp": ["-mcpu=cortex-m33+nodsp", "-mfloat-abi=soft"]}
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="needs gcc-arm-none-eabi (.ci/run installs it)")

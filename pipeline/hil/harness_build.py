@@ -1,5 +1,6 @@
 """Builds this project's benchmark harness for the host (POSIX, over a pseudo-terminal) and for QEMU's mps2 boards
-(Cortex-M4F on mps2-an386; ARMv6-M Cortex-M0+ code on mps2-an385's Cortex-M3), with the deterministic TEST backend
+(Cortex-M4F on mps2-an386; ARMv6-M Cortex-M0+ code on mps2-an385's Cortex-M3; Cortex-M7 on mps2-an500;
+Cortex-M33 without DSP code on mps2-an505), with the deterministic TEST backend
 or, linked with a TFLM library the user built (`--tflm=PATH`), the real model."""
 from __future__ import annotations
 
@@ -39,16 +40,22 @@ def build_fuzzer(out: Path) -> Path:
     return out
 
 
-def build_qemu(out: Path, input_bytes: int, outputs: int, model: str, model_hash: str, work: int = 50) -> Path:
+def build_qemu(out: Path, input_bytes: int, outputs: int, model: str, model_hash: str, work: int = 50,
+               cpu: str = "cortex-m4+fp") -> Path:
+    """The QEMU port with the deterministic TEST backend, for one of QEMU_CPUS (default the Cortex-M4F)."""
+    if cpu not in QEMU_CPUS:
+        raise PipelineError(f"unknown QEMU cpu '{cpu}': choose one of {', '.join(QEMU_CPUS)}")
+    arch, machine = QEMU_CPUS[cpu]
+    defines, script = QEMU_MACHINES[machine]
     port = FIRMWARE / "ports" / "qemu-mps2-an386"
     out.parent.mkdir(parents=True, exist_ok=True)
-    _compile(["arm-none-eabi-gcc", "-std=c99", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16",
+    _compile(["arm-none-eabi-gcc", "-std=c99", *arch, *defines,
               "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",
               f"-DEE_INPUT_BYTES={input_bytes}", f"-DEE_OUTPUTS={outputs}", f'-DEE_MODEL_NAME="{model}"',
               f'-DEE_MODEL_HASH="{model_hash}"', f"-DEE_WORK_ROUNDS={work}", f"-I{FIRMWARE / 'harness'}",
               *map(str, CORE_SOURCES), str(port / "startup.c"), str(port / "main.c"),
-              f"-T{port / 'mps2_an386.ld'}", "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
-              "-Wl,--gc-sections", "-o", str(out)], "QEMU mps2-an386 image")
+              f"-T{port / script}", "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
+              "-Wl,--gc-sections", "-o", str(out)], f"QEMU {machine} image")
     return out
 
 
@@ -57,6 +64,22 @@ def build_qemu(out: Path, input_bytes: int, outputs: int, model: str, model_hash
 QEMU_CPUS = {
     "cortex-m4+fp": (["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"], "mps2-an386"),
     "cortex-m0plus": (["-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"], "mps2-an385"),
+    # TFLM's cortex-m7+fp: -mcpu=cortex-m7 -mfpu=auto (GCC: fpv5-d16, double precision) -mfloat-abi=hard. The
+    # STM32F746's FPU is single precision only (fpv5-sp-d16); the int8 kernels barely touch it either way.
+    "cortex-m7+fp": (["-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"], "mps2-an500"),
+    # TFLM's cortex-m33+nodsp: no DSP extension (CMSIS-NN falls back to its plain C loops), soft float ABI, as Zephyr
+    # builds the RP2350's Cortex-M33. QEMU's AN505 Cortex-M33 has the DSP extension; the code simply never uses it.
+    "cortex-m33+nodsp": (["-mcpu=cortex-m33+nodsp", "-mthumb", "-mfloat-abi=soft"], "mps2-an505"),
+}
+# Per machine: the port's defines (UART0 base, SysTick clock) and linker script. AN385, AN386 and AN500 share the
+# MPS2 memory map (code in SSRAM1 at 0, data in SSRAM2/3 at 0x20000000, UART0 at 0x40004000, 25 MHz); the AN505's
+# Cortex-M33 boots secure, so its image uses the secure aliases (code 0x10000000, data 0x38000000, UART0
+# 0x50200000) and its 20 MHz system clock.
+QEMU_MACHINES = {
+    "mps2-an385": ([], "mps2_an386.ld"),
+    "mps2-an386": ([], "mps2_an386.ld"),
+    "mps2-an500": ([], "mps2_an386.ld"),
+    "mps2-an505": (["-DUART0_BASE=0x50200000u", "-DCORE_CLOCK_HZ=20000000u"], "mps2_an505.ld"),
 }
 
 
@@ -121,10 +144,12 @@ def build_qemu_tflm(generated: Path, tflm: Path, out: Path, cpu: str = "cortex-m
     """The QEMU port with the real model: the generated files linked with the TFLM library for `cpu`."""
     if cpu not in QEMU_CPUS:
         raise PipelineError(f"unknown QEMU cpu '{cpu}': choose one of {', '.join(QEMU_CPUS)}")
-    arch, _ = QEMU_CPUS[cpu]
+    arch, machine = QEMU_CPUS[cpu]
+    defines, script = QEMU_MACHINES[machine]
     port = FIRMWARE / "ports" / "qemu-mps2-an386"
-    return _build_tflm_port("arm-none-eabi-gcc", "arm-none-eabi-g++", arch, [port / "startup.c", port / "main.c"],
-                            [f"-T{port / 'mps2_an386.ld'}", "-nostartfiles", "--specs=nano.specs",
+    return _build_tflm_port("arm-none-eabi-gcc", "arm-none-eabi-g++", [*arch, *defines],
+                            [port / "startup.c", port / "main.c"],
+                            [f"-T{port / script}", "-nostartfiles", "--specs=nano.specs",
                              "--specs=nosys.specs", "-Wl,--gc-sections", "-lm"],
                             generated, tflm, tflm_library(tflm, cpu), out, f"QEMU {cpu} image with TFLM")
 

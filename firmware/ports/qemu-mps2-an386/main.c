@@ -1,4 +1,7 @@
-/* Cortex-M4 port for QEMU's mps2-an386: the harness core on UART0 (CMSDK APB UART), timed by SysTick.
+/* Cortex-M port for QEMU's mps2 machines: the harness core on UART0 (CMSDK APB UART), timed by SysTick. Built as
+ * is for mps2-an386 (Cortex-M4F), mps2-an385 (ARMv6-M code on its Cortex-M3) and mps2-an500 (Cortex-M7), which share
+ * one memory map; for mps2-an505 (Cortex-M33, booting secure) with -DUART0_BASE=0x50200000u
+ * -DCORE_CLOCK_HZ=20000000u and mps2_an505.ld.
  * QEMU has no DWT cycle counter (it reads 0), so time comes from SysTick; run QEMU with -icount shift=0 for
  * repeatable timings. The backend is the deterministic TEST backend, or with -DEE_BACKEND_TFLM (linked with a
  * TFLM library for cortex-m4, the generated model files and common/{model_runner,tflm_backend}.cc) the model. */
@@ -28,12 +31,17 @@
 #define EE_WORK_ROUNDS 50
 #endif
 
-#define CORE_CLOCK_HZ 25000000u  /* the MPS2 FPGA images' system clock */
+#ifndef CORE_CLOCK_HZ
+#define CORE_CLOCK_HZ 25000000u  /* the MPS2 FPGA images' system clock (AN385/AN386/AN500; AN505: 20 MHz) */
+#endif
+#ifndef UART0_BASE
+#define UART0_BASE 0x40004000u  /* CMSDK UART0 (AN385/AN386/AN500; AN505: 0x50200000 secure alias) */
+#endif
 
 typedef struct {
   volatile uint32_t DATA, STATE, CTRL, INTSTATUS, BAUDDIV;
 } cmsdk_uart_t;
-#define UART0 ((cmsdk_uart_t *)0x40004000u)
+#define UART0 ((cmsdk_uart_t *)UART0_BASE)
 #define UART_STATE_TX_FULL 1u
 #define UART_STATE_RX_FULL 2u
 
