@@ -51,3 +51,16 @@ def host_harness(tmp_path_factory):
 def harness_args(report: dict, input_bytes: int = 64, outputs: int = 10, *extra: str) -> list[str]:
     return ["--input-bytes", str(input_bytes), "--outputs", str(outputs), "--model", report["model"],
             "--hash", report["model_hash"], "--work", "20", *extra]
+
+
+def standin_tool(folder, name: str, why: str, on_build: str):
+    """A STAND-IN for a framework's build tool (named as such in its own text): a shell script that appends its
+    arguments to calls.txt and runs `on_build` (shell) so a later step finds what a real build leaves. Returns the
+    bin folder to put first on PATH and the calls file."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = folder / "calls.txt"
+    script = bin_dir / name
+    script.write_text(f"#!/bin/sh\n# STAND-IN for {name} ({why})\necho \"$@\" >> {calls}\n{on_build}\n")
+    script.chmod(0o755)
+    return bin_dir, calls

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import assert_clean_error, run_invoke
+from conftest import assert_clean_error, run_invoke, standin_tool
 from pipeline import boards, firmware
 
 STANDIN = os.path.join(os.path.dirname(__file__), "standin", "arduino")
@@ -65,14 +65,8 @@ def test_sketch_compiles_against_the_harness_core(arduino_build, tmp_path):
 
 def test_build_and_flash_run_arduino_cli_with_the_fqbn(arduino_build, tmp_path):
     """STAND-IN arduino-cli (named as such): records its arguments and, for `compile`, leaves a .bin behind."""
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    calls = tmp_path / "calls.txt"
-    (fake_bin / "arduino-cli").write_text(
-        "#!/bin/sh\n# STAND-IN for arduino-cli (an Arduino core is not installable by the tests)\n"
-        f'echo "$@" >> {calls}\n'
-        'if [ "$1" = compile ]; then mkdir -p "$5" && echo bin > "$5/firmware.ino.bin"; fi\n')
-    (fake_bin / "arduino-cli").chmod(0o755)
+    fake_bin, calls = standin_tool(tmp_path, "arduino-cli", "an Arduino core is not installable by the tests",
+                                   'if [ "$1" = compile ]; then mkdir -p "$5" && echo bin > "$5/firmware.ino.bin"; fi')
     env = {"PATH": f"{fake_bin}:{os.path.dirname(sys.executable)}:/usr/bin:/bin"}
     build_dir = tmp_path / "b"
     shutil.copytree(arduino_build, build_dir)

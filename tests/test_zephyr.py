@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import assert_clean_error, run_invoke
+from conftest import assert_clean_error, run_invoke, standin_tool
 from pipeline import boards, firmware
 
 ZEPHYR_BOARDS = {"nucleo-l4r5zi": ("nucleo_l4r5zi", "cmsis-nn"), "nano33ble": ("arduino_nano_33_ble", "cmsis-nn"),
@@ -52,14 +52,8 @@ def test_zephyr_app_is_complete_and_consistent(zephyr_builds, name):
 
 def test_build_and_flash_run_west_with_the_board(zephyr_builds, tmp_path):
     """STAND-IN west (named as such): records its arguments and, for `build`, leaves a zephyr.elf behind."""
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    calls = tmp_path / "calls.txt"
-    (fake_bin / "west").write_text(
-        "#!/bin/sh\n# STAND-IN for Zephyr's west (a Zephyr workspace is not installable by the tests)\n"
-        f'echo "$@" >> {calls}\n'
-        'if [ "$1" = build ]; then mkdir -p "$5/zephyr" && echo elf > "$5/zephyr/zephyr.elf"; fi\n')
-    (fake_bin / "west").chmod(0o755)
+    fake_bin, calls = standin_tool(tmp_path, "west", "Zephyr's west: a Zephyr workspace is not installable by the tests",
+                                   'if [ "$1" = build ]; then mkdir -p "$5/zephyr" && echo elf > "$5/zephyr/zephyr.elf"; fi')
     env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "ZEPHYR_BASE": str(tmp_path / "zephyr")}
     build_dir = tmp_path / "b"
     shutil.copytree(zephyr_builds, build_dir)
