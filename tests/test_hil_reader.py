@@ -332,13 +332,13 @@ def test_run_history_stores_every_run_and_gates_on_an_injected_regression(host_h
     for attempt in range(2):
         with HostDevice(host_harness, *args) as dev:
             _measure(esp32_build, dev.port, tmp_path / f"ok{attempt}", runs=5, inputs=1, db=db,
-                     baseline="history:2", max_regression=100.0)  # the second run gates against the first
+                     baseline="history:2", max_regression=400.0)  # the second run gates against the first
     slower = [a if a != "2000" else "60000" for a in args]  # 30x the work: the "commit" that made it slower
     with HostDevice(host_harness, *slower) as dev:
         with pytest.raises(PipelineError, match=r"regression against the baseline: latency median .* median .* of "
                                                  r"the last 2 runs"):
             _measure(esp32_build, dev.port, tmp_path / "slow", runs=5, inputs=1, db=db, baseline="history:2",
-                     max_regression=100.0)
+                     max_regression=400.0)  # 30x the work trips it; host timing noise on a loaded machine does not
     from pipeline.hil import history
 
     rows = history.recent(db)
