@@ -18,9 +18,8 @@ import numpy as np
 
 from pipeline import boards, tflite_model, validate
 from pipeline.errors import PipelineError
-from pipeline.hil import energy, history, results, transport
+from pipeline.hil import energy, history, protocol, results, transport
 from pipeline.hil.dut import Device
-from pipeline.hil import protocol
 from pipeline.hil.errors import DeviceError, DeviceTimeout, WrongFirmware
 from pipeline.hil.test_backend import test_backend_outputs
 from pipeline.profile import QEMU
