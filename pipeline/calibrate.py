@@ -15,7 +15,6 @@ data of the right shape.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,20 +63,14 @@ def random_dataset(spec, path: Path, examples: int = 64, seed: int = 0) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def time_operators(image: Path, machine: str, input_bytes: int, timeout: float = 600.0) -> list[tuple[str, int]]:
     """Run the image under QEMU with -icount and read one inference's per-operator times (us = 1000 instructions)."""
     import serial
 
     from pipeline.hil.dut import Device
-    from pipeline.hil.harness_build import QemuDevice
+    from pipeline.hil.harness_build import QemuDevice, free_tcp_port
 
-    with QemuDevice(image, _free_port(), machine=machine) as qemu:
+    with QemuDevice(image, free_tcp_port(), machine=machine) as qemu:
         port = None
         for _ in range(50):
             try:

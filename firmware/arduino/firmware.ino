@@ -44,7 +44,9 @@ void setup() {
   while (!Serial && millis() - start < 3000) {
   }
   if (!model_runner::Setup(tensor_arena, kTensorArenaSize, Micros)) {
-    Halt("model setup failed (see TFLM's message above)");
+    char reason[96];
+    model_runner::SetupFailureReason(reason, sizeof(reason));
+    Halt(reason);
   }
   char line[200];
   ConsoleWrite(line, model_runner::SelfTestLine(line, sizeof(line), Micros));

@@ -140,4 +140,9 @@ size_t SelfTestLine(char* line, size_t size, Clock clock) {
   return static_cast<size_t>(n) < size ? static_cast<size_t>(n) : size - 1;
 }
 
+void SetupFailureReason(char* reason, size_t size) {
+  snprintf(reason, size, "model setup failed in a %u-byte arena (see TFLM's message above)",
+           static_cast<unsigned>(kTensorArenaSize));
+}
+
 }  // namespace model_runner

@@ -45,6 +45,10 @@ const int8_t* Output();
 // Returns its length.
 size_t SelfTestLine(char* line, size_t size, Clock clock);
 
+// Why Setup() failed, for a port's halt message (TFLM printed the details before it): writes a NUL-terminated text
+// naming the arena's size into `reason`.
+void SetupFailureReason(char* reason, size_t size);
+
 }  // namespace model_runner
 
 #endif  // MODEL_RUNNER_H_

@@ -11,7 +11,6 @@ Two links, both running the firmware's own harness core:
 from __future__ import annotations
 
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from pipeline.hil import protocol, transport
 from pipeline.hil.dut import Device
-from pipeline.hil.harness_build import HostDevice, QemuDevice, build_host, build_qemu
+from pipeline.hil.harness_build import HostDevice, QemuDevice, build_host, build_qemu, free_tcp_port
 
 MAX_CHUNK = (protocol.MAX_COMMAND - len("db ")) // 2  # 38 bytes: the most one 80-character command can carry
 PAYLOAD = 96 * 96 * 3  # the largest MLPerf Tiny input (VWW)
@@ -57,12 +56,6 @@ def _time_uploads(device: Device, data: bytes, frames: bool, chunk: int, repeats
                 device.command(text)
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples)
-
-
-def _free_tcp_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_benchmark(baud: int = 921600, payload: int = PAYLOAD, repeats: int = 5, qemu: bool = True) -> dict:
@@ -103,7 +96,7 @@ def run_benchmark(baud: int = 921600, payload: int = PAYLOAD, repeats: int = 5, 
             port.close()
         if qemu and shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc"):
             image = build_qemu(Path(tmp) / "ee.elf", payload, 10, "bench", "0" * 16, work=1)
-            with QemuDevice(image, _free_tcp_port()) as vm:
+            with QemuDevice(image, free_tcp_port()) as vm:
                 port = transport.open_port(vm.url, 115200)
                 device = Device(port, vm.url, timeout=60.0)
                 device.drain(quiet=1.0)

@@ -5,6 +5,7 @@ or, linked with a TFLM library the user built (`--tflm=PATH`), the real model.""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -188,6 +189,13 @@ class HostDevice:
 
 
 ICOUNT = "shift=0,align=off,sleep=off"
+
+
+def free_tcp_port() -> int:
+    """A loopback TCP port nobody listens on now, for a QemuDevice's UART."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class QemuDevice:

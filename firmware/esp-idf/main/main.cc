@@ -107,8 +107,7 @@ extern "C" void app_main(void) {
   if (!model_runner::Setup(arena, kTensorArenaSize, Micros)) {
     // TFLM printed why above (e.g. a kernel's scratch buffer that does not fit the arena).
     char reason[128];
-    snprintf(reason, sizeof(reason), "model setup failed in a %u-byte arena (see TFLM's message above)",
-             static_cast<unsigned>(kTensorArenaSize));
+    model_runner::SetupFailureReason(reason, sizeof(reason));
     Halt(reason);
   }
   char line[200];

@@ -110,8 +110,7 @@ int main(void) {
   StartClock();
   if (!model_runner::Setup(tensor_arena, kTensorArenaSize, Micros)) {
     char reason[96];
-    snprintf(reason, sizeof(reason), "model setup failed in a %u-byte arena (see TFLM's message above)",
-             static_cast<unsigned>(kTensorArenaSize));
+    model_runner::SetupFailureReason(reason, sizeof(reason));
     Halt(reason);
   }
   char line[200];
