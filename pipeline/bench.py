@@ -128,14 +128,16 @@ MEMORY_PLAN = {"digits": (0.5, 1.0, 2.0), "ds_cnn": (0.5, 1.0), "mobilenet_v1": 
 def run_memory_benchmark(build_dir: Path = Path("build/bench-memory")) -> list[dict]:
     """TFLM's greedy plan vs the lower bound vs the offline plan, per zoo model and width (one epoch on random data
     of the right shape: the plan depends on the shapes only)."""
-    from pipeline import arena, calibrate, graph, memplan, models, train
+    from pipeline.target import arena, graph, memplan
+    from pipeline import calibrate
+    from pipeline.model import zoo, train
     from pipeline.build import Options, Pipeline
 
     train.QUIET = True
     build_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for model, widths in MEMORY_PLAN.items():
-        data = calibrate.random_dataset(models.get_spec(model), build_dir / f"{model}.npz")
+        data = calibrate.random_dataset(zoo.get_spec(model), build_dir / f"{model}.npz")
         for width in widths:
             print(f"bench-memory: {model} at width {width} ...", flush=True)
             p = Pipeline(Options(model=model, data=str(data), epochs=1, sparsity=0.0, width=width, max_drop=100.0,

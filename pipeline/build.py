@@ -16,9 +16,11 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import arena as arena_mod
-from pipeline import (boards, cache, codegen, datasets, fit, firmware, graph, kernels, memplan, models, tflite_model,
-                      validate)
+from pipeline.target import arena as arena_mod
+from pipeline import boards, cache
+from pipeline.firmware import codegen, projects
+from pipeline.model import datasets, zoo, validate
+from pipeline.target import fit, graph, kernels, memplan, tflite_model
 from pipeline.errors import PipelineError
 
 PIPELINE_DIR = Path(__file__).resolve().parent
@@ -58,6 +60,7 @@ class Outcome:
 
 
 def _code(*names: str) -> list[Path]:
+    """The source files of the named modules (`package/module`), part of a stage's key: a code change reruns it."""
     return [PIPELINE_DIR / f"{n}.py" for n in names]
 
 
@@ -86,7 +89,7 @@ class Pipeline:
         self.opts = opts
         self.log = log
         self.byo = opts.tflite is not None
-        self.spec = None if self.byo else models.get_spec(opts.model)
+        self.spec = None if self.byo else zoo.get_spec(opts.model)
         self.model_name = Path(opts.tflite).stem if self.byo else opts.model
         self.data_source = opts.data or (self.spec.default_data if self.spec else None)
         if self.spec and self.data_source is None:
@@ -154,14 +157,14 @@ class Pipeline:
 
     # -- model stages ----------------------------------------------------------------------------------
     def train(self) -> dict:
-        from pipeline import train as train_mod
+        from pipeline.model import train as train_mod
 
         params = {"model": self.model_name, "width": self.opts.width, "epochs": self.epochs,
                   "seed": self.opts.seed, "data": self.fingerprint()}
         if self.opts.depth is not None:
             params["depth"] = self.opts.depth
         teacher = self.teacher_path()
-        key = cache.stage_key("train", params, [teacher] if teacher else [], _code("train", "models", "datasets"))
+        key = cache.stage_key("train", params, [teacher] if teacher else [], _code("model/train", "model/zoo", "model/datasets"))
         return self.stage(1, "train", self.train_dir, key, [self.float_path], lambda: asdict(
             train_mod.train(self.spec, self.data(), self.opts.width, self.epochs, self.opts.seed, self.float_path,
                             self.opts.depth, teacher)))
@@ -191,23 +194,23 @@ class Pipeline:
         return teacher.float_path
 
     def optimize(self) -> dict:
-        from pipeline import optimize as optimize_mod
+        from pipeline.model import optimize as optimize_mod
 
         self.train()
         params = {"sparsity": self.opts.sparsity, "qat": self.qat, "epochs": self.epochs, "seed": self.opts.seed,
                   "prune": self.opts.prune}
-        key = cache.stage_key("optimize", params, [self.float_path], _code("optimize", "structured"))
+        key = cache.stage_key("optimize", params, [self.float_path], _code("model/optimize", "model/structured"))
         return self.stage(2, "optimize", self.model_dir, key, [self.optimized_path], lambda: asdict(
             optimize_mod.optimize(self.float_path, self.optimized_path, self.spec, self.data(), self.opts.sparsity,
                                   self.qat, self.epochs, self.opts.seed, self.opts.prune)))
 
     def convert(self) -> dict:
-        from pipeline import convert as convert_mod
+        from pipeline.model import convert as convert_mod
 
         self.optimize()
         key = cache.stage_key("convert", {"seed": self.opts.seed, "data": self.fingerprint(),
                                           "precision": self.opts.precision},
-                              [self.optimized_path, self.float_path], _code("convert", "tflite_model"))
+                              [self.optimized_path, self.float_path], _code("model/convert", "target/tflite_model"))
         return self.stage(3, "convert", self.model_dir, key, [self.tflite_path], lambda: asdict(
             convert_mod.convert(self.optimized_path, self.float_path, self.data(), self.opts.seed, self.tflite_path,
                                 self.opts.precision)))
@@ -234,7 +237,7 @@ class Pipeline:
         info = self.model_info(firmware=False)
         float_path = None if self.byo else self.float_path
         inputs = [self.tflite_path] + ([float_path] if float_path else [])
-        key = cache.stage_key("validate", {"data": self.fingerprint()}, inputs, _code("validate"))
+        key = cache.stage_key("validate", {"data": self.fingerprint()}, inputs, _code("model/validate"))
 
         def run():
             out_size = int(np.prod(info.outputs[0].shape))
@@ -274,8 +277,8 @@ class Pipeline:
         key = cache.stage_key("generate", {"model": self.model_name, "data": self.fingerprint(),
                                            "kernels": board.kernels, "target": kernels.target_of(board),
                                            "memory_plan": self.opts.memory_plan},
-                              [self.tflite_path], _code("codegen", "arena", "tflm_ops", "tflite_model", "graph",
-                                                        "kernels", "memplan"))
+                              [self.tflite_path], _code("firmware/codegen", "target/arena", "target/tflm_ops", "target/tflite_model", "target/graph",
+                                                        "target/kernels", "target/memplan"))
 
         def run():
             codegen.resolver_methods(info)  # name an op TFLM lacks before TFLM itself fails on it
@@ -328,9 +331,9 @@ class Pipeline:
 
     def quant_debug(self) -> dict:
         """Per-layer int8 error of the float model (TFLite's quantization debugger), kept beside the model."""
-        from pipeline import quant_debug
+        from pipeline.model import quant_debug
 
-        key = cache.stage_key("quant_debug", {"data": self.fingerprint()}, [self.float_path], _code("quant_debug"))
+        key = cache.stage_key("quant_debug", {"data": self.fingerprint()}, [self.float_path], _code("model/quant_debug"))
 
         def run():
             errors = quant_debug.layer_errors(self.float_path, self.data())
@@ -342,13 +345,13 @@ class Pipeline:
 
     def profile(self, board: boards.Board, board_dir: Path) -> dict:
         """Per-layer cost on the board (estimates) and what sets the peak arena: profile.json/.csv/.md/.png."""
-        from pipeline import costmodel, profile as profile_mod
+        from pipeline.target import costmodel, profile as profile_mod
 
         cost_file = costmodel.for_board(board).path
         errors = self.quant_debug_path if not self.byo and self.quant_debug_path.is_file() else None
         key = cache.stage_key("profile", {"model": self.model_name, "board": board.name, "kernels": board.kernels},
                               [self.tflite_path, cost_file] + ([board.source] if board.source else [])
-                              + ([errors] if errors else []), _code("profile", "costmodel", "graph", "kernels"))
+                              + ([errors] if errors else []), _code("target/profile", "target/costmodel", "target/graph", "target/kernels"))
 
         def run():
             layer_errors = json.loads(errors.read_text()) if errors else None
@@ -359,27 +362,27 @@ class Pipeline:
         return self.stage(7, "profile", board_dir, key, [board_dir / f for f in profile_mod.FILES], run)
 
     def firmware(self, board: boards.Board, board_dir: Path, generated_result: dict) -> dict:
-        framework = firmware.framework_for(board)
+        framework = projects.framework_for(board)
         if framework is None:
             self.log(f"[8/{len(STAGES)}] firmware: no project renderer for framework '{board.framework}' yet; "
                      f"add the files in {board_dir / 'generated'} and firmware/common/ to your project")
-            return asdict(firmware.FirmwareResult(board.framework, None, False, None, "no renderer for this framework"))
+            return asdict(projects.FirmwareResult(board.framework, None, False, None, "no renderer for this framework"))
         project = board_dir / "firmware"
         generated = board_dir / "generated"
         inputs = [generated / f for f in codegen.GENERATED_FILES] + framework.template_files()
         if board.source:
             inputs.append(board.source)
-        key = cache.stage_key("firmware", {"board": board.name}, inputs, _code("firmware"))
+        key = cache.stage_key("firmware", {"board": board.name}, inputs, _code("firmware/projects"))
 
         def run():
-            firmware.render(board, generated, project, generated_result["sample_bytes"])
+            projects.render(board, generated, project, generated_result["sample_bytes"])
             return {"project_dir": str(project)}
 
         self.stage(8, "firmware", board_dir, key, [project / "CMakeLists.txt"], run)
         if not self.opts.compile_firmware:
-            return asdict(firmware.FirmwareResult(framework.name, str(project), False,
+            return asdict(projects.FirmwareResult(framework.name, str(project), False,
                                                   " ".join(framework.build_command(project, board)), "compile skipped"))
-        result = firmware.compile_project(board, project)
+        result = projects.compile_project(board, project)
         self.log(f"[8/{len(STAGES)}] firmware: {result.message}")
         return asdict(result)
 
@@ -409,7 +412,7 @@ class Pipeline:
 
     def device_figures(self, board: boards.Board, tflite: Path) -> dict:
         """What a model costs on the board: flash (the .tflite), arena, MACs and the latency estimate."""
-        from pipeline import costmodel
+        from pipeline.target import costmodel
 
         model_graph = graph.read(tflite)
         host = arena_mod.measure(tflite.read_bytes())
@@ -448,7 +451,7 @@ class Pipeline:
             return None
         from dataclasses import replace
 
-        from pipeline import train as train_mod
+        from pipeline.model import train as train_mod
 
         self.log("student trained alone, for the comparison (same seed, cached after the first build) ...")
         alone = Pipeline(replace(self.opts, teacher=None), log=lambda line: self.log("  alone " + line)).validate()
@@ -508,7 +511,7 @@ class Pipeline:
             "runtime_flash_bytes": board.runtime_flash_bytes, "runtime_ram_bytes": board.runtime_ram_bytes,
             "runtime_source": board.runtime_source,
             "firmware": firmware_result,
-            # ESTIMATES from the board's cost model (pipeline.costmodel), never measured: labelled so.
+            # ESTIMATES from the board's cost model (pipeline.target.costmodel), never measured: labelled so.
             "latency_estimate_us": profile["totals"]["est_us"],
             "energy_estimate_uj": profile["totals"]["est_energy_uj"],
             "estimate_label": "estimate",
@@ -578,7 +581,7 @@ def summary(report: dict) -> str:
                  f"{kernel} + margin {report['arena_margin_bytes']}), ops: {', '.join(report['ops'])}")
     lines.extend(memory_plan_summary(report.get("memory_plan")))
     if report.get("latency_estimate_us") is not None:
-        from pipeline.profile import summary as profile_summary
+        from pipeline.target.profile import summary as profile_summary
 
         lines.append(profile_summary(report["latency_estimate_us"], report["energy_estimate_uj"],
                                      report["cost_model"], report["profile_top_latency"], report["profile_peak"]))

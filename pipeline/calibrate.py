@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import costmodel, graph
+from pipeline.target import costmodel, graph
 from pipeline.errors import PipelineError
 
 CALIBRATION_DIR = costmodel.COSTS_DIR / "calibration"
@@ -93,7 +93,7 @@ def time_operators(image: Path, machine: str, input_bytes: int, timeout: float =
 def measure(tflm: Path, name: str, work: Path, log: Callable[[str], None] = print,
             plan: dict[str, tuple[float, ...]] = PLAN) -> list[OpMeasurement]:
     """Build, run and time every model of the plan under QEMU; returns one row per operator."""
-    from pipeline import models
+    from pipeline.model import zoo
     from pipeline.build import Options, Pipeline
     from pipeline.hil.harness_build import QEMU_CPUS, build_qemu_tflm
 
@@ -101,7 +101,7 @@ def measure(tflm: Path, name: str, work: Path, log: Callable[[str], None] = prin
     machine = QEMU_CPUS[target["cpu"]][1]
     rows: list[OpMeasurement] = []
     for model, widths in plan.items():
-        spec = models.get_spec(model)
+        spec = zoo.get_spec(model)
         data = random_dataset(spec, work / f"{model}.npz")
         for width in widths:
             log(f"calibrate {name}: {model} at width {width} ...")

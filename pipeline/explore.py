@@ -2,7 +2,7 @@
 search space (models.py: width, depth, pruning kind and amount, QAT or post-training, distillation from the widest
 model of the space), every trial measured on the
 same footing: int8 accuracy on the host TFLM runtime, flash and RAM as the fit check counts them, and the board's
-latency and energy ESTIMATES (pipeline.costmodel).
+latency and energy ESTIMATES (pipeline.target.costmodel).
 
 - Constraints: the board's flash and RAM budgets and the user's limits. An infeasible trial is recorded with why.
 - Hopeless trials stop early: when the float model's validation accuracy is already below --min-accuracy (less
@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from pipeline import boards, fit, models
+from pipeline import boards
+from pipeline.target import fit
+from pipeline.model import zoo
 from pipeline.cache import write_atomic
 from pipeline.errors import PipelineError
 
@@ -67,8 +69,8 @@ class ExploreOptions:
         return f"{self.model}@{self.board_name}"
 
 
-def check_options(opts: ExploreOptions) -> models.ModelSpec:
-    spec = models.get_spec(opts.model)
+def check_options(opts: ExploreOptions) -> zoo.ModelSpec:
+    spec = zoo.get_spec(opts.model)
     if opts.trials < 1:
         raise PipelineError(f"--trials must be at least 1 (got {opts.trials})")
     unknown = [o for o in opts.objectives if o not in OBJECTIVES]
@@ -84,7 +86,7 @@ def check_options(opts: ExploreOptions) -> models.ModelSpec:
     return spec
 
 
-def sample(trial, spec: models.ModelSpec) -> dict:
+def sample(trial, spec: zoo.ModelSpec) -> dict:
     """One configuration from the model's search space (steps keep repeated configurations cache hits)."""
     space = spec.search
     low, high = space["width"]
@@ -172,7 +174,7 @@ def objective_values(opts: ExploreOptions, m: dict) -> list[float]:
     return [m["accuracy"] if o == "accuracy" else m[OBJECTIVE_KEYS[o]] for o in opts.objectives]
 
 
-def directions(opts: ExploreOptions, spec: models.ModelSpec) -> list[str]:
+def directions(opts: ExploreOptions, spec: zoo.ModelSpec) -> list[str]:
     """Accuracy up (a regression model's MAE down); every cost down."""
     first = "maximize" if spec.task == "classification" else "minimize"
     return [first if o == "accuracy" else "minimize" for o in opts.objectives]
@@ -189,7 +191,7 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) the study until it holds --trials finished trials, then write the outputs."""
     import optuna
 
-    from pipeline import train
+    from pipeline.model import train
 
     spec = check_options(opts)
     board = boards.load_board(opts.board)

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from conftest import assert_clean_error, run_invoke, standin_tool
-from pipeline import boards, firmware
+from pipeline import boards
+from pipeline.firmware import projects
 
 STANDIN = os.path.join(os.path.dirname(__file__), "standin", "arduino")
 
@@ -27,11 +28,11 @@ def test_sketch_is_complete_and_consistent(arduino_build):
     board = boards.load_board("nano33ble-arduino")
     sketch = arduino_build / "nano33ble-arduino" / "digits" / "firmware"
     ino = (sketch / "firmware.ino").read_text()  # arduino-cli wants the main file named after the folder
-    assert "@" not in ino and f"#include <{firmware.Arduino.LIBRARY_HEADER}>" in ino
+    assert "@" not in ino and f"#include <{projects.Arduino.LIBRARY_HEADER}>" in ino
     assert "ee_init(&ctx, &port, TflmBackend())" in ino and "Serial.available()" in ino
-    for name in firmware.COMMON_SOURCES + tuple(firmware.GENERATED_FILES):
+    for name in projects.COMMON_SOURCES + tuple(projects.GENERATED_FILES):
         base = os.path.basename(name)
-        assert (sketch / firmware.Arduino.sketch_name(base)).is_file(), base
+        assert (sketch / projects.Arduino.sketch_name(base)).is_file(), base
     assert not list(sketch.glob("*.cc"))  # arduino-cli would not compile them
     settings = (sketch / "model_settings.h").read_text()
     assert "kTensorArenaSize" in settings
@@ -39,7 +40,7 @@ def test_sketch_is_complete_and_consistent(arduino_build):
     assert "#define EE_MAX_DB_BYTES 64u" in config  # one digits input
     yaml = (sketch / "sketch.yaml").read_text()
     assert f"fqbn: {board.arduino_fqbn}" in yaml and f"platform: {board.arduino_platform}" in yaml
-    assert f"{firmware.Arduino.LIBRARY} ({firmware.Arduino.LIBRARY_VERSION})" in yaml
+    assert f"{projects.Arduino.LIBRARY} ({projects.Arduino.LIBRARY_VERSION})" in yaml
     report = (arduino_build / "nano33ble-arduino" / "digits" / "report.json").read_text()
     assert "arduino-cli compile --fqbn arduino:mbed_nano:nano33ble" in report
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_invoke
-from pipeline import tfenv
+from pipeline.model import tfenv
 
 
 def _convert(model, int8: bool, representative=True):
@@ -157,7 +157,7 @@ def test_out_of_range_options(option):
 
 def test_accuracy_drop_over_the_limit_fails():
     from pipeline.errors import PipelineError
-    from pipeline.validate import Metrics, check_drop
+    from pipeline.model.validate import Metrics, check_drop
 
     metrics = Metrics("accuracy", float_metric=97.0, int8_metric=93.5, tflm_metric=93.5, max_output_diff=0,
                       test_examples=270)

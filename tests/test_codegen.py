@@ -7,8 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from pipeline import arena, codegen, tflite_model
-from pipeline.tflm_ops import RESOLVER_METHODS
+from pipeline.target import arena, tflite_model
+from pipeline.firmware import codegen
+from pipeline.target.tflm_ops import RESOLVER_METHODS
 
 METHOD_TO_OP = {method: op for op, method in RESOLVER_METHODS.items()}
 
@@ -66,7 +67,8 @@ def test_resolver_registers_exactly_the_models_ops(esp32_build):
 
 
 def test_arena_is_tflm_need_plus_kernel_scratch_plus_at_most_1kib(esp32_build):
-    from pipeline import boards, graph, kernels
+    from pipeline import boards
+    from pipeline.target import graph, kernels
 
     report = esp32_build["report"]
     model_bytes = (esp32_build["dir"] / "model.tflite").read_bytes()

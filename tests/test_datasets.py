@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import datasets
+from pipeline.model import datasets
 from pipeline.errors import PipelineError
 
 

@@ -22,7 +22,7 @@ def test_distilled_student_is_built_and_compared_with_the_student_alone(tmp_path
 
 
 def test_soften_matches_softmax_of_logits_over_temperature():
-    from pipeline import train
+    from pipeline.model import train
 
     logits = np.array([[2.0, -1.0, 0.5]], dtype=np.float32)
     probs = np.exp(logits) / np.exp(logits).sum()

@@ -5,7 +5,7 @@ import re
 import shutil
 
 from conftest import run_invoke
-from pipeline import tflite_model
+from pipeline.target import tflite_model
 
 REQUIRED_FIELDS = ("model", "board", "float_metric", "int8_metric", "tflm_metric", "sparsity", "tflite_bytes",
                    "arena_bytes", "ops", "flash_bytes", "ram_bytes", "fits", "stage_seconds")

@@ -2,7 +2,9 @@
 keys against the Kconfig facts they depend on, and the console each board file asks for."""
 import pytest
 
-from pipeline import boards, esp_partitions, firmware
+from pipeline import boards
+from pipeline.boards import esp_partitions
+from pipeline.firmware import projects
 from pipeline.errors import PipelineError
 
 ESP_BOARDS = [b for b in boards.board_names() if boards.load_board(b).framework == "esp-idf"]
@@ -28,8 +30,8 @@ CPU_FREQS = {"esp32": (80, 160, 240), "esp32s3": (80, 160, 240), "esp32c3": (80,
 
 def sdkconfig(board_name: str, tmp_path) -> dict[str, str]:
     board = boards.load_board(board_name)
-    lines = firmware.EspIdf.console_config(board)
-    template = (firmware.FIRMWARE_DIR / "esp-idf" / "sdkconfig.defaults").read_text()
+    lines = projects.EspIdf.console_config(board)
+    template = (projects.FIRMWARE_DIR / "esp-idf" / "sdkconfig.defaults").read_text()
     text = template.replace("@CONSOLE_CONFIG@", "\n".join(lines)).replace("@TARGET@", board.target) \
         .replace("@CLOCK_MHZ@", str(board.clock_mhz)).replace("@FLASH_CHIP_MB@", str(board.flash_chip_mb)) \
         .replace("@BOARD@", board.name)
@@ -114,9 +116,9 @@ def test_usb_serial_jtag_board_renders_that_console(tmp_path):
     board = boards.load_board("xiao-esp32s3")
     generated = tmp_path / "generated"
     generated.mkdir()
-    for name in firmware.GENERATED_FILES:
+    for name in projects.GENERATED_FILES:
         (generated / name).write_text("// stand-in generated file\n")
-    firmware.render(board, generated, tmp_path / "fw", 64)
+    projects.render(board, generated, tmp_path / "fw", 64)
     cmake = (tmp_path / "fw" / "main" / "CMakeLists.txt").read_text()
     assert "set(console_components esp_driver_usb_serial_jtag)" in cmake
     assert "CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG=y" in (tmp_path / "fw" / "sdkconfig.defaults").read_text()

@@ -125,7 +125,7 @@ def test_emulated_device_answers_with_tflm_outputs(esp32_build, tmp_path):
     assert result["source"] == "emulated" and result["device"]["backend"] == "emulated"
     assert result["bit_exact"] == 40 and result["reference"] == "host TFLM"
     assert result["accuracy"] >= 90.0  # the real model's outputs, on real test digits
-    from pipeline import costmodel, graph
+    from pipeline.target import costmodel, graph
 
     estimate = costmodel.estimate(graph.read(esp32_build["dir"] / "model.tflite"), board)
     assert result["latency_us"]["median"] == pytest.approx(estimate.latency_us, abs=1)

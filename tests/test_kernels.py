@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import kernels
-from pipeline.graph import Op, Tensor
+from pipeline.target import kernels
+from pipeline.target.graph import Op, Tensor
 
 DATA = Path(__file__).parent / "data"
 KINDS = {"conv": "CONV_2D", "depthwise_conv": "DEPTHWISE_CONV_2D", "fully_connected": "FULLY_CONNECTED",
@@ -67,7 +67,7 @@ def test_the_issue_case_esp32s3_needs_more_than_the_whole_host_arena():
 
 
 def test_arena_margin_per_kernel_family():
-    from pipeline import arena
+    from pipeline.target import arena
 
     assert kernels.CmsisNN.margin_bytes == kernels.Reference.margin_bytes == 0  # verified under QEMU
     assert kernels.EspNN.margin_bytes == 1024  # not verified on a device here

@@ -4,7 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import arena, graph, memplan, validate
+from pipeline.target import arena, graph, memplan
+from pipeline.model import validate
 
 
 @st.composite

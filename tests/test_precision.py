@@ -11,7 +11,7 @@ def test_int16x8_converts_runs_on_tflm_and_profiles(tmp_path):
     assert "QAT skipped" in proc.stdout  # 16x8 is post-training
     converted = list((tmp_path / "_models" / "digits").glob("*/*-int16x8/model.tflite"))
     assert len(converted) == 1
-    from pipeline import graph, tflite_model
+    from pipeline.target import graph, tflite_model
 
     info = tflite_model.read(converted[0])
     assert info.inputs[0].dtype == info.outputs[0].dtype == "INT16" and tflite_model.precision(info) == "int16x8"

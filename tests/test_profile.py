@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_error, run_invoke
-from pipeline import boards, costmodel, graph, kernels
+from pipeline import boards
+from pipeline.target import costmodel, graph, kernels
 from pipeline.errors import PipelineError
 
 
@@ -93,9 +94,9 @@ def test_calibrated_cost_models_match_their_measurements():
 
 def test_structured_pruning_removes_channels_exactly():
     """Zero the channels the plan removes: the original and the rebuilt smaller model then compute the same."""
-    from pipeline import models, structured
+    from pipeline.model import zoo, structured
 
-    model = models.get_spec("digits").make(1.0)
+    model = zoo.get_spec("digits").make(1.0)
     plan = structured.plan(model, 0.5)
     for layer in model.layers:
         group = plan.out_group.get(layer.name)
@@ -114,9 +115,9 @@ def test_structured_pruning_removes_channels_exactly():
 
 @pytest.mark.parametrize("name", ["resnet8", "ds_cnn", "mobilenet_v1", "autoencoder", "sine"])
 def test_structured_pruning_works_for_every_zoo_model(name):
-    from pipeline import models, structured
+    from pipeline.model import zoo, structured
 
-    spec = models.get_spec(name)
+    spec = zoo.get_spec(name)
     model = spec.make(1.0)
     smaller, figures = structured.prune(model, 0.5)
     assert figures.params_after < 0.6 * figures.params_before and figures.channels_after < figures.channels_before

@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipeline import boards, cache, fit
+from pipeline import boards, cache
+from pipeline.target import fit
 from pipeline.errors import PipelineError
 
 

@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from conftest import assert_clean_error, run_invoke, standin_tool
-from pipeline import boards, firmware
+from pipeline import boards
+from pipeline.firmware import projects
 
 ZEPHYR_BOARDS = {"nucleo-l4r5zi": ("nucleo_l4r5zi", "cmsis-nn"), "nano33ble": ("arduino_nano_33_ble", "cmsis-nn"),
                  "nrf52840dk": ("nrf52840dk/nrf52840", "cmsis-nn"), "pico2": ("rpi_pico2/rp2350a/m33", "cmsis-nn"),
@@ -34,7 +35,7 @@ def test_zephyr_app_is_complete_and_consistent(zephyr_builds, name):
     for source in ("main.cc", "ee_core.c", "tflm_backend.cc", "model_runner.cc", "model_data.cc", "model_settings.cc"):
         assert f"src/{source}" in cmake and (project / "src" / source).is_file(), source
     assert "EE_MAX_DB_BYTES=64u" in cmake and "find_package(Zephyr" in cmake
-    for name_ in firmware.COMMON_SOURCES + tuple(firmware.GENERATED_FILES):
+    for name_ in projects.COMMON_SOURCES + tuple(projects.GENERATED_FILES):
         assert (project / "src" / os.path.basename(name_)).is_file(), name_
     prj = (project / "prj.conf").read_text()
     assert "CONFIG_TENSORFLOW_LITE_MICRO=y" in prj and "CONFIG_CPP=y" in prj and "CONFIG_STD_CPP17=y" in prj
@@ -43,7 +44,7 @@ def test_zephyr_app_is_complete_and_consistent(zephyr_builds, name):
     assert "@" not in main.replace("@param", "") and "uart_irq_rx_enable" in main and "ring_buf_get" in main
     assert ('"qemu-icount"' in main) == (board.qemu_machine is not None)
     # the DWT cycle counter at the CPU clock where the core has one and the clock is the board's own
-    dwt = board.qemu_machine is None and board.core not in firmware.Zephyr.NO_DWT_CORES
+    dwt = board.qemu_machine is None and board.core not in projects.Zephyr.NO_DWT_CORES
     assert (f"EE_CLOCK_DWT=1 EE_CPU_MHZ={board.clock_mhz}" in cmake) == dwt and ("EE_CLOCK_DWT=0" in cmake) != dwt
     assert "CONFIG_UART_INTERRUPT_DRIVEN=y" in prj and "CONFIG_RING_BUFFER=y" in prj
     settings = (project / "src" / "model_settings.h").read_text()

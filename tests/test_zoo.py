@@ -5,9 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from pipeline import models, tflite_model
+from pipeline.model import zoo
+from pipeline.target import tflite_model
 from pipeline.build import Options, Pipeline
-from pipeline.tflm_ops import RESOLVER_METHODS
+from pipeline.target.tflm_ops import RESOLVER_METHODS
 
 METHOD_TO_OP = {method: op for op, method in RESOLVER_METHODS.items()}
 
@@ -31,7 +32,7 @@ def user_npz(path, spec, n_train=32, n_test=8, seed=0):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ds_cnn", "mobilenet_v1", "resnet8", "autoencoder"])
 def test_mlperf_tiny_model_goes_from_user_data_to_firmware_inputs(name, tmp_path):
-    spec = models.get_spec(name)
+    spec = zoo.get_spec(name)
     data = user_npz(tmp_path / f"{name}.npz", spec)
     # --max-drop is wide: one epoch on 32 examples says nothing about accuracy, only that every stage runs.
     opts = Options(model=name, board="nucleo-l4r5zi", data=str(data), epochs=1, max_drop=100.0, build_root=tmp_path)

@@ -3,7 +3,7 @@
 It runs the firmware's own harness core (firmware/harness/ee_core.c, built here as a host shared library and
 driven through ctypes), so the emulator, the host port and the firmware share one parser and one set of replies.
 Its backend answers with the real int8 outputs of the TFLM host runtime for the uploaded input and advances the
-port's clock by the board's latency ESTIMATE (pipeline.costmodel, per operator; `xprofile` answers with those
+port's clock by the board's latency ESTIMATE (pipeline.target.costmodel, per operator; `xprofile` answers with those
 per-operator estimates). It says it is emulated in its name, its profile and its backend, and `invoke measure`
 labels every figure from it "emulated".
 """
@@ -23,7 +23,9 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import boards, codegen, costmodel, graph, tflite_model
+from pipeline import boards
+from pipeline.firmware import codegen
+from pipeline.target import costmodel, graph, tflite_model
 from pipeline.errors import PipelineError
 
 FIRMWARE = Path(__file__).resolve().parent.parent.parent / "firmware"

@@ -16,13 +16,15 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import boards, tflite_model, validate
+from pipeline import boards
+from pipeline.target import tflite_model
+from pipeline.model import validate
 from pipeline.errors import PipelineError
 from pipeline.hil import energy, history, protocol, results, transport
 from pipeline.hil.dut import Device
 from pipeline.hil.errors import DeviceError, DeviceTimeout, WrongFirmware
 from pipeline.hil.test_backend import test_backend_outputs
-from pipeline.profile import QEMU
+from pipeline.target.profile import QEMU
 
 
 @dataclass
@@ -124,13 +126,13 @@ def _test_inputs(opts: MeasureOptions, info: tflite_model.TFLiteModel):
     """The first --inputs examples of the model's test split (--data, or a zoo model's own), quantized as the
     firmware expects them. A model brought with --tflite and measured without --data gets its built-in sample
     (the input zero point everywhere), which checks latency and bit-exact outputs but not accuracy."""
-    from pipeline import datasets, models
+    from pipeline.model import datasets, zoo
 
     inp = info.inputs[0]
     out_size = int(np.prod(info.outputs[0].shape))
-    if opts.model not in models.ZOO and opts.data is None:
+    if opts.model not in zoo.ZOO and opts.data is None:
         return np.full([1] + inp.shape[1:], inp.zero_point, dtype=np.int8), None
-    if opts.model in models.ZOO:
+    if opts.model in zoo.ZOO:
         from pipeline.build import Options, Pipeline
 
         pipeline = Pipeline(Options(model=opts.model, board=opts.board, data=opts.data, seed=opts.seed,
@@ -175,7 +177,7 @@ def check_outputs(port: str, reply, info: tflite_model.TFLiteModel) -> None:
 def _write_profile(build: Path, board: boards.Board, model: str, measured: list[tuple[str, int]], source: str,
                    out_dir: Path) -> list[Path]:
     """The build's per-layer estimates with the device's measured times beside them, in the measure folder."""
-    from pipeline import graph, profile
+    from pipeline.target import graph, profile
 
     result = profile.build(graph.read(build / "model.tflite"), board, model)
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.boards import Board
 from pipeline.errors import PipelineError
 
 TABLE_OFFSET = 0x8000
@@ -39,7 +38,8 @@ FIXED = (Partition("nvs", "data", "nvs", 0x9000, 0x6000), Partition("phy_init", 
 APP_OFFSET = 0x10000
 
 
-def layout(board: Board) -> list[Partition]:
+def layout(board) -> list[Partition]:
+    """`board`: a pipeline.boards.Board (its name, flash_chip_mb and flash_bytes are read)."""
     """NVS, PHY data and one factory app partition of the board's flash budget, on a flash chip of its size."""
     if board.flash_chip_mb is None:
         raise PipelineError(f"board {board.name}: an esp-idf board needs [memory] flash_chip_mb")

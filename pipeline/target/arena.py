@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pipeline.errors import PipelineError
 
 # The margin added to the host's measurement plus the kernels' scratch, at most 1 KiB where it is unverified
-# (pipeline.kernels: per kernel family). The host build is 64-bit with reference kernels: a 32-bit MCU needs less
+# (pipeline.target.kernels: per kernel family). The host build is 64-bit with reference kernels: a 32-bit MCU needs less
 # for TFLM's structs. The firmware prints its real arena_used_bytes() so the size can be checked on the device.
 ARENA_MARGIN_BYTES = 1024
 ARENA_ALIGNMENT = 16
@@ -32,7 +32,7 @@ class ArenaResult:
     arena_bytes: int  # what the firmware allocates: measured + kernel scratch + margin, a multiple of 16
     margin_bytes: int
     # The largest scratch buffer the board's optimized kernels request beyond the host's reference kernels
-    # (pipeline.kernels); a scratch buffer lives only while its op runs, so the largest one is what is added.
+    # (pipeline.target.kernels); a scratch buffer lives only while its op runs, so the largest one is what is added.
     kernel_scratch_bytes: int = 0
     kernel_scratch_op: str | None = None  # "#1 CONV_2D"
     kernels: str = "reference"

@@ -32,3 +32,9 @@ def tfmot():
     import tensorflow_model_optimization
 
     return tensorflow_model_optimization
+
+
+def load_model(path):
+    """Load a float, pruned or QAT model saved by a stage (QAT layers need tfmot's scope)."""
+    with tfmot().quantization.keras.quantize_scope():
+        return keras().models.load_model(path, compile=False)

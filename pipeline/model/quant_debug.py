@@ -12,23 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import tfenv
-from pipeline.datasets import Dataset
+from pipeline.model import tfenv
+from pipeline.target.graph import layer_name
+from pipeline.model.datasets import Dataset
 
 SAMPLES = 32
 
 
-def layer_name(tensor_name: str) -> str | None:
-    """`model/layer/op;...` (TFLite joins fused names with ';') -> `layer`, without tfmot's `quant_` prefix."""
-    parts = tensor_name.removeprefix("NumericVerify/").split(";")[0].split("/")
-    if len(parts) < 3:
-        return None
-    return parts[1].removeprefix("quant_")
-
-
 def layer_errors(float_path: Path, data: Dataset) -> dict[str, dict[str, float]]:
     """Per Keras layer: RMSE and largest absolute error of its int8 output against float, over SAMPLES inputs."""
-    from pipeline.optimize import load_model
+    from pipeline.model.tfenv import load_model
 
     tf = tfenv.tf()
     converter = tf.lite.TFLiteConverter.from_keras_model(load_model(float_path))

@@ -11,8 +11,8 @@ import numpy as np
 
 from pipeline.cache import write_atomic
 from pipeline.errors import PipelineError
-from pipeline.tflite_model import TFLiteModel
-from pipeline.tflm_ops import RESOLVER_METHODS
+from pipeline.target.tflite_model import TFLiteModel
+from pipeline.target.tflm_ops import RESOLVER_METHODS
 
 MODEL_DATA_CC = "model_data.cc"
 MODEL_DATA_H = "model_data.h"

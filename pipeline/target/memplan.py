@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import graph as graph_mod
+from pipeline.target import graph as graph_mod
 from pipeline.errors import PipelineError
 
 METADATA_NAME = "OfflineMemoryAllocation"
@@ -128,7 +128,7 @@ def embed(model_bytes: bytes, p: Plan, tensor_count: int) -> bytes:
     """The model with the plan in its metadata (any previous plan replaced), re-aligned as TFLM expects."""
     from tflite_micro.tensorflow.lite.micro.tools import tflite_flatbuffer_align_wrapper as align
 
-    from pipeline import tflite_model
+    from pipeline.target import tflite_model
 
     schema = tflite_model._schema()
     import flatbuffers
@@ -156,7 +156,7 @@ def embed(model_bytes: bytes, p: Plan, tensor_count: int) -> bytes:
 
 def planned_offsets(model_bytes: bytes) -> list[int] | None:
     """The offline plan a model carries, or None."""
-    from pipeline import tflite_model
+    from pipeline.target import tflite_model
 
     model = tflite_model._schema().ModelT.InitFromPackedBuf(model_bytes, 0)
     for m in model.metadata or []:

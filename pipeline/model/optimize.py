@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import cache, tfenv
-from pipeline.datasets import Dataset
-from pipeline.models import ModelSpec
-from pipeline.train import compile_model, keras_verbosity, seed_everything
+from pipeline import cache
+from pipeline.model import tfenv
+from pipeline.model.datasets import Dataset
+from pipeline.model.zoo import ModelSpec
+from pipeline.model.train import compile_model, keras_verbosity, seed_everything
 
 
 @dataclass
@@ -36,13 +37,6 @@ class OptimizeResult:
 def fine_tune_epochs(epochs: int) -> tuple[int, int]:
     """Pruning and QAT fine-tune for a fraction of the training epochs, at least one each."""
     return max(1, math.ceil(epochs / 4)), max(1, math.ceil(epochs / 8))
-
-
-def load_model(path: Path):
-    """Load a float, pruned or QAT model saved by a stage (QAT layers need tfmot's scope)."""
-    k, tfmot = tfenv.keras(), tfenv.tfmot()
-    with tfmot.quantization.keras.quantize_scope():
-        return k.models.load_model(path, compile=False)
 
 
 def kernel_sparsity(model) -> float:
@@ -95,8 +89,8 @@ def quantization_aware(model, spec: ModelSpec, data: Dataset, epochs: int):
 
 
 def prune_channels(model, spec: ModelSpec, data: Dataset, fraction: float, epochs: int):
-    """Structured pruning (pipeline.structured), then fine-tuning of the smaller model to recover accuracy."""
-    from pipeline import structured
+    """Structured pruning (pipeline.model.structured), then fine-tuning of the smaller model to recover accuracy."""
+    from pipeline.model import structured
 
     smaller, figures = structured.prune(model, fraction)
     compile_model(smaller, spec, spec.learning_rate / 2)
@@ -109,7 +103,7 @@ def optimize(float_path: Path, out_path: Path, spec: ModelSpec, data: Dataset, s
              epochs: int, seed: int, kind: str = "magnitude") -> OptimizeResult:
     seed_everything(seed)
     prune_epochs, qat_epochs = fine_tune_epochs(epochs)
-    model = load_model(float_path)
+    model = tfenv.load_model(float_path)
     figures = None
     if sparsity > 0 and kind == "structured":
         # Removing channels takes more recovery than zeroing weights: fine-tune twice as long.

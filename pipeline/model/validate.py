@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets import Dataset
+from pipeline.model.datasets import Dataset
 from pipeline.errors import PipelineError
-from pipeline.tflite_model import TensorInfo
+from pipeline.target.tflite_model import TensorInfo
 
 
 @dataclass
@@ -43,7 +43,7 @@ def score(task: str, predictions: np.ndarray, targets: np.ndarray) -> float:
 
 
 def run_tflite(model_bytes: bytes, x_q: np.ndarray) -> np.ndarray:
-    from pipeline import tfenv
+    from pipeline.model import tfenv
 
     tf = tfenv.tf()
     # Reference kernels, as TFLM uses: the default XNNPACK delegate rounds differently by an int8 step or two.
@@ -83,7 +83,7 @@ def validate(tflite_path: Path, float_path: Path | None, data: Dataset, input_t:
     tflm_out = run_tflm(model_bytes, x_q)
     float_metric = None
     if float_path is not None:
-        from pipeline.optimize import load_model
+        from pipeline.model.tfenv import load_model
 
         float_metric = score(data.task, load_model(float_path).predict(data.x_test, verbose=0), data.y_test)
     return Metrics(

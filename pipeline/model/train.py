@@ -6,9 +6,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import cache, tfenv
-from pipeline.datasets import Dataset
-from pipeline.models import ModelSpec
+from pipeline import cache
+from pipeline.model import tfenv
+from pipeline.model.datasets import Dataset
+from pipeline.model.zoo import ModelSpec
 
 
 @dataclass
@@ -64,7 +65,7 @@ def distillation_targets(teacher_path: Path, data: Dataset):
     """Hard labels one-hot and the teacher's softened outputs side by side: what the distillation loss reads."""
     import numpy as np
 
-    from pipeline.optimize import load_model
+    from pipeline.model.tfenv import load_model
 
     teacher = load_model(teacher_path)
     classes = teacher.output_shape[-1]

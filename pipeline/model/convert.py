@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import cache, tfenv, tflite_model
-from pipeline.datasets import Dataset
+from pipeline import cache
+from pipeline.model import tfenv
+from pipeline.target import tflite_model
+from pipeline.model.datasets import Dataset
 from pipeline.errors import PipelineError
-from pipeline.optimize import load_model
+from pipeline.model.tfenv import load_model
 
 REPRESENTATIVE_SAMPLES = 200
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.errors import PipelineError
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "boards"
+BOARDS_DIR = Path(__file__).resolve().parents[2] / "boards"
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def _check_esp_idf(board: Board, where: str) -> None:
     if board.flash_chip_mb not in ESP_FLASH_CHIP_MB:
         raise PipelineError(f"{where} [memory]: field 'flash_chip_mb' must be one of "
                             f"{', '.join(map(str, ESP_FLASH_CHIP_MB))} (got {board.flash_chip_mb})")
-    from pipeline import esp_partitions
+    from pipeline.boards import esp_partitions
 
     esp_partitions.layout(board)  # the partition table it will render: refused now, before any training
     if board.console == "usb-serial-jtag" and board.target not in USB_SERIAL_JTAG_TARGETS:

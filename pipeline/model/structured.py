@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline import tfenv
+from pipeline.model import tfenv
 from pipeline.errors import PipelineError
 
 PRODUCERS = ("Conv2D", "Dense")

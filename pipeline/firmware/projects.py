@@ -11,12 +11,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import esp_partitions
+from pipeline.boards import esp_partitions
 from pipeline.boards import Board
-from pipeline.codegen import GENERATED_FILES
+from pipeline.firmware.codegen import GENERATED_FILES
 from pipeline.errors import PipelineError
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
 # Copied into every rendered project: the TFLM runner and the benchmark harness core with its TFLM backend.
 COMMON_SOURCES = ("common/model_runner.h", "common/model_runner.cc", "common/tflm_backend.h",
                   "common/tflm_backend.cc", "harness/ee_core.h", "harness/ee_core.c")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pipeline import tfenv
+from pipeline.model import tfenv
 from pipeline.errors import PipelineError
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pipeline.boards import Board
 from pipeline.errors import PipelineError
-from pipeline.graph import Graph, Op
+from pipeline.target.graph import Graph, Op
 
-COSTS_DIR = Path(__file__).resolve().parent.parent / "boards" / "costs"
+COSTS_DIR = Path(__file__).resolve().parents[2] / "boards" / "costs"
 TERMS = ("fixed", "mac", "out", "in", "taps")
 POOLS = {"MAX_POOL_2D", "AVERAGE_POOL_2D"}
 

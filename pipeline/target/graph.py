@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import tflite_model
+from pipeline.target import tflite_model
 from pipeline.errors import PipelineError
 
 TYPE_BYTES = {"INT8": 1, "UINT8": 1, "BOOL": 1, "INT16": 2, "FLOAT16": 2, "INT32": 4, "FLOAT32": 4, "INT64": 8}
@@ -165,3 +165,11 @@ def read(path: Path) -> Graph:
     except Exception as exc:  # the flatbuffer passed tflite_model.read, so this is a layout it cannot describe
         raise PipelineError(f"model file {path}: cannot read its operators ({type(exc).__name__}: {exc})") from None
     return Graph(path, ops, tensors, inputs, outputs)
+
+
+def layer_name(tensor_name: str) -> str | None:
+    """`model/layer/op;...` (TFLite joins fused names with ';') -> `layer`, without tfmot's `quant_` prefix."""
+    parts = tensor_name.removeprefix("NumericVerify/").split(";")[0].split("/")
+    if len(parts) < 3:
+        return None
+    return parts[1].removeprefix("quant_")

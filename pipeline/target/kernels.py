@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.boards import Board
-from pipeline.graph import Graph, Op
+from pipeline.target.graph import Graph, Op
 
 ALIGN = 16  # TFLM's MicroArenaBufferAlignment(): every scratch request is rounded up to it
 

@@ -2,7 +2,7 @@
 
 One row per operator in execution order: its output shape, parameters, weight bytes, MACs, activation bytes in
 and out, the bytes alive in the arena while it runs (and which tensors), the kernel scratch it asks for, and its
-ESTIMATED cycles and microseconds on the board (pipeline.costmodel), with its share of the total. Written as
+ESTIMATED cycles and microseconds on the board (pipeline.target.costmodel), with its share of the total. Written as
 profile.json, profile.csv, profile.md and profile.png. Measured per-layer times (`invoke measure --profile`) are
 added beside the estimates, labelled by where they came from.
 """
@@ -14,10 +14,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline import costmodel, kernels
+from pipeline.target import costmodel, kernels
 from pipeline.boards import Board
 from pipeline.cache import write_atomic
-from pipeline.graph import Graph
+from pipeline.target.graph import Graph
 
 HOT_SHARE = 0.15  # an operator taking at least this share of the estimated latency is a hot spot
 TOP = 3
@@ -85,7 +85,7 @@ def build(graph: Graph, board: Board, model_name: str, layer_errors: dict | None
                         [_short(t.name) for t in alive], scratch.per_op[op.index], round(e.cycles),
                         round(e.us, 2), round(e.us / total_us, 4)))
     if layer_errors:
-        from pipeline.quant_debug import layer_name
+        from pipeline.target.graph import layer_name
 
         for row, op in zip(rows, graph.ops):
             out = op.outputs[0]
