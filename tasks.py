@@ -193,7 +193,8 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
 
 
 @task(help={"model": COMMON_HELP["model"], "board": COMMON_HELP["board"], "data": COMMON_HELP["data"],
-            "trials": "finished trials the study should hold (default 30); an interrupted study resumes",
+            "trials": "trials the study should finish (default 30): complete, or pruned as hopeless; a trial whose "
+                      "worker died is run again, not counted; an interrupted study resumes",
             "objectives": "comma-separated: accuracy and any of latency, ram, flash, energy (default accuracy,latency,ram)",
             "max_latency_ms": "limit on the estimated latency per inference, ms",
             "max_ram_kb": "limit on RAM (arena + input + runtime), KiB; the board's budget always applies",
@@ -204,11 +205,13 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
                        "postgresql://user@host/db (default: sqlite under build/<board>/<model>/explore/)",
             "measure": "measure the Pareto trials: emulate (an emulated device) or the board's serial port (each "
                        "trial's firmware is built and flashed first); plotted beside the estimates",
+            "heartbeat": "seconds between a running trial's heartbeats in the study's database (default 30); a trial "
+                         "silent for twice that (its worker died) is marked failed and run again by another worker",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors
 def explore(c, model="digits", board="esp32", data=None, trials="30", objectives="accuracy,latency,ram",
             max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, min_accuracy=None, epochs=None, seed="0",
-            storage=None, build_dir="build", measure=None):
+            storage=None, build_dir="build", measure=None, heartbeat="30"):
     """Search width, depth, pruning and QAT under the board's budget: Pareto front, report.html, the pick.
 
     Build the pick with `invoke build --from-explore=best` (or a trial number).
@@ -223,7 +226,7 @@ def explore(c, model="digits", board="esp32", data=None, trials="30", objectives
         max_flash_kb=_number("max_flash_kb", max_flash_kb) if max_flash_kb else None,
         min_accuracy=_number("min_accuracy", min_accuracy) if min_accuracy else None,
         epochs=_number("epochs", epochs, int) if epochs else None, seed=_number("seed", seed, int), storage=storage,
-        build_root=Path(build_dir), measure=measure)
+        build_root=Path(build_dir), measure=measure, heartbeat=_number("heartbeat", heartbeat, int))
     result = explore_mod.run(opts)
     print(f"Pareto front: {', '.join('#' + str(r['number']) for r in result['pareto']) or 'empty'}")
     best = result["best"]

@@ -8,7 +8,12 @@ latency and energy ESTIMATES (pipeline.target.costmodel).
 - Hopeless trials stop early: when the float model's validation accuracy is already below --min-accuracy (less
   a margin the int8 steps cannot make up), the trial is pruned before pruning, QAT and conversion.
 - The study lives in a database (SQLite under build/ by default, or any --storage URL Optuna takes), so an
-  interrupted study resumes, and several processes or machines can work on one study.
+  interrupted study resumes, and several processes or machines can work on one study: a running trial beats a
+  heartbeat into the database; a trial whose worker died (no beat for twice --heartbeat) is marked failed and run
+  again, with the same configuration, by another worker. --trials counts the trials that finished (complete, or
+  pruned as hopeless or unbuildable), never a failed one, and a worker takes a new trial only while the study needs
+  one (a lock in the database, or beside the SQLite file, makes that check and the take one step), so the study
+  ends with exactly --trials of them however many workers share it.
 - Every trial goes through the stage cache: a repeated configuration trains nothing.
 """
 from __future__ import annotations
@@ -18,8 +23,10 @@ import csv
 import html
 import io
 import json
+import hashlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -51,6 +58,7 @@ class ExploreOptions:
     storage: str | None = None  # an Optuna storage URL; default sqlite under the explore folder
     build_root: Path = Path("build")
     measure: str | None = None  # measure the Pareto trials: "emulate", or the board's serial port (flashed first)
+    heartbeat: int = 30  # seconds between a running trial's heartbeats; silent for twice this = its worker died
 
     @property
     def out_dir(self) -> Path:
@@ -65,6 +73,16 @@ class ExploreOptions:
         return self.storage or f"sqlite:///{(self.out_dir / 'study.sqlite3').resolve()}"
 
     @property
+    def storage_label(self) -> str:
+        """The storage URL as printed and written to files: without its password."""
+        import sqlalchemy
+
+        try:
+            return sqlalchemy.engine.make_url(self.storage_url).render_as_string(hide_password=True)
+        except sqlalchemy.exc.ArgumentError:
+            return self.storage_url
+
+    @property
     def study_name(self) -> str:
         return f"{self.model}@{self.board_name}"
 
@@ -73,6 +91,8 @@ def check_options(opts: ExploreOptions) -> zoo.ModelSpec:
     spec = zoo.get_spec(opts.model)
     if opts.trials < 1:
         raise PipelineError(f"--trials must be at least 1 (got {opts.trials})")
+    if opts.heartbeat < 1:
+        raise PipelineError(f"--heartbeat must be at least 1 second (got {opts.heartbeat})")
     unknown = [o for o in opts.objectives if o not in OBJECTIVES]
     if unknown or "accuracy" not in opts.objectives or len(set(opts.objectives)) != len(opts.objectives):
         raise PipelineError(f"--objectives must list accuracy and any of {', '.join(OBJECTIVES[1:])}, each once "
@@ -187,9 +207,13 @@ class Progress:
     done_here: int = 0
 
 
+COUNTED = ("COMPLETE", "PRUNED")  # trials --trials counts: finished with figures, or stopped with a reason
+
+
 def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) the study until it holds --trials finished trials, then write the outputs."""
     import optuna
+    import sqlalchemy
 
     from pipeline.model import train
 
@@ -201,25 +225,22 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     train.QUIET = True
 
-    # The sampler reads the trials' constraints. Its seed moves on with the trials already in the study, so a
-    # resumed study (or a second worker) does not replay the first worker's random start-up configurations.
     study = open_study(opts, directions(opts, spec))
     stored = study.user_attrs.get("objectives")
     if stored and tuple(stored) != tuple(opts.objectives):
         raise PipelineError(f"study {opts.study_name} was started with --objectives={','.join(stored)}: resume it "
                             "with the same, or start another with --storage")
     study.set_user_attr("objectives", list(opts.objectives))
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    already = len(study.get_trials(deepcopy=False, states=finished))
-    started = len(study.get_trials(deepcopy=False))
-    study.sampler = optuna.samplers.TPESampler(seed=opts.seed + 7919 * started, multivariate=True)
+    already = sum(t.state.name in COUNTED for t in study.get_trials(deepcopy=False))
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        # One beat for each running trial: a live worker beats on anyway, and one left without any heartbeat (its
+        # worker died before the first beat, or ran without heartbeats) becomes stale and is run again.
+        study._storage.record_heartbeat(t._trial_id)
     if already:
-        log(f"explore: resuming study {opts.study_name} ({already} of {opts.trials} trials done) in {opts.storage_url}")
+        log(f"explore: resuming study {opts.study_name} ({already} of {opts.trials} trials done) in {opts.storage_label}")
     progress = Progress(max(0, opts.trials - already))
 
-    def objective(trial):
-        params = sample(trial, spec)
-        trial.set_user_attr("params", params)
+    def objective(trial, params):
         try:
             m = evaluate(opts, params, board)
         except Hopeless as exc:
@@ -236,9 +257,9 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
         trial.set_user_attr("why", "; ".join(why_infeasible(v)))
         return objective_values(opts, m)
 
-    def report(study, trial):
+    def report(trial):
         progress.done_here += 1
-        done = len(study.get_trials(deepcopy=False, states=finished))
+        done = sum(t.state.name in COUNTED for t in study.get_trials(deepcopy=False))
         elapsed = time.monotonic() - progress.start
         left = max(0, opts.trials - done)
         eta = elapsed / progress.done_here * left
@@ -256,12 +277,136 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
     if progress.total:
         log(f"explore {opts.model} on {board.name}: {progress.total} trials to run, objectives "
             f"{', '.join(opts.objectives)} (latency/energy are ESTIMATES from the board's cost model)")
-        study.optimize(objective, callbacks=[report, optuna.study.MaxTrialsCallback(opts.trials, states=finished)],
-                       catch=())
+        claim = ClaimLock(opts.storage_url, opts.study_name)
+        if not claim.exact:
+            log(f"explore: {opts.storage_label.split(':')[0]} storage has no lock here: workers that take their "
+                "last trials at the same moment may run a few more than --trials")
+        try:
+            while (trial := next_trial(study, opts, claim, log)) is not None:
+                frozen = run_trial(study, trial, spec, objective, log)
+                if frozen is not None:
+                    report(frozen)
+        except sqlalchemy.exc.OperationalError as exc:
+            raise PipelineError(f"the study's database {opts.storage_label} failed: {first_line(exc)}; the finished "
+                                "trials are kept there: run the same command again to resume") from None
     rows = collect(study, opts)
     if opts.measure:
         measure_front(opts, board, pareto(rows, opts.objectives), log)
     return write_outputs(opts, board, rows)
+
+
+def next_trial(study, opts: ExploreOptions, claim: "ClaimLock", log: Callable[[str], None]):
+    """The next trial this worker runs, or None once the study holds --trials counted trials. Under the claim lock:
+    fail the trials of dead workers (their retry is queued with the same configuration), count, and take a trial
+    only while finished + running + queued ones fall short of --trials; else wait for the other workers' trials."""
+    import optuna
+
+    waiting_for = None
+    while True:
+        with claim:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            done = sum(t.state.name in COUNTED for t in trials)
+            running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+            queued = any(t.state == optuna.trial.TrialState.WAITING for t in trials)
+            if done >= opts.trials:
+                return None
+            if queued or done + len(running) < opts.trials:
+                # The sampler reads the trials' constraints. Its seed moves on with the trials in the study, so a
+                # resumed study, or another worker, does not replay the random start-up configurations.
+                study.sampler = optuna.samplers.TPESampler(seed=opts.seed + 7919 * len(trials), multivariate=True)
+                with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize": run_trial beats
+                    warnings.simplefilter("ignore", UserWarning)
+                    trial = study.ask()  # a queued (retried) trial first
+                study._storage.record_heartbeat(trial._trial_id)  # stale from now on if its worker dies
+                return trial
+        if running != waiting_for:
+            waiting_for = running
+            log(f"explore: {done} of {opts.trials} trials done, waiting for trial(s) "
+                f"{', '.join(map(str, running))} of other workers (a trial whose worker sends no heartbeat for "
+                f"{2 * opts.heartbeat} s is failed and run again)")
+        time.sleep(opts.heartbeat)
+
+
+def run_trial(study, trial, spec: zoo.ModelSpec, objective, log: Callable[[str], None]):
+    """Sample, evaluate and tell one trial while a thread beats its heartbeat into the study's database. Returns the
+    finished trial, or None when another worker failed it meanwhile (no heartbeat reached the database in time)."""
+    import optuna
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    state = optuna.trial.TrialState
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        try:
+            retry_of = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+            params = sample(trial, spec)
+            trial.set_user_attr("params", params)
+            log(f"trial {trial.number}: started {params}"
+                + (f" (retry of trial {retry_of}, whose worker stopped)" if retry_of is not None else ""))
+            values, outcome = objective(trial, params), state.COMPLETE
+        except optuna.TrialPruned:
+            values, outcome = None, state.PRUNED
+        except BaseException:  # a bug, or Ctrl-C: the trial is failed, not counted, and the worker stops
+            study.tell(trial, state=state.FAIL, skip_if_finished=True)
+            raise
+    try:
+        frozen = study.tell(trial, values, outcome, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:  # failed by another worker between the check and the write
+        frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state != outcome:
+        log(f"trial {trial.number}: another worker found it without a heartbeat and failed it; its retry runs it "
+            "again (raise --heartbeat on a machine this loaded)")
+        return None
+    return frozen
+
+
+class ClaimLock:
+    """Held while a worker checks whether the study needs another trial and takes it, so that workers never take
+    more than --trials needs between them: PostgreSQL's advisory lock (per study; released by the server if the
+    worker dies), or an flock on a file beside an SQLite database (released by the kernel). Other databases run
+    without it (`exact` is False)."""
+
+    def __init__(self, url: str, study_name: str):
+        import sqlalchemy
+
+        parsed = sqlalchemy.engine.make_url(url)
+        backend = parsed.get_backend_name()
+        self._engine = self._file = self._conn = self._path = None
+        self.exact = backend in ("sqlite", "postgresql")
+        if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
+            self._path = Path(parsed.database + ".lock")
+        elif backend == "postgresql":
+            self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            digest = hashlib.sha256(f"mcu-deploy explore {study_name}".encode()).digest()
+            self._key = int.from_bytes(digest[:8], "big", signed=True)
+
+    def __enter__(self):
+        import fcntl
+
+        import sqlalchemy
+
+        if self._path is not None:
+            self._file = open(self._path, "a")
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        elif self._engine is not None:
+            self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
+        return self
+
+    def __exit__(self, *exc):
+        import sqlalchemy
+
+        if self._file is not None:
+            self._file.close()  # closing the file releases the flock
+            self._file = None
+        if self._conn is not None:
+            try:
+                self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+            finally:
+                self._conn.close()  # closing the session releases its locks anyway
+                self._conn = None
+        return False
 
 
 def measure_front(opts: ExploreOptions, board: boards.Board, front: list[dict], log: Callable[[str], None]) -> None:
@@ -305,41 +450,69 @@ def measure_front(opts: ExploreOptions, board: boards.Board, front: list[dict], 
             f"{row['metrics']['latency_ms']:.3f} ms estimated")
 
 
-def storage(url: str):
-    """Optuna's RDB storage; an SQLite file waits up to a minute for another worker's write instead of failing."""
+def storage(url: str, heartbeat: int = 30):
+    """Optuna's RDB storage; an SQLite file waits up to a minute for another worker's write instead of failing. A
+    running trial records a heartbeat every `heartbeat` seconds; one silent for twice that is failed by the next
+    worker that looks, and queued again with the same configuration (up to 3 times)."""
     import optuna
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    with warnings.catch_warnings():  # heartbeats and retries are marked experimental (in Optuna since 2.8)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
 
 
 def open_study(opts: ExploreOptions, dirs: list[str]):
-    """Create or load the study. Two workers starting at once may race to create it: the loser loads it."""
+    """Create or load the study. Two workers starting at once may race to create it (or the tables that hold it):
+    the loser loads it."""
     import optuna
     import sqlalchemy
 
+    last = None
     for attempt in range(5):
         try:
-            return optuna.create_study(study_name=opts.study_name, storage=storage(opts.storage_url),
+            return optuna.create_study(study_name=opts.study_name, storage=storage(opts.storage_url, opts.heartbeat),
                                        load_if_exists=True, directions=dirs)
         except ValueError as exc:  # the stored study has other directions (other --objectives)
-            raise PipelineError(f"study {opts.study_name} in {opts.storage_url} exists with other objectives: "
+            raise PipelineError(f"study {opts.study_name} in {opts.storage_label} exists with other objectives: "
                                 f"{exc}; use the same --objectives or another --storage") from None
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError, optuna.exceptions.DuplicatedStudyError):
+        except sqlalchemy.exc.OperationalError as exc:
+            if "locked" not in str(exc):  # an unreachable server, a wrong user or database: no point waiting
+                raise PipelineError(f"cannot open study {opts.study_name} in {opts.storage_label}: {first_line(exc)}; "
+                                    "check the --storage URL and that the database server runs") from None
+            last = exc
             time.sleep(0.5 * (attempt + 1))
-    raise PipelineError(f"cannot open study {opts.study_name} in {opts.storage_url}: the database stayed busy")
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError,
+                optuna.exceptions.DuplicatedStudyError) as exc:
+            last = exc
+            time.sleep(0.5 * (attempt + 1))
+    raise PipelineError(f"cannot open study {opts.study_name} in {opts.storage_label}: the database stayed busy "
+                        f"({first_line(last)})")
+
+
+def first_line(exc: Exception) -> str:
+    """A database error's own message, first line (SQLAlchemy wraps the driver's and appends the SQL)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def collect(study, opts: ExploreOptions) -> list[dict]:
     import optuna
 
     rows = []
-    for t in study.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.RUNNING:
+    trials = study.get_trials(deepcopy=False)
+    retried_as = {t.system_attrs["retry_history"][-1]: t.number for t in trials if t.system_attrs.get("retry_history")}
+    for t in trials:
+        if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING):
             continue
-        m = t.user_attrs.get("metrics")
+        m = t.user_attrs.get("metrics") if t.state != optuna.trial.TrialState.FAIL else None
         # Feasibility under this run's limits (a resumed study may have been given other ones).
         why = "; ".join(why_infeasible(violations(opts, m))) if m else t.user_attrs.get("why", "")
+        if t.state == optuna.trial.TrialState.FAIL:
+            why = "failed: its worker stopped" + (f"; run again as trial {retried_as[t.number]}"
+                                                  if t.number in retried_as else "")
         rows.append({"number": t.number, "state": t.state.name.lower(), "params": t.user_attrs.get("params"),
                      "metrics": m, "feasible": bool(m) and not why and t.state == optuna.trial.TrialState.COMPLETE,
                      "why": why or None})
@@ -406,7 +579,7 @@ def write_outputs(opts: ExploreOptions, board: boards.Board, rows: list[dict]) -
                "limits": {"max_latency_ms": opts.max_latency_ms, "max_ram_kb": opts.max_ram_kb,
                           "max_flash_kb": opts.max_flash_kb, "min_accuracy": opts.min_accuracy,
                           "board_ram_kb": board.ram_bytes / 1024, "board_flash_kb": board.flash_bytes / 1024},
-               "storage": opts.storage_url, "label": "latency and energy are ESTIMATES (cost model)",
+               "storage": opts.storage_label, "label": "latency and energy are ESTIMATES (cost model)",
                "trials": rows}
     write_atomic(out / "trials.json", json.dumps(summary, indent=2))
     write_atomic(out / "trials.csv", _csv(rows))
