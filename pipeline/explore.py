@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import io
 import json
-import hashlib
 import math
 import time
 import warnings
@@ -232,12 +232,9 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
                             "with the same, or start another with --storage")
     study.set_user_attr("objectives", list(opts.objectives))
     already = sum(t.state.name in COUNTED for t in study.get_trials(deepcopy=False))
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        # One beat for each running trial: a live worker beats on anyway, and one left without any heartbeat (its
-        # worker died before the first beat, or ran without heartbeats) becomes stale and is run again.
-        study._storage.record_heartbeat(t._trial_id)
     if already:
-        log(f"explore: resuming study {opts.study_name} ({already} of {opts.trials} trials done) in {opts.storage_label}")
+        log(f"explore: resuming study {opts.study_name} ({already} of {opts.trials} trials done) in "
+            f"{opts.storage_label}")
     progress = Progress(max(0, opts.trials - already))
 
     def objective(trial, params):
@@ -282,6 +279,12 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
             log(f"explore: {opts.storage_label.split(':')[0]} storage has no lock here: workers that take their "
                 "last trials at the same moment may run a few more than --trials")
         try:
+            with claim:
+                fail_stale_trials(study)
+                for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+                    # One beat for each trial still running: a live worker beats on anyway, and one left without
+                    # any heartbeat (its worker died before its first beat) becomes stale too, and is run again.
+                    study._storage.record_heartbeat(t._trial_id)
             while (trial := next_trial(study, opts, claim, log)) is not None:
                 frozen = run_trial(study, trial, spec, objective, log)
                 if frozen is not None:
@@ -304,9 +307,7 @@ def next_trial(study, opts: ExploreOptions, claim: "ClaimLock", log: Callable[[s
     waiting_for = None
     while True:
         with claim:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
+            fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
             done = sum(t.state.name in COUNTED for t in trials)
             running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
@@ -317,7 +318,7 @@ def next_trial(study, opts: ExploreOptions, claim: "ClaimLock", log: Callable[[s
                 # The sampler reads the trials' constraints. Its seed moves on with the trials in the study, so a
                 # resumed study, or another worker, does not replay the random start-up configurations.
                 study.sampler = optuna.samplers.TPESampler(seed=opts.seed + 7919 * len(trials), multivariate=True)
-                with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize": run_trial beats
+                with warnings.catch_warnings():  # "heartbeat is meant for Study.optimize": run_trial beats it
                     warnings.simplefilter("ignore", UserWarning)
                     trial = study.ask()  # a queued (retried) trial first
                 study._storage.record_heartbeat(trial._trial_id)  # stale from now on if its worker dies
@@ -328,6 +329,15 @@ def next_trial(study, opts: ExploreOptions, claim: "ClaimLock", log: Callable[[s
                 f"{', '.join(map(str, running))} of other workers (a trial whose worker sends no heartbeat for "
                 f"{2 * opts.heartbeat} s is failed and run again)")
         time.sleep(opts.heartbeat)
+
+
+def fail_stale_trials(study) -> None:
+    """Optuna's: the running trials without a heartbeat for the grace period are failed, and queued again."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def run_trial(study, trial, spec: zoo.ModelSpec, objective, log: Callable[[str], None]):

@@ -149,7 +149,8 @@ def test_unreachable_postgres_is_one_line_without_the_password(tmp_path):
     from pipeline.hil.harness_build import free_tcp_port
 
     port = free_tcp_port()  # nobody listens there
-    error = assert_clean_error(run_invoke("explore", "--trials=1", f"--storage=postgresql://me:s3cret@127.0.0.1:{port}/db",
-                                          f"--build-dir={tmp_path}"), f"127.0.0.1:{port}/db", "--storage")
+    url = f"postgresql://me:s3cret@127.0.0.1:{port}/db"
+    error = assert_clean_error(run_invoke("explore", "--trials=1", f"--storage={url}", f"--build-dir={tmp_path}"),
+                               f"127.0.0.1:{port}/db", "--storage")
     assert "s3cret" not in error
     assert_clean_error(run_invoke("explore", "--heartbeat=0", f"--build-dir={tmp_path}"), "--heartbeat")
