@@ -154,3 +154,25 @@ def test_unreachable_postgres_is_one_line_without_the_password(tmp_path):
                                f"127.0.0.1:{port}/db", "--storage")
     assert "s3cret" not in error
     assert_clean_error(run_invoke("explore", "--heartbeat=0", f"--build-dir={tmp_path}"), "--heartbeat")
+
+
+@pytest.mark.slow
+def test_a_trial_left_running_without_a_heartbeat_is_run_again_on_resume(tmp_path):
+    """A worker killed between taking its trial and its first heartbeat (or a study from before heartbeats) leaves a
+    trial RUNNING with no heartbeat at all; the next worker must not wait for it forever, but fail and retry it."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.sqlite3'}"
+    study = optuna.create_study(study_name="digits@esp32", storage=storage,
+                                directions=["maximize", "minimize", "minimize"])
+    params = {"width": 0.25, "depth": 1, "prune": "none", "sparsity": 0.2, "qat": False, "distill": False,
+              "precision": "int8"}
+    study.enqueue_trial(params)
+    assert study.ask().number == 0  # taken, then its worker is gone: RUNNING, never a heartbeat
+    proc = run_invoke("explore", "--model=digits", "--board=esp32", "--trials=1", "--epochs=1", "--heartbeat=1",
+                      f"--storage={storage}", f"--build-dir={tmp_path / 'build'}", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "waiting for trial(s) 0 of other workers" in proc.stdout and "(retry of trial 0" in proc.stdout
+    trials = optuna.load_study(study_name="digits@esp32", storage=storage).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == params
