@@ -7,8 +7,10 @@ nothing changed never imports TensorFlow.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.target import arena as arena_mod
-from pipeline import boards, cache
+from pipeline import boards, buildfolder, cache
 from pipeline.firmware import codegen, projects
 from pipeline.model import datasets, zoo, validate
 from pipeline.target import fit, graph, kernels, memplan, tflite_model
@@ -42,12 +44,13 @@ class Options:
     width: float = 1.0
     depth: int | None = None  # number of blocks; None means the model's default
     prune: str = "magnitude"  # "magnitude" (zeros single weights) or "structured" (removes whole channels)
-    memory_plan: str = "offline"
+    memory_plan: str = "offline"  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
     # Knowledge distillation: a teacher's outputs guide training. A number is a width of the same zoo model (trained
     # first, through the stage cache); otherwise the path of a Keras .h5 model with the same input and classes.
     teacher: str | None = None
-    precision: str = "int8"
-    board_dir: Path | None = None  # where the board outputs go; default build_root/<board>/<model>  # or "int16x8": int16 activations, int8 weights (host TFLM only, no firmware yet)  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
+    precision: str = "int8"  # or "int16x8": int16 activations, int8 weights (host TFLM only, no firmware yet)
+    board_dir: Path | None = None  # where the board outputs go; default build_root/<board>/<name>
+    name: str | None = None  # the build folder's name under build_root/<board>/ (default: the model's name)
     tflite: Path | None = None  # bring your own int8 model: skip train/optimize/convert
     build_root: Path = Path("build")
     compile_firmware: bool = True
@@ -81,6 +84,23 @@ def _check_options(opts: Options) -> None:
         raise PipelineError(f"--memory-plan must be offline or tflm (got {opts.memory_plan!r})")
     if opts.prune not in PRUNE_KINDS:
         raise PipelineError(f"--prune must be one of {', '.join(PRUNE_KINDS)} (got {opts.prune!r})")
+    if opts.name is not None:
+        buildfolder.check_name("name", opts.name)
+
+
+def _tidy(method):
+    """A refused run leaves no empty folders: those the outermost entry point created are removed on failure."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self._tidying:
+            return method(self, *args, **kwargs)
+        self._tidying = True
+        try:
+            with buildfolder.tidy_on_failure(self._folders(), self.opts.build_root):
+                return method(self, *args, **kwargs)
+        finally:
+            self._tidying = False
+    return wrapper
 
 
 class Pipeline:
@@ -113,6 +133,7 @@ class Pipeline:
                                            + ("" if opts.precision == "int8" else f"-{opts.precision}"))
         self._data = None
         self._fingerprint = None
+        self._tidying = False
         self.stage_seconds: dict[str, float] = {}
         self.cached: list[str] = []
         self.results: dict[str, dict] = {}
@@ -156,6 +177,7 @@ class Pipeline:
         return Path(self.opts.tflite) if self.byo else self.model_dir / "model.tflite"
 
     # -- model stages ----------------------------------------------------------------------------------
+    @_tidy
     def train(self) -> dict:
         from pipeline.model import train as train_mod
 
@@ -193,6 +215,7 @@ class Pipeline:
         teacher.train()
         return teacher.float_path
 
+    @_tidy
     def optimize(self) -> dict:
         from pipeline.model import optimize as optimize_mod
 
@@ -204,6 +227,7 @@ class Pipeline:
             optimize_mod.optimize(self.float_path, self.optimized_path, self.spec, self.data(), self.opts.sparsity,
                                   self.qat, self.epochs, self.opts.seed, self.opts.prune)))
 
+    @_tidy
     def convert(self) -> dict:
         from pipeline.model import convert as convert_mod
 
@@ -228,6 +252,7 @@ class Pipeline:
         tflite_model.require_full_integer(info, ("INT8", "INT16") if not firmware else ("INT8",))
         return info
 
+    @_tidy
     def validate(self) -> dict | None:
         if not self.byo:
             self.convert()
@@ -380,25 +405,84 @@ class Pipeline:
 
         self.stage(8, "firmware", board_dir, key, [project / "CMakeLists.txt"], run)
         if not self.opts.compile_firmware:
-            return asdict(projects.FirmwareResult(framework.name, str(project), False,
-                                                  " ".join(framework.build_command(project, board)), "compile skipped"))
-        result = projects.compile_project(board, project)
-        self.log(f"[8/{len(STAGES)}] firmware: {result.message}")
+            result = projects.FirmwareResult(framework.name, str(project), False,
+                                             " ".join(framework.build_command(project, board)), "compile skipped")
+        else:
+            result = projects.compile_project(board, project)
+            self.log(f"[8/{len(STAGES)}] firmware: {result.message}")
+        compiled = project / projects.COMPILED
+        if "firmware" not in self.cached and not result.compiled and compiled.exists():
+            # Kept across the re-render so a compile is incremental; not compiled now, it is an image of the old
+            # sources, which `invoke flash` would flash.
+            shutil.rmtree(compiled)
+            self.log(f"[8/{len(STAGES)}] firmware: removed {compiled}, compiled from the sources before this render "
+                     "(compile the project again)")
         return asdict(result)
 
     # -- entry points ----------------------------------------------------------------------------------
     def board_dir(self, board: boards.Board) -> Path:
-        return self.opts.board_dir or self.opts.build_root / board.name / self.model_name
+        return self.opts.board_dir or self.opts.build_root / board.name / (self.opts.name or self.model_name)
 
+    def _folders(self) -> list[Path]:
+        """The folders this pipeline's stages write to (tidied when a refused run created them)."""
+        folders = [self.model_dir, self.train_dir]
+        try:
+            folders.append(self.board_dir(boards.load_board(self.opts.board)))
+        except PipelineError:
+            pass
+        return folders
+
+    def holds(self, board: boards.Board, board_dir: Path) -> buildfolder.Holds:
+        """What this pipeline puts in the board's build folder: the model and the options that made it."""
+        o = self.opts
+        if self.byo:
+            return buildfolder.Holds(board_dir, board_dir.name, board.name, self.model_name, "tflite",
+                                     {"tflite": str(Path(o.tflite).resolve())})
+        variant = {"width": o.width, "depth": o.depth, "prune": o.prune, "sparsity": o.sparsity, "qat": self.qat,
+                   "precision": o.precision, "teacher": o.teacher, "epochs": self.epochs, "seed": o.seed,
+                   "data": o.data, "memory_plan": o.memory_plan}
+        return buildfolder.Holds(board_dir, board_dir.name, board.name, self.model_name, "zoo", variant)
+
+    def enter_folder(self, board: boards.Board, board_dir: Path) -> tuple[buildfolder.Holds, buildfolder.Holds | None]:
+        """Say which build folder this run acts on, and when it replaces another variant there."""
+        new, old = self.holds(board, board_dir), buildfolder.read(board_dir)
+        self.log(f"build folder: {board_dir} ({self.model_name} on {board.name})")
+        if old is not None and not old.same_variant(new):
+            self.log(f"note: {board_dir} held {old.describe(new)}; this build replaces it with {new.describe(old)} "
+                     f"(to keep both side by side, give each a folder with --name=NAME)")
+        return new, old
+
+    def drop_stale_firmware(self, board_dir: Path, model_hash: str, with_firmware: bool) -> None:
+        """A build folder never holds firmware of another model than its report: a project rendered for another
+        model (when this run renders none) and the host/QEMU harnesses built from the old generated sources go."""
+        project = board_dir / "firmware"
+        if not with_firmware and project.is_dir():
+            held = projects.model_hash_of(project)
+            if held != model_hash:
+                shutil.rmtree(project)
+                self.log(f"firmware: removed {project}, rendered for model hash {held or 'unknown'} (this build's "
+                         f"is {model_hash}); `invoke build` renders it for this model")
+        for harness in [board_dir / "host-harness", *board_dir.glob("qemu-*.elf")]:
+            if harness.is_file() and self._stale_harness(harness, model_hash):
+                harness.unlink()
+                self.log(f"removed {harness}, built for another model; build it again with invoke "
+                         f"{'firmware-host' if harness.name == 'host-harness' else 'firmware-qemu'}")
+
+    @staticmethod
+    def _stale_harness(path: Path, model_hash: str) -> bool:
+        """The harness programs carry the model's MODEL_HASH string; one without this build's is stale."""
+        return model_hash.encode() not in path.read_bytes()
+
+    @_tidy
     def run_board(self, with_firmware: bool) -> Outcome:
         board = boards.load_board(self.opts.board)
         if self.opts.precision != "int8":
             self.model_info_precision_check()
         board_dir = self.board_dir(board)
         report_path = board_dir / "report.json"
+        holds, _ = self.enter_folder(board, board_dir)
         # The last good report stays until this build succeeds and replaces it atomically: a failed build
-        # changes nothing a user relies on.
-        board_dir.mkdir(parents=True, exist_ok=True)
+        # changes nothing a user relies on. The stages create the folder when their work starts.
         metrics = self.validate()
         generated = self.generate(board, board_dir)
         fit_result = self.fit(board, generated)
@@ -407,7 +491,10 @@ class Pipeline:
         report = self.report(board, metrics, generated, fit_result, firmware_result, profile)
         report["pruning"] = self.pruning(board, metrics)
         report["distillation"] = self.distillation(metrics)
+        self.drop_stale_firmware(board_dir, generated["model_hash"], with_firmware)
         cache.write_atomic(report_path, json.dumps(report, indent=2))
+        holds.model_hash = generated["model_hash"]
+        buildfolder.write(holds)
         return Outcome(report, report_path)
 
     def device_figures(self, board: boards.Board, tflite: Path) -> dict:
@@ -460,11 +547,12 @@ class Pipeline:
                 "distilled": {"float": metrics["float_metric"], "tflm": metrics["tflm_metric"]},
                 "alone": {"float": alone["float_metric"], "tflm": alone["tflm_metric"]}}
 
+    @_tidy
     def run_profile(self) -> tuple[dict, Path]:
         """The per-layer profile on the board, whether or not the model fits it (that is what it helps decide)."""
         board = boards.load_board(self.opts.board)
         board_dir = self.board_dir(board)
-        board_dir.mkdir(parents=True, exist_ok=True)
+        self.enter_folder(board, board_dir)
         self.validate()
         if self.opts.precision == "int8":  # the firmware inputs too (an int16x8 model has none yet)
             self.generate(board, board_dir)

@@ -6,6 +6,7 @@ One small class per framework behind one interface, chosen by the board file's `
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -206,6 +207,18 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (EspIdf(), Zephyr(), Ardu
 
 # Folders a framework's own build leaves in the project; kept across a re-render so rebuilds stay incremental.
 KEEP_ON_RERENDER = ("build", "managed_components", "sdkconfig", "dependencies.lock")
+COMPILED = "build"  # the framework's build output inside the project (idf.py, west build -d, arduino-cli --output-dir)
+
+
+def model_hash_of(project_dir: Path) -> str | None:
+    """The MODEL_HASH a rendered project was rendered with (its copy of model_settings.h), or None."""
+    for header in sorted(Path(project_dir).rglob("model_settings.h")):
+        if {COMPILED, "managed_components"} & set(header.relative_to(project_dir).parts):
+            continue
+        match = re.search(r'#define MODEL_HASH "([0-9a-f]+)"', header.read_text(errors="replace"))
+        if match:
+            return match.group(1)
+    return None
 
 
 def framework_for(board: Board) -> Framework | None:
