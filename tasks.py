@@ -98,6 +98,7 @@ def _help(names, **extra):
 def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build"):
     """Stage 1: train the float Keras model (seeded, early stopping)."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir)
+    print(f"stage folder: {p.train_dir}")
     print(json.dumps(p.train(), indent=2))
 
 
@@ -107,6 +108,7 @@ def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", d
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat)
+    print(f"stage folder: {p.model_dir}")
     print(json.dumps(p.optimize(), indent=2))
 
 
@@ -117,6 +119,7 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision)
+    print(f"stage folder: {p.model_dir}")
     print(json.dumps({"convert": p.convert(), "validate": p.validate()}, indent=2))
     print(f"model: {p.tflite_path}")
 
@@ -184,7 +187,7 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
             name=None):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots, int8 error.
 
-    Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/). Latency and energy are
+    Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/, or --name). Latency and energy are
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
     """
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
@@ -312,7 +315,7 @@ MEASURE_HELP = {
     "energy": "estimate (board power x latency, labelled estimated), firmware (on-board meter) or ppk2:PORT",
     "data": COMMON_HELP["data"],
     "seed": COMMON_HELP["seed"],
-    "out": "folder for runs.jsonl, results.json/.csv and summary.md (default build/<board>/<model>/measure)",
+    "out": "folder for runs.jsonl, results.json/.csv and summary.md (default build/<board>/<name>/measure)",
     "baseline": "a previous results.json, or history[:N] (the median of the last N runs of this board and model in "
                 "the run history, default 5): exit non-zero when latency or energy regress by more than "
                 "--max-regression",
@@ -574,7 +577,7 @@ def bench_costmodel(c, cost_model=None):
             "tflm": "a TFLM source tree with microlite built for the CPU (see README: Without hardware)",
             "cpu": "cortex-m4+fp (mps2-an386, default), cortex-m0plus (ARMv6-M code on mps2-an385), cortex-m7+fp "
                    "(mps2-an500) or cortex-m33+nodsp (mps2-an505)",
-            "out": "the image to write (default build/<board>/<model>/qemu-<cpu>.elf)",
+            "out": "the image to write (default build/<board>/<name>/qemu-<cpu>.elf)",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors
 def firmware_qemu(c, tflm, board="nucleo-l4r5zi", model=None, generated=None, cpu="cortex-m4+fp", out=None,
@@ -599,7 +602,7 @@ def firmware_qemu(c, tflm, board="nucleo-l4r5zi", model=None, generated=None, cp
             "board": COMMON_HELP["board"],
             "model": "the built model (default: the only, or the most recent, build of the board)",
             "name": "the build folder, build/<board>/NAME/",
-            "out": "the program to write (default build/<board>/<model>/host-harness)",
+            "out": "the program to write (default build/<board>/<name>/host-harness)",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors
 def firmware_host(c, tflm, board="esp32", model=None, out=None, build_dir="build", name=None):

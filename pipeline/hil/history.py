@@ -181,6 +181,15 @@ def regressions(path: Path, result: dict, last: int, max_regression_pct: float, 
     return found
 
 
+def series(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """The runs by board, model name, model hash and source, oldest first: two models that share a name are two
+    lines, never one."""
+    found: dict[tuple, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["id"]):
+        found.setdefault((r["board"], r["model"], r["model_hash"], r["source"]), []).append(r)
+    return found
+
+
 def plot(rows: list[dict], out: Path) -> Path:
     """Latency (and energy where there is one) over time, one line per board, model (name and hash) and source."""
     import matplotlib
@@ -189,12 +198,9 @@ def plot(rows: list[dict], out: Path) -> Path:
     import matplotlib.pyplot as plt
     from datetime import datetime
 
-    series: dict[tuple, list[dict]] = {}
-    for r in sorted(rows, key=lambda r: r["id"]):
-        series.setdefault((r["board"], r["model"], r["model_hash"], r["source"]), []).append(r)
     with_energy = any(r["energy_uj"] is not None for r in rows)
     fig, axes = plt.subplots(2 if with_energy else 1, 1, figsize=(10, 7 if with_energy else 4), squeeze=False)
-    for (board, model, model_hash, source), items in series.items():
+    for (board, model, model_hash, source), items in series(rows).items():
         when = [datetime.fromtimestamp(r["time"]) for r in items]
         name = f"{model} {(model_hash or 'hash unknown')[:8]}"
         axes[0][0].plot(when, [r["latency_median_us"] for r in items], "-o", label=f"{name} on {board} ({source})")
