@@ -140,8 +140,9 @@ def cluttered(esp32_build, tmp_path):
     shutil.copytree(source, root / "nano33ble" / "digits", ignore=shutil.ignore_patterns("measure"))
     other = root / "esp32" / "small"
     shutil.copytree(source, other, ignore=shutil.ignore_patterns("measure"))
-    holds = json.loads((other / "holds.json").read_text())
-    (other / "holds.json").write_text(json.dumps({**holds, "model": "kws"}))
+    (other / "holds.json").unlink(missing_ok=True)  # a folder from before manifests: its report says what it holds
+    report = json.loads((other / "report.json").read_text())
+    (other / "report.json").write_text(json.dumps({**report, "model": "kws"}))
     shutil.copytree(esp32_build["build_dir"] / "_models" / "digits", root / "_models" / "digits")
     (root / "esp32" / "digits" / "explore").mkdir()
     (root / "esp32" / "digits" / "explore" / "study.sqlite3").write_text("an explore study")
