@@ -452,16 +452,28 @@ class Pipeline:
                      f"(to keep both side by side, give each a folder with --name=NAME)")
         return new, old
 
-    def drop_stale_firmware(self, board_dir: Path, model_hash: str, with_firmware: bool) -> None:
-        """A build folder never holds firmware of another model than its report: a project rendered for another
-        model (when this run renders none) and the host/QEMU harnesses built from the old generated sources go."""
+    def kept_firmware(self, board_dir: Path, model_hash: str) -> dict | None:
+        """A run that renders no firmware (generate) keeps the folder's project only where it was rendered for this
+        model (and the last report's entry for it); a project rendered for another model is removed, aloud."""
         project = board_dir / "firmware"
-        if not with_firmware and project.is_dir():
-            held = projects.model_hash_of(project)
-            if held != model_hash:
-                shutil.rmtree(project)
-                self.log(f"firmware: removed {project}, rendered for model hash {held or 'unknown'} (this build's "
-                         f"is {model_hash}); `invoke build` renders it for this model")
+        if not project.is_dir():
+            return None
+        held = projects.model_hash_of(project)
+        if held != model_hash:
+            shutil.rmtree(project)
+            self.log(f"firmware: removed {project}, rendered for model hash {held or 'unknown'} (this build's "
+                     f"is {model_hash}); `invoke build` renders it for this model")
+            return None
+        try:
+            last = json.loads((board_dir / "report.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if last.get("model_hash") != model_hash or not last.get("firmware"):
+            return None
+        return {**last["firmware"], "project_dir": str(project)}
+
+    def drop_stale_harnesses(self, board_dir: Path, model_hash: str) -> None:
+        """The host and QEMU harnesses built from an earlier model's generated sources go with it."""
         for harness in [board_dir / "host-harness", *board_dir.glob("qemu-*.elf")]:
             if harness.is_file() and self._stale_harness(harness, model_hash):
                 harness.unlink()
@@ -491,7 +503,9 @@ class Pipeline:
         report = self.report(board, metrics, generated, fit_result, firmware_result, profile)
         report["pruning"] = self.pruning(board, metrics)
         report["distillation"] = self.distillation(metrics)
-        self.drop_stale_firmware(board_dir, generated["model_hash"], with_firmware)
+        if not with_firmware:
+            report["firmware"] = self.kept_firmware(board_dir, generated["model_hash"])
+        self.drop_stale_harnesses(board_dir, generated["model_hash"])
         cache.write_atomic(report_path, json.dumps(report, indent=2))
         holds.model_hash = generated["model_hash"]
         buildfolder.write(holds)

@@ -83,6 +83,10 @@ def test_a_rerendered_project_that_is_not_compiled_keeps_no_old_image(esp32_buil
 def test_variants_side_by_side_and_commands_find_the_build(esp32_build, dense_tflite, tmp_path):
     build_dir = _copy(esp32_build, tmp_path / "build")
     zoo = build_dir / "esp32" / "digits"
+    proc = run_invoke("generate", "--board=esp32", f"--build-dir={build_dir}")  # the same model again
+    assert proc.returncode == 0 and not _notes(proc), proc.stderr[-2000:]
+    firmware = json.loads((zoo / "report.json").read_text())["firmware"]
+    assert firmware["project_dir"] == str(zoo / "firmware") and (zoo / "firmware").is_dir()  # its own: kept
     good = (zoo / "report.json").read_text()
     proc = run_invoke("generate", f"--tflite={dense_tflite}", "--board=esp32", "--name=mine",
                       f"--build-dir={build_dir}")
