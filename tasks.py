@@ -442,7 +442,8 @@ def flash(c, board="esp32", model=None, port=None, runner=None, image=None, buil
     print(f"flashed {b.name} on {port} with {chosen.name}")
 
 
-@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth", "teacher")},
+@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth", "teacher",
+                                                            "name")},
             "tflite": "an int8 .tflite trained elsewhere: build, flash and measure it (its name is the model's)",
             "runner": "flashing tool (default: the board's first available runner)",
             "rig": "a rig file (TOML) listing several devices, their ports, models and limits: all are built, flashed "
