@@ -67,6 +67,23 @@ def test_a_brought_model_with_a_zoo_name_replaces_the_zoo_build_aloud_and_leaves
     assert (holds["model"], holds["source"], holds["model_hash"]) == ("digits", "tflite", report["model_hash"])
 
 
+@pytest.mark.slow
+def test_generate_structured_after_build_leaves_no_firmware_of_the_old_model(esp32_build, tmp_path):
+    """The issue's own sequence: `invoke build`, then `invoke generate --prune=structured` in the same folder."""
+    build_dir = _copy(esp32_build, tmp_path / "build")
+    folder = build_dir / "esp32" / "digits"
+    proc = run_invoke("generate", "--board=esp32", "--prune=structured", "--epochs=4", f"--build-dir={build_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [note] = _notes(proc)
+    assert "prune=magnitude" in note and "prune=structured" in note and "--name=NAME" in note
+    report = json.loads((folder / "report.json").read_text())
+    assert report["firmware"] is None and not (folder / "firmware").exists()
+    assert report["model_hash"] in (folder / "generated" / "model_settings.h").read_text()
+    proc = run_invoke("build", "--board=esp32", "--prune=structured", "--epochs=4", f"--build-dir={build_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert report["model_hash"] in (folder / "firmware" / "main" / "model_settings.h").read_text()
+
+
 def test_a_rerendered_project_that_is_not_compiled_keeps_no_old_image(esp32_build, dense_tflite, tmp_path):
     """The compiled output survives a re-render (for incremental builds); not compiled again, it is the old model's
     image, which `invoke flash` would flash."""
