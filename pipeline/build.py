@@ -397,7 +397,8 @@ class Pipeline:
         inputs = [generated / f for f in codegen.GENERATED_FILES] + framework.template_files()
         if board.source:
             inputs.append(board.source)
-        key = cache.stage_key("firmware", {"board": board.name}, inputs, _code("firmware/projects"))
+        key = cache.stage_key("firmware", {"board": board.name}, inputs,
+                              _code("firmware/projects", "firmware/library", "firmware/codegen"))
 
         def run():
             projects.render(board, generated, project, generated_result["sample_bytes"])

@@ -14,13 +14,34 @@ from pathlib import Path
 
 from pipeline.boards import esp_partitions
 from pipeline.boards import Board
-from pipeline.firmware.codegen import GENERATED_FILES
+from pipeline.firmware import codegen, library
 from pipeline.errors import PipelineError
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
-# Copied into every rendered project: the TFLM runner and the benchmark harness core with its TFLM backend.
+FIRMWARE_DIR = library.FIRMWARE_DIR
+# Copied into every rendered project: the benchmark harness core, its TFLM backend and model_runner, a thin user of
+# the model library's C API. The library itself (firmware/library/, rendered with the model's name) is what
+# `invoke export` gives the user: the harness is built from the same sources.
 COMMON_SOURCES = ("common/model_runner.h", "common/model_runner.cc", "common/tflm_backend.h",
                   "common/tflm_backend.cc", "harness/ee_core.h", "harness/ee_core.c")
+
+
+def library_name(generated_dir: Path) -> str:
+    """The harness's library is named after the model (the C prefix of its symbols)."""
+    return library.c_name(str(codegen.settings(generated_dir)["model_name"]))
+
+
+def render_library(board: Board, generated_dir: Path, folder: Path, source_ext: str = ".cc",
+                   tflm_prelude: str = "") -> library.LibraryFiles:
+    """The model library and the harness's way to it (model_library.h, per-operator timing on) into `folder`."""
+    return render_harness_library(generated_dir, folder, board.name, board.kernels, source_ext, tflm_prelude)
+
+
+def render_harness_library(generated_dir: Path, folder: Path, board_name: str, kernels: str, source_ext: str = ".cc",
+                           tflm_prelude: str = "") -> library.LibraryFiles:
+    prefix = library_name(generated_dir)
+    files = library.render(generated_dir, prefix, folder, board_name, kernels, source_ext, tflm_prelude)
+    library.render_harness_header(prefix, folder)
+    return files
 
 
 @dataclass
@@ -65,7 +86,7 @@ class EspIdf(Framework):
 
     def template_files(self) -> list[Path]:
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
-        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES]
+        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES] + list(library.TEMPLATE_FILES)
 
     def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
         if not board.target:
@@ -81,6 +102,8 @@ class EspIdf(Framework):
             "CONSOLE_COMPONENT": self.CONSOLE_COMPONENTS[board.console],
             "INPUT_BYTES": str(input_bytes),
         }
+        lib = render_library(board, generated_dir, project_dir / "main")
+        values["LIBRARY_SOURCES"] = " ".join(lib.sources)
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
             dst = project_dir / src.relative_to(self.template)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -88,8 +111,6 @@ class EspIdf(Framework):
         (project_dir / "partitions.csv").write_text(esp_partitions.render_csv(partitions))
         for name in COMMON_SOURCES:
             shutil.copy2(FIRMWARE_DIR / name, project_dir / "main" / Path(name).name)
-        for name in GENERATED_FILES:
-            shutil.copy2(generated_dir / name, project_dir / "main" / name)
 
     # The ESP-IDF >= 5.3 driver component of each console (older versions have them all in `driver`).
     CONSOLE_COMPONENTS = {"uart": "esp_driver_uart", "usb-serial-jtag": "esp_driver_usb_serial_jtag"}
@@ -129,7 +150,7 @@ class Zephyr(Framework):
 
     def template_files(self) -> list[Path]:
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
-        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES]
+        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES] + list(library.TEMPLATE_FILES)
 
     def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
         if board.kernels not in self.KERNELS:
@@ -140,14 +161,14 @@ class Zephyr(Framework):
                   "KERNELS_CONFIG": self.KERNELS[board.kernels],
                   "PLATFORM": "qemu-icount" if board.qemu_machine else "device"}
         values["CLOCK_DEFINES"], values["CLOCK_NOTE"] = self.clock(board)
+        lib = render_library(board, generated_dir, project_dir / "src")
+        values["LIBRARY_SOURCES"] = " ".join(f"src/{name}" for name in lib.sources)
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
             dst = project_dir / src.relative_to(self.template)
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_text(_substitute(src.read_text(), values))
         for name in COMMON_SOURCES:
             shutil.copy2(FIRMWARE_DIR / name, project_dir / "src" / Path(name).name)
-        for name in GENERATED_FILES:
-            shutil.copy2(generated_dir / name, project_dir / "src" / name)
 
     def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
         return ["west", "build", "-b", board.zephyr_board if board else "BOARD", "-d", str(project_dir / "build"),
@@ -174,7 +195,7 @@ class Arduino(Framework):
 
     def template_files(self) -> list[Path]:
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
-        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES]
+        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES] + list(library.TEMPLATE_FILES)
 
     @staticmethod
     def sketch_name(name: str) -> str:
@@ -195,8 +216,12 @@ class Arduino(Framework):
             f"#define EE_MAX_DB_BYTES {input_bytes}u\n")
         for name in COMMON_SOURCES:
             shutil.copy2(FIRMWARE_DIR / name, project_dir / self.sketch_name(Path(name).name))
-        for name in GENERATED_FILES:
-            shutil.copy2(generated_dir / name, project_dir / self.sketch_name(name))
+        render_library(board, generated_dir, project_dir, ".cpp", self.tflm_prelude())
+
+    @classmethod
+    def tflm_prelude(cls) -> str:
+        """The library's first include: the TFLM library's main header, by which arduino-cli finds the library."""
+        return f"#include <{cls.LIBRARY_HEADER}>\n"
 
     def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
         return ["arduino-cli", "compile", "--fqbn", board.arduino_fqbn if board else "FQBN", "--output-dir",
