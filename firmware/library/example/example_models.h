@@ -1,0 +1,40 @@
+/* The example application's models (rendered by mcu-deploy from firmware/library/example/example_models.h): each
+ * runs its built-in test sample, and example_line() formats what the framework's main prints. */
+#ifndef EXAMPLE_MODELS_H_
+#define EXAMPLE_MODELS_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  const char *name;      /* the library's name */
+  int ok;                /* init and run succeeded */
+  const char *status;    /* the library's status text */
+  size_t index;          /* the top output (class index) */
+  const char *label;     /* its class label */
+  const char *expected;  /* the sample's true label ("" when unknown) */
+  float score;           /* the top output, dequantized */
+  int matches_host;      /* the raw int8 output equals the host TFLM runtime's for the sample */
+  int float_run;         /* the float API was run too (inputs up to 4096 values) */
+  int float_agrees;      /* ... and gave the same top output */
+  uint32_t us;           /* one inference, by the application's clock */
+  size_t arena_used, arena_size;
+} example_result;
+
+#define EXAMPLE_MODEL_COUNT @COUNT@u
+
+/* Sets up and runs every model once (each in its own static arena); returns how many succeeded and matched. */
+size_t example_run_all(uint32_t (*micros)(void), example_result results[EXAMPLE_MODEL_COUNT]);
+
+/* One line (no newline) about a result. */
+int example_line(const example_result *r, char *line, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EXAMPLE_MODELS_H_ */
