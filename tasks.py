@@ -141,14 +141,16 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
 @task(help=_help(BOARD_OPTS,
                  tflite="build firmware for an int8 .tflite trained elsewhere instead of a zoo model",
                  compile="run the framework's build tool (idf.py) when it is on PATH (default on)",
-                 from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number"))
+                 from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number",
+                 export="also export the model as a library for your own firmware into export/ (as `invoke export`)"))
 @cli_errors
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
           build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline",
-          name=None):
+          name=None, export=False):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
-    Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json.
+    Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json; with
+    --export also the model as a library for your own firmware in export/ (see `invoke export`).
     """
     if from_explore:
         from pipeline import explore as explore_mod
@@ -159,6 +161,49 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
                       depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                       compile_firmware=compile, memory_plan=memory_plan, name=name)
     _print_board_outcome(p.run_board(with_firmware=True))
+    if export:
+        _print_export(p.export(p.export_models()))
+
+
+def _print_export(result: dict) -> None:
+    print(f"export ({result['form']}): {result['out_dir']}")
+    for folder in result["libraries"]:
+        print(f"  library: {folder}")
+    print(f"  example: {result['example_dir']}  (build it from the export folder: {result['build_hint']})")
+    print(f"  how to use it: {result['readme']}")
+
+
+@task(help=_help(BOARD_OPTS,
+                 tflite="export an int8 .tflite trained elsewhere instead of a zoo model",
+                 name="the build folder, build/<board>/NAME/ (default: the model's name), and the library's name: "
+                      "the prefix of its C symbols (made a C identifier)",
+                 also="comma-separated names of other builds of this board (build/<board>/<NAME>/) to export "
+                      "alongside: one example application runs them all (two models in one firmware)",
+                 out="where the export goes (default build/<board>/<name>/export/); replaced as a whole",
+                 form="esp-idf, zephyr, arduino or cmake (default: the board's framework; cmake, a plain CMake "
+                      "library, fits any board: bare metal, another RTOS, the host)"))
+@cli_errors
+def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, out=None, form=None, data=None, epochs=None,
+           seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude",
+           qat=True, max_drop="2.0", precision="int8", memory_plan="offline"):
+    """The model as a library for your own firmware, in the board's framework's form, with a README and an example.
+
+    ESP-IDF component (esp32 boards), Zephyr module (Zephyr boards), Arduino library (nano33ble-arduino) or a
+    CMake library (other boards): a C API (init, run on float or int8, sizes, labels, arena used, status texts),
+    every symbol prefixed by --name. The benchmark harness `invoke build` renders is built from the same library.
+    """
+    from pipeline import boards
+    from pipeline.firmware import export as export_mod
+
+    p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
+                  teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
+                  precision=precision, memory_plan=memory_plan, name=name)
+    export_mod.form_for(boards.load_board(board), form)  # a form that does not fit is refused before any work
+    if precision != "int8":
+        raise PipelineError(f"--precision={precision}: the library runs full-int8 models only")
+    models = p.export_models(tuple(n.strip() for n in (also or "").split(",") if n.strip()))
+    _print_board_outcome(p.run_board(with_firmware=False))
+    _print_export(p.export(models, Path(out) if out else None, form))
 
 
 def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, which, compile_firmware, name=None):

@@ -397,11 +397,11 @@ class Pipeline:
         inputs = [generated / f for f in codegen.GENERATED_FILES] + framework.template_files()
         if board.source:
             inputs.append(board.source)
-        key = cache.stage_key("firmware", {"board": board.name}, inputs,
+        key = cache.stage_key("firmware", {"board": board.name, "library": self.library_name}, inputs,
                               _code("firmware/projects", "firmware/library", "firmware/codegen"))
 
         def run():
-            projects.render(board, generated, project, generated_result["sample_bytes"])
+            projects.render(board, generated, project, generated_result["sample_bytes"], self.library_name)
             return {"project_dir": str(project)}
 
         self.stage(8, "firmware", board_dir, key, [project / "CMakeLists.txt"], run)
@@ -511,6 +511,40 @@ class Pipeline:
         holds.model_hash = generated["model_hash"]
         buildfolder.write(holds)
         return Outcome(report, report_path)
+
+    @property
+    def library_name(self) -> str:
+        """The model library's name, the prefix of its C symbols: the build folder's name (--name) or the model's."""
+        from pipeline.firmware import library
+
+        return library.c_name(self.opts.name or self.model_name)
+
+    def export_models(self, also: tuple[str, ...] = ()) -> list:
+        """What `export` packages: this build as library `library_name` and `also`, other builds of the same board
+        (build/<board>/<NAME>/), each as a library of its folder's name. Refuses a missing one."""
+        from pipeline.firmware import export as export_mod, library
+
+        board = boards.load_board(self.opts.board)
+        models = [export_mod.ExportModel(self.library_name, self.board_dir(board) / "generated")]
+        for other in also:
+            folder = self.opts.build_root / board.name / buildfolder.check_name("also", other)
+            if not (folder / "generated" / codegen.MODEL_SETTINGS_H).is_file():
+                raise PipelineError(f"--also={other}: {folder} holds no generated model; build it first for this "
+                                    f"board (invoke generate --board={self.opts.board} --model=... or --tflite=..., "
+                                    f"with --name={other} where the model's name is another)")
+            models.append(export_mod.ExportModel(library.c_name(other), folder / "generated"))
+        return models
+
+    def export(self, models: list, out: Path | None = None, form: str | None = None) -> dict:
+        """The models of export_models() as libraries in the board's framework's form (or `form`) with an example
+        application (pipeline/firmware/export.py), into `out` (default <build folder>/export/). After run_board."""
+        from pipeline.firmware import export as export_mod
+
+        board = boards.load_board(self.opts.board)
+        out_dir = out or self.board_dir(board) / "export"
+        self.log(f"export: {', '.join(m.name for m in models)} as {export_mod.form_for(board, form).name} libraries "
+                 f"into {out_dir} ...")
+        return asdict(export_mod.export(board, models, out_dir, form))
 
     def device_figures(self, board: boards.Board, tflite: Path) -> dict:
         """What a model costs on the board: flash (the .tflite), arena, MACs and the latency estimate."""

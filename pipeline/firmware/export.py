@@ -307,11 +307,19 @@ class CMakeForm(Form):
                 "`add_subdirectory` (your own TFLM build), which the library then links.")
 
 
-FORMS: dict[str, Form] = {f.name: f for f in (EspIdfForm(), ZephyrForm(), ArduinoForm())}
+FORMS: dict[str, Form] = {f.name: f for f in (EspIdfForm(), ZephyrForm(), ArduinoForm(), CMakeForm())}
 
 
-def form_for(board: Board) -> Form:
-    return FORMS.get(board.framework, CMakeForm())
+def form_for(board: Board, form: str | None = None) -> Form:
+    """The board's framework's form, or `form` (cmake fits any board: bare metal, another RTOS, the host)."""
+    if form is None:
+        return FORMS.get(board.framework, FORMS["cmake"])
+    if form not in FORMS:
+        raise PipelineError(f"--form={form}: choose one of {', '.join(FORMS)}")
+    if form != "cmake" and form != board.framework:
+        raise PipelineError(f"--form={form} does not fit board {board.name} (framework {board.framework}): "
+                            f"use --form={board.framework if board.framework in FORMS else 'cmake'} or --form=cmake")
+    return FORMS[form]
 
 
 def _readme(board: Board, form: Form, libs: list[library.LibraryFiles], build_hint: str) -> str:
@@ -327,7 +335,7 @@ def _readme(board: Board, form: Form, libs: list[library.LibraryFiles], build_hi
     return _render((library.TEMPLATES / "README.md").read_text(), values)
 
 
-def export(board: Board, models: list[ExportModel], out_dir: Path) -> ExportResult:
+def export(board: Board, models: list[ExportModel], out_dir: Path, form_name: str | None = None) -> ExportResult:
     """Renders the libraries, the README and the example into a temporary folder, then swaps it in for `out_dir`
     (a failed export leaves the previous one whole)."""
     if not models:
@@ -336,7 +344,7 @@ def export(board: Board, models: list[ExportModel], out_dir: Path) -> ExportResu
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
         raise PipelineError(f"two models would export as '{clash[0]}': give each its own --name")
-    form = form_for(board)
+    form = form_for(board, form_name)
     tmp = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -26,19 +26,19 @@ COMMON_SOURCES = ("common/model_runner.h", "common/model_runner.cc", "common/tfl
 
 
 def library_name(generated_dir: Path) -> str:
-    """The harness's library is named after the model (the C prefix of its symbols)."""
+    """The library's name where the build does not give one: the model's (the C prefix of its symbols)."""
     return library.c_name(str(codegen.settings(generated_dir)["model_name"]))
 
 
-def render_library(board: Board, generated_dir: Path, folder: Path, source_ext: str = ".cc",
-                   tflm_prelude: str = "") -> library.LibraryFiles:
+def render_library(board: Board, generated_dir: Path, folder: Path, source_ext: str = ".cc", tflm_prelude: str = "",
+                   name: str | None = None) -> library.LibraryFiles:
     """The model library and the harness's way to it (model_library.h, per-operator timing on) into `folder`."""
-    return render_harness_library(generated_dir, folder, board.name, board.kernels, source_ext, tflm_prelude)
+    return render_harness_library(generated_dir, folder, board.name, board.kernels, source_ext, tflm_prelude, name)
 
 
 def render_harness_library(generated_dir: Path, folder: Path, board_name: str, kernels: str, source_ext: str = ".cc",
-                           tflm_prelude: str = "") -> library.LibraryFiles:
-    prefix = library_name(generated_dir)
+                           tflm_prelude: str = "", name: str | None = None) -> library.LibraryFiles:
+    prefix = name or library_name(generated_dir)
     files = library.render(generated_dir, prefix, folder, board_name, kernels, source_ext, tflm_prelude)
     library.render_harness_header(prefix, folder)
     return files
@@ -62,7 +62,9 @@ class Framework:
     def template_files(self) -> list[Path]:
         return []
 
-    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
+               library_name: str | None = None) -> None:
+        """`library_name`: the model library's (the build's name; default the model's)."""
         raise NotImplementedError
 
     def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
@@ -88,7 +90,8 @@ class EspIdf(Framework):
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
         return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES] + list(library.TEMPLATE_FILES)
 
-    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
+               library_name: str | None = None) -> None:
         if not board.target:
             raise PipelineError(f"board {board.name}: an esp-idf board needs a 'target' field (e.g. \"esp32\")")
         partitions = esp_partitions.layout(board)  # refuses a table ESP-IDF would reject, before writing
@@ -102,7 +105,7 @@ class EspIdf(Framework):
             "CONSOLE_COMPONENT": self.CONSOLE_COMPONENTS[board.console],
             "INPUT_BYTES": str(input_bytes),
         }
-        lib = render_library(board, generated_dir, project_dir / "main")
+        lib = render_library(board, generated_dir, project_dir / "main", name=library_name)
         values["LIBRARY_SOURCES"] = " ".join(lib.sources)
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
             dst = project_dir / src.relative_to(self.template)
@@ -152,7 +155,8 @@ class Zephyr(Framework):
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
         return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES] + list(library.TEMPLATE_FILES)
 
-    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
+               library_name: str | None = None) -> None:
         if board.kernels not in self.KERNELS:
             raise PipelineError(f"board {board.name}: Zephyr's TFLM module has no {board.kernels} kernels "
                                 f"(choose {' or '.join(self.KERNELS)})")
@@ -161,7 +165,7 @@ class Zephyr(Framework):
                   "KERNELS_CONFIG": self.KERNELS[board.kernels],
                   "PLATFORM": "qemu-icount" if board.qemu_machine else "device"}
         values["CLOCK_DEFINES"], values["CLOCK_NOTE"] = self.clock(board)
-        lib = render_library(board, generated_dir, project_dir / "src")
+        lib = render_library(board, generated_dir, project_dir / "src", name=library_name)
         values["LIBRARY_SOURCES"] = " ".join(f"src/{name}" for name in lib.sources)
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
             dst = project_dir / src.relative_to(self.template)
@@ -202,7 +206,8 @@ class Arduino(Framework):
         """arduino-cli compiles .c and .cpp sketch files (not .cc): the C++ sources are renamed."""
         return name[:-3] + ".cpp" if name.endswith(".cc") else name
 
-    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
+               library_name: str | None = None) -> None:
         values = {"BOARD": board.name, "FQBN": board.arduino_fqbn, "PLATFORM": board.arduino_platform,
                   "LIBRARY": self.LIBRARY, "LIBRARY_VERSION": self.LIBRARY_VERSION,
                   "LIBRARY_HEADER": self.LIBRARY_HEADER, "BAUD": str(board.serial_baud),
@@ -216,7 +221,7 @@ class Arduino(Framework):
             f"#define EE_MAX_DB_BYTES {input_bytes}u\n")
         for name in COMMON_SOURCES:
             shutil.copy2(FIRMWARE_DIR / name, project_dir / self.sketch_name(Path(name).name))
-        render_library(board, generated_dir, project_dir, ".cpp", self.tflm_prelude())
+        render_library(board, generated_dir, project_dir, ".cpp", self.tflm_prelude(), library_name)
 
     @classmethod
     def tflm_prelude(cls) -> str:
@@ -237,7 +242,7 @@ COMPILED = "build"  # the framework's build output inside the project (idf.py, w
 
 def model_hash_of(project_dir: Path) -> str | None:
     """The MODEL_HASH a rendered project was rendered with (its copy of model_settings.h), or None."""
-    for header in sorted(Path(project_dir).rglob("model_settings.h")):
+    for header in sorted(Path(project_dir).rglob("*model_settings.h")):  # the model library's <name>_model_settings.h
         if {COMPILED, "managed_components"} & set(header.relative_to(project_dir).parts):
             continue
         match = re.search(r'#define MODEL_HASH "([0-9a-f]+)"', header.read_text(errors="replace"))
@@ -250,13 +255,14 @@ def framework_for(board: Board) -> Framework | None:
     return FRAMEWORKS.get(board.framework)
 
 
-def render(board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+def render(board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
+           library_name: str | None = None) -> None:
     """Render into a temporary folder and swap it in, so a failed render leaves no half-written project."""
     framework = framework_for(board)
     tmp = project_dir.with_name(f"{project_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    framework.render(board, generated_dir, tmp, input_bytes)
+    framework.render(board, generated_dir, tmp, input_bytes, library_name)
     if project_dir.exists():
         for name in KEEP_ON_RERENDER:
             if (project_dir / name).exists():
