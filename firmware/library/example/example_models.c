@@ -31,3 +31,18 @@ int example_line(const example_result *r, char *line, size_t size) {
                   r->float_run ? (r->float_agrees ? ", float API agrees" : ", float API DISAGREES") : "",
                   (unsigned long)r->us, (unsigned)r->arena_used, (unsigned)r->arena_size);
 }
+
+int example_report(uint32_t (*micros)(void), void (*print)(const char *line)) {
+  static example_result results[EXAMPLE_MODEL_COUNT];
+  char line[256];
+  size_t i;
+  const size_t good = example_run_all(micros, results);
+  for (i = 0; i < EXAMPLE_MODEL_COUNT; ++i) {
+    example_line(&results[i], line, sizeof(line));
+    print(line);
+  }
+  snprintf(line, sizeof(line), "%u of %u models ran and gave the host TFLM runtime's output", (unsigned)good,
+           (unsigned)EXAMPLE_MODEL_COUNT);
+  print(line);
+  return good == EXAMPLE_MODEL_COUNT;
+}

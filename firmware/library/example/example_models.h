@@ -33,6 +33,10 @@ size_t example_run_all(uint32_t (*micros)(void), example_result results[EXAMPLE_
 /* One line (no newline) about a result. */
 int example_line(const example_result *r, char *line, size_t size);
 
+/* The example's whole job: runs every model, hands `print` one line per model and a summary (no newlines);
+ * returns 1 when every model ran and gave the host TFLM runtime's output. */
+int example_report(uint32_t (*micros)(void), void (*print)(const char *line));
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,20 +4,14 @@
 
 static uint32_t Micros(void) { return static_cast<uint32_t>(micros()); }
 
+static void Print(const char* line) { Serial.println(line); }
+
 void setup() {
   Serial.begin(115200);
   const unsigned long start = millis();
   while (!Serial && millis() - start < 3000) {
   }
-  static example_result results[EXAMPLE_MODEL_COUNT];
-  char line[256];
-  const size_t good = example_run_all(Micros, results);
-  for (size_t i = 0; i < EXAMPLE_MODEL_COUNT; ++i) {
-    example_line(&results[i], line, sizeof(line));
-    Serial.println(line);
-  }
-  Serial.print(static_cast<unsigned>(good));
-  Serial.println(" model(s) ran and matched the host");
+  example_report(Micros, Print);
 }
 
 void loop() {}

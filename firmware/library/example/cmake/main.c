@@ -13,14 +13,6 @@ static uint32_t micros(void) {
   return (uint32_t)((uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u);
 }
 
-int main(void) {
-  example_result results[EXAMPLE_MODEL_COUNT];
-  char line[256];
-  size_t i;
-  const size_t good = example_run_all(micros, results);
-  for (i = 0; i < EXAMPLE_MODEL_COUNT; ++i) {
-    example_line(&results[i], line, sizeof(line));
-    printf("%s\n", line);
-  }
-  return good == EXAMPLE_MODEL_COUNT ? 0 : 1;
-}
+static void print(const char *line) { printf("%s\n", line); }
+
+int main(void) { return example_report(micros, print) ? 0 : 1; }

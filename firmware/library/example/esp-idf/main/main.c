@@ -7,13 +7,6 @@
 
 static uint32_t micros(void) { return (uint32_t)esp_timer_get_time(); }
 
-void app_main(void) {
-  static example_result results[EXAMPLE_MODEL_COUNT];
-  char line[256];
-  const size_t good = example_run_all(micros, results);
-  for (size_t i = 0; i < EXAMPLE_MODEL_COUNT; ++i) {
-    example_line(&results[i], line, sizeof(line));
-    printf("%s\n", line);
-  }
-  printf("%u of %u models ran and matched the host\n", (unsigned)good, (unsigned)EXAMPLE_MODEL_COUNT);
-}
+static void print(const char *line) { printf("%s\n", line); }
+
+void app_main(void) { example_report(micros, print); }

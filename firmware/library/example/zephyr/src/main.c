@@ -7,14 +7,6 @@
 
 static uint32_t micros(void) { return k_cyc_to_us_floor32(k_cycle_get_32()); }
 
-int main(void) {
-  static example_result results[EXAMPLE_MODEL_COUNT];
-  char line[256];
-  const size_t good = example_run_all(micros, results);
-  for (size_t i = 0; i < EXAMPLE_MODEL_COUNT; ++i) {
-    example_line(&results[i], line, sizeof(line));
-    printk("%s\n", line);
-  }
-  printk("%u of %u models ran and matched the host\n", (unsigned)good, (unsigned)EXAMPLE_MODEL_COUNT);
-  return 0;
-}
+static void print(const char *line) { printk("%s\n", line); }
+
+int main(void) { return example_report(micros, print) ? 0 : 1; }
