@@ -199,6 +199,8 @@ def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, 
                   teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
                   precision=precision, memory_plan=memory_plan, name=name)
     export_mod.form_for(boards.load_board(board), form)  # a form that does not fit is refused before any work
+    if out:
+        export_mod.check_out_dir(Path(out))
     if precision != "int8":
         raise PipelineError(f"--precision={precision}: the library runs full-int8 models only")
     models = p.export_models(tuple(n.strip() for n in (also or "").split(",") if n.strip()))

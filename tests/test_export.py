@@ -194,11 +194,17 @@ def test_two_exports_compile_for_cortex_m4_into_one_object_set_without_a_clash(e
     export = exports["cmake"]
     objects = tmp_path / "obj"
     _compile_library(export, ("digits", "second"), objects)
-    proc = subprocess.run(["arm-none-eabi-gcc", "-std=c99", "-mcpu=cortex-m4", "-mthumb", *STRICT,
-                           f"-I{export / 'digits' / 'include'}", f"-I{export / 'second' / 'include'}", "-c",
-                           str(export / "example" / "example_models.c"), "-o", str(objects / "example_models.o")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    for shared in ("0", "1"):  # each model in its own arena, or both in one buffer
+        proc = subprocess.run(["arm-none-eabi-gcc", "-std=c99", "-mcpu=cortex-m4", "-mthumb", *STRICT,
+                               f"-DEXAMPLE_SHARED_ARENA={shared}", f"-I{export / 'digits' / 'include'}",
+                               f"-I{export / 'second' / 'include'}", "-c", str(export / "example" / "example_models.c"),
+                               "-o", str(objects / "example_models.o")], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        undefined = subprocess.run(["arm-none-eabi-nm", "-u", str(objects / "example_models.o")], capture_output=True,
+                                   text=True).stdout
+        # sharing one buffer links no library's static arena (its _init is not called)
+        calls_init = re.search(r"U digits_init$", undefined, re.M) is not None
+        assert calls_init == (shared == "0") and ("digits_init_with_arena" in undefined) == (shared == "1")
     defined: dict[str, list[str]] = {}
     for obj in sorted(objects.glob("*.o")):
         nm = subprocess.run(["arm-none-eabi-nm", "-g", "--defined-only", str(obj)], capture_output=True, text=True)
@@ -252,3 +258,15 @@ def test_bad_export_options_are_refused_in_one_line(exports, args, fragments):
     proc = run_invoke("export", "--board=esp32", *args, f"--build-dir={exports['build_dir']}")
     assert_clean_error(proc, *fragments)
     assert "[1/" not in proc.stdout  # refused before any stage ran
+
+
+def test_export_never_replaces_a_folder_that_is_not_an_export(exports, tmp_path):
+    """--out names a folder the export replaces as a whole: one holding anything else is refused, kept as it was."""
+    mine = tmp_path / "my_project"
+    mine.mkdir()
+    (mine / "main.c").write_text("int main(void) { return 0; }\n")
+    proc = run_invoke("export", "--board=esp32", f"--out={mine}", f"--build-dir={exports['build_dir']}")
+    assert_clean_error(proc, str(mine), "not an earlier export", "--out")
+    assert [p.name for p in mine.iterdir()] == ["main.c"] and "[1/" not in proc.stdout
+    again = run_invoke("export", "--board=esp32", f"--build-dir={exports['build_dir']}")  # an earlier export: replaced
+    assert again.returncode == 0, again.stderr[-2000:]

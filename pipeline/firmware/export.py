@@ -90,7 +90,7 @@ class Form:
     # the example's per-model code, shared by every framework
     def example_sources(self, folder: Path, libs: list[library.LibraryFiles], c_ext: str = ".c") -> None:
         runner = (EXAMPLE_TEMPLATES / "example_model.c").read_text()
-        values = {"COUNT": str(len(libs)),
+        values = {"COUNT": str(len(libs)), "SHARED_ARENA": str(max(int(lib.settings["arena_bytes"]) for lib in libs)),
                   "INCLUDES": "\n".join(f'#include "{lib.header}"' for lib in libs),
                   "RUNNERS": "\n".join(_render(runner, {"P": lib.prefix, "PU": lib.prefix.upper()}) for lib in libs),
                   "CALLS": "\n".join(f"  run_{lib.prefix}(micros, &results[{i}]);" for i, lib in enumerate(libs))}
@@ -335,6 +335,13 @@ def _readme(board: Board, form: Form, libs: list[library.LibraryFiles], build_hi
     return _render((library.TEMPLATES / "README.md").read_text(), values)
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """An export replaces its folder as a whole: only a new or empty folder, or an earlier export, may be it."""
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "export.json").is_file())):
+        raise PipelineError(f"{out_dir} exists and is not an earlier export (no export.json): an export replaces its "
+                            "folder as a whole, so pass a new or empty folder to --out")
+
+
 def export(board: Board, models: list[ExportModel], out_dir: Path, form_name: str | None = None) -> ExportResult:
     """Renders the libraries, the README and the example into a temporary folder, then swaps it in for `out_dir`
     (a failed export leaves the previous one whole)."""
@@ -345,6 +352,7 @@ def export(board: Board, models: list[ExportModel], out_dir: Path, form_name: st
     if clash:
         raise PipelineError(f"two models would export as '{clash[0]}': give each its own --name")
     form = form_for(board, form_name)
+    check_out_dir(out_dir)
     tmp = out_dir.with_name(f"{out_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

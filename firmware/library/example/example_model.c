@@ -2,7 +2,12 @@
  * firmware/library/example/example_model.c, once per model of the example). */
 static void run_@P@(uint32_t (*micros)(void), example_result *r) {
   static int8_t output[@PU@_OUTPUT_SIZE];
+#if EXAMPLE_SHARED_ARENA
+  /* one buffer for all models, run one at a time: init again before each run */
+  @P@_status status = @P@_init_with_arena(shared_arena(), EXAMPLE_SHARED_ARENA_SIZE);
+#else
   @P@_status status = @P@_init(); /* the library's own static arena of @PU@_ARENA_SIZE bytes */
+#endif
   r->name = "@P@";
   r->arena_size = @P@_arena_size();
   if (status == @PU@_OK) {

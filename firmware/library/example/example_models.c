@@ -6,6 +6,14 @@
 #include <string.h>
 
 @INCLUDES@
+
+#if EXAMPLE_SHARED_ARENA
+static void *shared_arena(void) {
+  static unsigned char raw[EXAMPLE_SHARED_ARENA_SIZE + 15u];
+  return (void *)(((uintptr_t)raw + 15u) & ~(uintptr_t)15u); /* 16-byte aligned, in C99 */
+}
+#endif
+
 @RUNNERS@
 size_t example_run_all(uint32_t (*micros)(void), example_result results[EXAMPLE_MODEL_COUNT]) {
   size_t good = 0, i;
@@ -41,8 +49,8 @@ int example_report(uint32_t (*micros)(void), void (*print)(const char *line)) {
     example_line(&results[i], line, sizeof(line));
     print(line);
   }
-  snprintf(line, sizeof(line), "%u of %u models ran and gave the host TFLM runtime's output", (unsigned)good,
-           (unsigned)EXAMPLE_MODEL_COUNT);
+  snprintf(line, sizeof(line), "%u of %u models ran and gave the host TFLM runtime's output (%s)", (unsigned)good,
+           (unsigned)EXAMPLE_MODEL_COUNT, EXAMPLE_SHARED_ARENA ? "one shared arena" : "an arena each");
   print(line);
   return good == EXAMPLE_MODEL_COUNT;
 }

@@ -27,6 +27,13 @@ typedef struct {
 
 #define EXAMPLE_MODEL_COUNT @COUNT@u
 
+/* 0 (default): each model in its library's own static arena, all ready at once. 1: the models share one buffer of
+ * the largest arena and run one at a time (each is set up again before its run); the static arenas are not linked. */
+#ifndef EXAMPLE_SHARED_ARENA
+#define EXAMPLE_SHARED_ARENA 0
+#endif
+#define EXAMPLE_SHARED_ARENA_SIZE @SHARED_ARENA@u
+
 /* Sets up and runs every model once (each in its own static arena); returns how many succeeded and matched. */
 size_t example_run_all(uint32_t (*micros)(void), example_result results[EXAMPLE_MODEL_COUNT]);
 
