@@ -251,7 +251,7 @@ def test_readme_and_build_switch(exports):
     (["--also=nothing-built"], ["--also=nothing-built", "holds no generated model"]),
     (["--form=zephyr"], ["--form=zephyr does not fit board esp32", "--form=cmake"]),
     (["--form=makefile"], ["--form=makefile: choose one of"]),
-    (["--name=../x"], ["is a name, not a path"]),
+    (["--name=../x"], ["must be a name, not a path"]),
     (["--name=%%"], ["no letter or digit"]),
 ])
 def test_bad_export_options_are_refused_in_one_line(exports, args, fragments):
