@@ -52,7 +52,7 @@ def test_a_brought_model_with_a_zoo_name_replaces_the_zoo_build_aloud_and_leaves
     build_dir = _copy(esp32_build, tmp_path / "build")
     folder = build_dir / "esp32" / "digits"
     old_hash = esp32_build["report"]["model_hash"]
-    assert (folder / "firmware" / "main" / "model_settings.h").read_text().count(old_hash) == 1
+    assert (folder / "firmware" / "main" / "digits_model_settings.h").read_text().count(old_hash) == 1
 
     proc = run_invoke("generate", f"--tflite={dense_tflite}", "--board=esp32", f"--build-dir={build_dir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -81,7 +81,7 @@ def test_generate_structured_after_build_leaves_no_firmware_of_the_old_model(esp
     assert report["model_hash"] in (folder / "generated" / "model_settings.h").read_text()
     proc = run_invoke("build", "--board=esp32", "--prune=structured", "--epochs=4", f"--build-dir={build_dir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert report["model_hash"] in (folder / "firmware" / "main" / "model_settings.h").read_text()
+    assert report["model_hash"] in (folder / "firmware" / "main" / "digits_model_settings.h").read_text()
 
 
 def test_a_rerendered_project_that_is_not_compiled_keeps_no_old_image(esp32_build, dense_tflite, tmp_path):
@@ -94,7 +94,7 @@ def test_a_rerendered_project_that_is_not_compiled_keeps_no_old_image(esp32_buil
     proc = run_invoke("build", f"--tflite={dense_tflite}", "--board=esp32", "--no-compile", f"--build-dir={build_dir}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not image.parent.exists() and f"removed {image.parent}" in proc.stdout
-    assert (image.parent.parent / "main" / "model_settings.h").is_file()  # the project itself, for this model
+    assert (image.parent.parent / "main" / "digits_model_settings.h").is_file()  # the project itself, for this model
 
 
 def test_variants_side_by_side_and_commands_find_the_build(esp32_build, dense_tflite, tmp_path):
