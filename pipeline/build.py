@@ -615,8 +615,14 @@ class Pipeline:
             "firmware": firmware_result,
             # ESTIMATES from the board's cost model (pipeline.target.costmodel), never measured: labelled so.
             "latency_estimate_us": profile["totals"]["est_us"],
+            # the range the CPI rule (or the cost model) leaves open: the same instructions at the low and high CPI
+            "latency_estimate_range_us": [profile["totals"]["est_us_low"], profile["totals"]["est_us_high"]],
             "energy_estimate_uj": profile["totals"]["est_energy_uj"],
             "estimate_label": "estimate",
+            "clock_mhz": profile["clock_mhz"],
+            "cycles_per_instruction": profile["cycles_per_instruction"],
+            "cpi_low": profile["cpi_low"], "cpi_high": profile["cpi_high"],
+            "cpi_source": profile["cpi_source"],
             "cost_model": profile["cost_model"],
             "cost_model_source": profile["cost_source"],
             "macs": profile["totals"]["macs"],
@@ -683,10 +689,13 @@ def summary(report: dict) -> str:
                  f"{kernel} + margin {report['arena_margin_bytes']}), ops: {', '.join(report['ops'])}")
     lines.extend(memory_plan_summary(report.get("memory_plan")))
     if report.get("latency_estimate_us") is not None:
-        from pipeline.target.profile import summary as profile_summary
+        from pipeline.target.profile import cpi_line, summary as profile_summary
 
+        span = report.get("latency_estimate_range_us")
         lines.append(profile_summary(report["latency_estimate_us"], report["energy_estimate_uj"],
-                                     report["cost_model"], report["profile_top_latency"], report["profile_peak"]))
+                                     report["cost_model"], report["profile_top_latency"], report["profile_peak"],
+                                     tuple(span) if span and span[0] != span[1] else None,
+                                     cpi_line(report) if "cpi_source" in report else None))
     lines.append(f"  fit: flash {report['flash_bytes']} / {report['flash_budget_bytes']}, RAM {report['ram_bytes']} / "
                  f"{report['ram_budget_bytes']} -> {'fits' if report['fits'] else 'does NOT fit'}"
                  + (f" (runtime {report['runtime_flash_bytes']} B flash, {report['runtime_ram_bytes']} B RAM: "
