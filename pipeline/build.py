@@ -610,6 +610,8 @@ class Pipeline:
             "ram_bytes": fit_result.ram_bytes,
             "ram_budget_bytes": fit_result.ram_budget,
             "fits": fit_result.fits,
+            "flash_budget_source": board.flash_source, "ram_budget_source": board.ram_source,
+            "arena_block_budget_bytes": board.arena_block_bytes,
             "runtime_flash_bytes": board.runtime_flash_bytes, "runtime_ram_bytes": board.runtime_ram_bytes,
             "runtime_source": board.runtime_source,
             "firmware": firmware_result,
@@ -700,4 +702,7 @@ def summary(report: dict) -> str:
                  f"{report['ram_budget_bytes']} -> {'fits' if report['fits'] else 'does NOT fit'}"
                  + (f" (runtime {report['runtime_flash_bytes']} B flash, {report['runtime_ram_bytes']} B RAM: "
                     f"{report['runtime_source']})" if report.get("runtime_source") else ""))
+    if report.get("ram_budget_source"):
+        lines.append(f"  budgets: flash from {report.get('flash_budget_source') or 'the board file'}; RAM from "
+                     f"{report['ram_budget_source']}")
     return "\n".join(lines)

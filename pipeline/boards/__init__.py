@@ -63,6 +63,13 @@ class Board:
     estimate_source: str | None = None
     cycles_per_instruction: float | None = None
     cycles_per_instruction_source: str | None = None
+    # Where the budgets come from: the framework's linker facts (the Zephyr board's chosen zephyr,sram and code
+    # partition, the Arduino core's linker script, ESP-IDF's partition table and heap), file and version named.
+    flash_source: str | None = None
+    ram_source: str | None = None
+    # The largest single block the firmware can allocate the arena in, where that is less than the RAM budget (the
+    # ESP-IDF port allocates it from a heap split into regions); None: the arena is a static array in RAM.
+    arena_block_bytes: int | None = None
     source: Path | None = field(default=None, compare=False)
 
 
@@ -192,6 +199,10 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
                                 if "cycles_per_instruction" in estimate else None),
         cycles_per_instruction_source=(_require(estimate, "source", str, where + " [estimate]")
                                        if "cycles_per_instruction" in estimate else None),
+        flash_source=_require(memory, "flash_source", str, where + " [memory]") if "flash_source" in memory else None,
+        ram_source=_require(memory, "ram_source", str, where + " [memory]") if "ram_source" in memory else None,
+        arena_block_bytes=(_require(memory, "arena_block_bytes", int, where + " [memory]")
+                           if "arena_block_bytes" in memory else None),
         source=source,
     )
     if board.framework == "esp-idf":

@@ -14,6 +14,8 @@ class FitResult:
     ram_bytes: int  # arena + runtime estimate
     ram_budget: int
     fits: bool
+    arena_bytes: int = 0
+    arena_block_budget: int | None = None  # the largest block the arena can be allocated in, where the board has one
 
     @property
     def flash_percent(self) -> float:
@@ -33,8 +35,10 @@ def check(board: Board, tflite_bytes: int, arena_bytes: int, input_bytes: int = 
     harness's input buffer (one input) and the runtime."""
     flash = tflite_bytes + input_bytes + board.runtime_flash_bytes
     ram = arena_bytes + input_bytes + board.runtime_ram_bytes
+    block_ok = board.arena_block_bytes is None or arena_bytes <= board.arena_block_bytes
     return FitResult(flash, board.flash_bytes, ram, board.ram_bytes,
-                     flash <= board.flash_bytes and ram <= board.ram_bytes)
+                     flash <= board.flash_bytes and ram <= board.ram_bytes and block_ok, arena_bytes,
+                     board.arena_block_bytes)
 
 
 def require(fit: FitResult, board: Board, tflite_bytes: int, arena_bytes: int) -> None:
@@ -48,7 +52,13 @@ def require(fit: FitResult, board: Board, tflite_bytes: int, arena_bytes: int) -
     if fit.ram_bytes > fit.ram_budget:
         problems.append(
             f"RAM {kib(fit.ram_bytes)} > {kib(fit.ram_budget)} (arena {kib(arena_bytes)} + runtime estimate "
-            f"{kib(board.runtime_ram_bytes)}); the arena holds activations, so use a smaller --width or input"
+            f"{kib(board.runtime_ram_bytes)}; the budget is what the linker has: {board.ram_source or 'the board file'})"
+            "; the arena holds activations, so use a smaller --width or input"
+        )
+    if fit.arena_block_budget is not None and fit.arena_bytes > fit.arena_block_budget:
+        problems.append(
+            f"arena {kib(fit.arena_bytes)} > {kib(fit.arena_block_budget)}, the largest block {board.name}'s firmware "
+            f"can allocate it in ({board.ram_source or 'its heap'}); use a smaller --width or input"
         )
     if problems:
         raise PipelineError(f"the model does not fit {board.name}: " + "; ".join(problems) + " (or pick a larger board)")
