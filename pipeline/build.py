@@ -342,7 +342,8 @@ class Pipeline:
         self.log(f"[6/{len(STAGES)}] fit ...")
         start = time.perf_counter()
         info = self.model_info()
-        result = fit.check(board, info.size_bytes, generated["arena"]["arena_bytes"], generated["sample_bytes"])
+        result = fit.check(board, info.size_bytes, generated["arena"]["arena_bytes"], generated["sample_bytes"],
+                           generated["ops"])
         self.stage_seconds["fit"] = round(time.perf_counter() - start, 3)
         self.log(f"[6/{len(STAGES)}] fit: flash {fit.kib(result.flash_bytes)} of {fit.kib(result.flash_budget)} "
                  f"({result.flash_percent:.1f}%), RAM {fit.kib(result.ram_bytes)} of {fit.kib(result.ram_budget)} "
@@ -521,6 +522,7 @@ class Pipeline:
         arena = arena_mod.arena_size_for(host.measured_bytes + scratch.max_bytes, scratch.margin_bytes)
         estimate = costmodel.estimate(model_graph, board)
         return {"tflite_bytes": tflite.stat().st_size, "arena_bytes": arena,
+                "ops": sorted({op.kind for op in model_graph.ops}),
                 "macs": sum(op.macs for op in model_graph.ops), "latency_estimate_us": round(estimate.latency_us, 1)}
 
     def pruning(self, board: boards.Board, metrics: dict | None) -> dict | None:
@@ -612,8 +614,8 @@ class Pipeline:
             "fits": fit_result.fits,
             "flash_budget_source": board.flash_source, "ram_budget_source": board.ram_source,
             "arena_block_budget_bytes": board.arena_block_bytes,
-            "runtime_flash_bytes": board.runtime_flash_bytes, "runtime_ram_bytes": board.runtime_ram_bytes,
-            "runtime_source": board.runtime_source,
+            "runtime_flash_bytes": fit_result.runtime_flash_bytes, "runtime_ram_bytes": board.runtime_ram_bytes,
+            "runtime_source": fit_result.runtime_flash_source,
             "firmware": firmware_result,
             # ESTIMATES from the board's cost model (pipeline.target.costmodel), never measured: labelled so.
             "latency_estimate_us": profile["totals"]["est_us"],

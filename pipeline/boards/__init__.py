@@ -70,6 +70,11 @@ class Board:
     # The largest single block the firmware can allocate the arena in, where that is less than the RAM budget (the
     # ESP-IDF port allocates it from a heap split into regions); None: the arena is a static array in RAM.
     arena_block_bytes: int | None = None
+    # The ops the measured runtime figure registered, and the allowance for other models' kernels it includes: with
+    # a kernel size table for the board's core and kernels (boards/facts/kernel_flash/), the fit replaces the
+    # allowance by the kernels of the ops the model really registers (pipeline.target.fit.runtime_flash).
+    runtime_ops: tuple[str, ...] | None = None
+    runtime_other_ops_bytes: int = 0
     source: Path | None = field(default=None, compare=False)
 
 
@@ -175,6 +180,9 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         runtime_ram_bytes=_require(runtime, "ram_bytes", int, where + " [runtime]"),
         runtime_source=(_require(runtime, "source", str, where + " [runtime]") if "source" in runtime
                         else "estimate"),
+        runtime_ops=tuple(_require(runtime, "ops", list, where + " [runtime]")) if "ops" in runtime else None,
+        runtime_other_ops_bytes=(_require(runtime, "other_ops_bytes", int, where + " [runtime]")
+                                 if "other_ops_bytes" in runtime else 0),
         flashers=tuple(_require(flash, "runners", list, where + " [flash]")),
         serial_baud=_require(serial, "baud", int, where + " [serial]"),
         usb_ids=tuple(usb),
