@@ -158,3 +158,23 @@ def test_bad_flash_wait_cycles_is_one_line(tmp_path):
     path.write_text(text)
     proc = run_invoke("profile", f"--board={path}", f"--build-dir={tmp_path / 'out'}")
     assert_clean_error(proc, "flash_wait_cycles", "[low, high]")
+
+
+# -- the runtime's flash follows the ops the model registers ---------------------------------------------------------
+
+def test_runtime_flash_follows_the_models_ops():
+    b = boards.load_board("nucleo-l4r5zi")
+    table = fit.kernel_table(b)
+    assert table and "measured" in table["source"]
+    same = fit.runtime_flash(b, list(b.runtime_ops))
+    assert same.bytes == b.runtime_flash_bytes - b.runtime_other_ops_bytes  # the measured build, no allowance
+    kws_ops = ["CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
+    kws = fit.runtime_flash(b, kws_ops)
+    ops = table["ops"]
+    assert kws.bytes == same.bytes + ops["DEPTHWISE_CONV_2D"] + ops["AVERAGE_POOL_2D"] - ops["MAX_POOL_2D"]
+    assert "+%d DEPTHWISE_CONV_2D" % ops["DEPTHWISE_CONV_2D"] in kws.source
+    odd = fit.runtime_flash(b, list(b.runtime_ops) + ["TOPK_V2"])  # not measured: the board's figure, said so
+    assert odd.bytes == b.runtime_flash_bytes and "TOPK_V2 not in" in odd.source
+    no_table = boards.load_board("rp2040")  # no table for its core: the allowance stays
+    assert fit.runtime_flash(no_table, kws_ops).bytes == no_table.runtime_flash_bytes
+    assert fit.check(b, 1000, 1000, 0, kws_ops).flash_bytes == 1000 + kws.bytes
