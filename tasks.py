@@ -598,17 +598,32 @@ def _print_costmodel_check(result: dict) -> None:
         print(f"  {t['model']:<14} {t['width']:>5g} {t['measured']:>12.0f} {t['estimated']:>12.0f} {t['ratio']:>6.3f}")
     print(f"  worst ratio estimate/measured: {result['worst_ratio']:.3f} (target within 0.80-1.20)")
     if result.get("mlperf_cpi"):
-        print(f"  instructions -> cycles on the NUCLEO-L4R5ZI: x{result['mlperf_cpi']['cycles_per_instruction']:g} "
-              f"({result['mlperf_cpi']['source']})")
+        m = result["mlperf_cpi"]
+        print(f"  NUCLEO-L4R5ZI as the published runs were made ({m['clock_mhz']} MHz): CPI {m['cycles_per_instruction']:g} "
+              f"({m['low']:g}-{m['high']:g}): {m['source']}")
+    from pipeline.calibrate import MLPERF_L4R5ZI_STACKS
+
     for row in result.get("mlperf_nucleo_l4r5zi", []):
-        print(f"  MLPerf Tiny NUCLEO-L4R5ZI {row['model']:<13} estimate {row['estimated_ms']:>8.2f} ms vs published "
-              f"{row['published_ms']:>8.2f} ms: ratio {row['ratio']:.3f} (target within 0.70-1.30)")
+        print(f"  MLPerf Tiny NUCLEO-L4R5ZI {row['model']:<13} estimate {row['estimated_ms']:>7.1f} ms "
+              f"({row['estimated_low_ms']:.1f}-{row['estimated_high_ms']:.1f}) vs {row['published_ms']:>6.1f} ms: ratio "
+              f"{row['ratio']:.2f} [{MLPERF_L4R5ZI_STACKS[row['stack']]}]")
+    if result.get("per_mhz"):
+        print(f"  every board of this core (ESTIMATES; ms x MHz / CPI is the instruction count in thousands and must be "
+              f"the same on every board):")
+        print(f"  {'board':<18} {'MHz':>5} {'CPI (range)':>18} {'model':<13} {'est. ms (range)':>24} {'ms x MHz':>10} "
+              f"{'ms x MHz / CPI':>15}")
+        for r in result["per_mhz"]:
+            cpi = f"{r['cpi']:g} ({r['cpi_low']:g}-{r['cpi_high']:g})"
+            ms = f"{r['estimated_ms']:.1f} ({r['estimated_low_ms']:.1f}-{r['estimated_high_ms']:.1f})"
+            print(f"  {r['board']:<18} {r['clock_mhz']:>5} {cpi:>18} {r['model']:<13} {ms:>24} {r['ms_x_mhz']:>10.0f} "
+                  f"{r['ms_x_mhz_per_cpi']:>15.0f}")
 
 
 @task(help={"cost_model": "one cost model to check (default: every one with calibration measurements)"})
 @cli_errors
 def bench_costmodel(c, cost_model=None):
-    """Benchmark: each calibrated cost model's estimate vs its QEMU measurements and published MLPerf Tiny figures."""
+    """Benchmark: each calibrated cost model vs its QEMU measurements and published MLPerf Tiny figures, and the
+    estimate on every board of its core with clock and CPI, so a contradiction between boards shows."""
     from pipeline import calibrate as calibrate_mod
 
     names = [cost_model] if cost_model else sorted(p.stem for p in calibrate_mod.CALIBRATION_DIR.glob("*.json"))

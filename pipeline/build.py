@@ -342,7 +342,8 @@ class Pipeline:
         self.log(f"[6/{len(STAGES)}] fit ...")
         start = time.perf_counter()
         info = self.model_info()
-        result = fit.check(board, info.size_bytes, generated["arena"]["arena_bytes"], generated["sample_bytes"])
+        result = fit.check(board, info.size_bytes, generated["arena"]["arena_bytes"], generated["sample_bytes"],
+                           generated["ops"])
         self.stage_seconds["fit"] = round(time.perf_counter() - start, 3)
         self.log(f"[6/{len(STAGES)}] fit: flash {fit.kib(result.flash_bytes)} of {fit.kib(result.flash_budget)} "
                  f"({result.flash_percent:.1f}%), RAM {fit.kib(result.ram_bytes)} of {fit.kib(result.ram_budget)} "
@@ -556,6 +557,7 @@ class Pipeline:
         arena = arena_mod.arena_size_for(host.measured_bytes + scratch.max_bytes, scratch.margin_bytes)
         estimate = costmodel.estimate(model_graph, board)
         return {"tflite_bytes": tflite.stat().st_size, "arena_bytes": arena,
+                "ops": sorted({op.kind for op in model_graph.ops}),
                 "macs": sum(op.macs for op in model_graph.ops), "latency_estimate_us": round(estimate.latency_us, 1)}
 
     def pruning(self, board: boards.Board, metrics: dict | None) -> dict | None:
@@ -645,13 +647,21 @@ class Pipeline:
             "ram_bytes": fit_result.ram_bytes,
             "ram_budget_bytes": fit_result.ram_budget,
             "fits": fit_result.fits,
-            "runtime_flash_bytes": board.runtime_flash_bytes, "runtime_ram_bytes": board.runtime_ram_bytes,
-            "runtime_source": board.runtime_source,
+            "flash_budget_source": board.flash_source, "ram_budget_source": board.ram_source,
+            "arena_block_budget_bytes": board.arena_block_bytes,
+            "runtime_flash_bytes": fit_result.runtime_flash_bytes, "runtime_ram_bytes": board.runtime_ram_bytes,
+            "runtime_source": fit_result.runtime_flash_source,
             "firmware": firmware_result,
             # ESTIMATES from the board's cost model (pipeline.target.costmodel), never measured: labelled so.
             "latency_estimate_us": profile["totals"]["est_us"],
+            # the range the CPI rule (or the cost model) leaves open: the same instructions at the low and high CPI
+            "latency_estimate_range_us": [profile["totals"]["est_us_low"], profile["totals"]["est_us_high"]],
             "energy_estimate_uj": profile["totals"]["est_energy_uj"],
             "estimate_label": "estimate",
+            "clock_mhz": profile["clock_mhz"],
+            "cycles_per_instruction": profile["cycles_per_instruction"],
+            "cpi_low": profile["cpi_low"], "cpi_high": profile["cpi_high"],
+            "cpi_source": profile["cpi_source"],
             "cost_model": profile["cost_model"],
             "cost_model_source": profile["cost_source"],
             "macs": profile["totals"]["macs"],
@@ -718,12 +728,18 @@ def summary(report: dict) -> str:
                  f"{kernel} + margin {report['arena_margin_bytes']}), ops: {', '.join(report['ops'])}")
     lines.extend(memory_plan_summary(report.get("memory_plan")))
     if report.get("latency_estimate_us") is not None:
-        from pipeline.target.profile import summary as profile_summary
+        from pipeline.target.profile import cpi_line, summary as profile_summary
 
+        span = report.get("latency_estimate_range_us")
         lines.append(profile_summary(report["latency_estimate_us"], report["energy_estimate_uj"],
-                                     report["cost_model"], report["profile_top_latency"], report["profile_peak"]))
+                                     report["cost_model"], report["profile_top_latency"], report["profile_peak"],
+                                     tuple(span) if span and span[0] != span[1] else None,
+                                     cpi_line(report) if "cpi_source" in report else None))
     lines.append(f"  fit: flash {report['flash_bytes']} / {report['flash_budget_bytes']}, RAM {report['ram_bytes']} / "
                  f"{report['ram_budget_bytes']} -> {'fits' if report['fits'] else 'does NOT fit'}"
                  + (f" (runtime {report['runtime_flash_bytes']} B flash, {report['runtime_ram_bytes']} B RAM: "
                     f"{report['runtime_source']})" if report.get("runtime_source") else ""))
+    if report.get("ram_budget_source"):
+        lines.append(f"  budgets: flash from {report.get('flash_budget_source') or 'the board file'}; RAM from "
+                     f"{report['ram_budget_source']}")
     return "\n".join(lines)
