@@ -254,9 +254,16 @@ static void frame_byte(ee_ctx_t *ctx, uint8_t byte) {
   ee_printf(ctx, "m-ready");
 }
 
+/* Microseconds from `since` to `now` on the port's clock, across its 2^32 wrap; a clock that stepped back (a port
+ * whose millisecond count and sub-millisecond counter were read apart) gives 0, never a gap of 4.29e9 us. */
+static uint32_t elapsed_us(uint32_t now, uint32_t since) {
+  int32_t diff = (int32_t)(now - since);
+  return diff < 0 ? 0u : (uint32_t)diff;
+}
+
 /* A frame whose next byte is late is dropped with its reply, so the host can resend it. */
 static void frame_expire(ee_ctx_t *ctx, uint32_t now) {
-  if (!ctx->frame_active || now - ctx->frame_last_us <= EE_FRAME_TIMEOUT_US) return;
+  if (!ctx->frame_active || elapsed_us(now, ctx->frame_last_us) <= EE_FRAME_TIMEOUT_US) return;
   ctx->frame_active = 0;
   ee_printf(ctx, "e-[xdb frame timed out after %lu of %lu bytes: dropped, db at %lu]",
             (unsigned long)ctx->frame_got, (unsigned long)ctx->frame_len, (unsigned long)ctx->db_pos);
@@ -274,7 +281,7 @@ static void baud_revert(ee_ctx_t *ctx) {
 }
 
 static void baud_expire(ee_ctx_t *ctx, uint32_t now) {
-  if (!ctx->baud_pending || now - ctx->baud_since <= EE_BAUD_CONFIRM_US) return;
+  if (!ctx->baud_pending || elapsed_us(now, ctx->baud_since) <= EE_BAUD_CONFIRM_US) return;
   baud_revert(ctx);
   ee_printf(ctx, "m-ready");
   ++ctx->unsolicited;

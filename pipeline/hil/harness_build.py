@@ -43,8 +43,9 @@ def build_fuzzer(out: Path) -> Path:
 
 
 def build_qemu(out: Path, input_bytes: int, outputs: int, model: str, model_hash: str, work: int = 50,
-               cpu: str = "cortex-m4+fp") -> Path:
-    """The QEMU port with the deterministic TEST backend, for one of QEMU_CPUS (default the Cortex-M4F)."""
+               cpu: str = "cortex-m4+fp", switches: tuple[str, ...] = ()) -> Path:
+    """The QEMU port with the deterministic TEST backend, for one of QEMU_CPUS (default the Cortex-M4F);
+    `switches` adds -D switches (EE_CLOCK_CHECK=N: the port checks its clock N times at boot, for the tests)."""
     if cpu not in QEMU_CPUS:
         raise PipelineError(f"unknown QEMU cpu '{cpu}': choose one of {', '.join(QEMU_CPUS)}")
     arch, machine = QEMU_CPUS[cpu]
@@ -54,8 +55,8 @@ def build_qemu(out: Path, input_bytes: int, outputs: int, model: str, model_hash
     _compile(["arm-none-eabi-gcc", "-std=c99", *arch, *defines,
               "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",
               f"-DEE_INPUT_BYTES={input_bytes}", f"-DEE_OUTPUTS={outputs}", f'-DEE_MODEL_NAME="{model}"',
-              f'-DEE_MODEL_HASH="{model_hash}"', f"-DEE_WORK_ROUNDS={work}", f"-I{FIRMWARE / 'harness'}",
-              *map(str, CORE_SOURCES), str(port / "startup.c"), str(port / "main.c"),
+              f'-DEE_MODEL_HASH="{model_hash}"', f"-DEE_WORK_ROUNDS={work}", *(f"-D{d}" for d in switches),
+              f"-I{FIRMWARE / 'harness'}", *map(str, CORE_SOURCES), str(port / "startup.c"), str(port / "main.c"),
               f"-T{port / script}", "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
               "-Wl,--gc-sections", "-o", str(out)], f"QEMU {machine} image")
     return out
