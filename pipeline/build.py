@@ -262,7 +262,7 @@ class Pipeline:
         info = self.model_info(firmware=False)
         float_path = None if self.byo else self.float_path
         inputs = [self.tflite_path] + ([float_path] if float_path else [])
-        key = cache.stage_key("validate", {"data": self.fingerprint()}, inputs, _code("model/validate"))
+        key = cache.stage_key("validate", {"data": self.fingerprint()}, inputs, _code("model/validate", "target/arena"))
 
         def run():
             out_size = int(np.prod(info.outputs[0].shape))
@@ -277,8 +277,9 @@ class Pipeline:
         return result
 
     # -- board stages ----------------------------------------------------------------------------------
-    def sample(self, info: tflite_model.TFLiteModel) -> codegen.Sample:
-        """The first test example (or the input zero point without data) and the host TFLM output for it."""
+    def sample(self, info: tflite_model.TFLiteModel, arena_bytes: int) -> codegen.Sample:
+        """The first test example (or the input zero point without data) and the host TFLM output for it, run in the
+        measured arena."""
         inp = info.inputs[0]
         if self.data_source is not None:
             out_size = int(np.prod(info.outputs[0].shape))
@@ -288,7 +289,7 @@ class Pipeline:
         else:
             x_q = np.full([1] + inp.shape[1:], inp.zero_point, dtype=np.int8)
             label = None
-        expected = validate.run_tflm(info.path.read_bytes(), x_q)
+        expected = validate.run_tflm(info.path.read_bytes(), x_q, arena_bytes)
         return codegen.Sample(x_q[0], expected[0], label)
 
     def labels(self, info: tflite_model.TFLiteModel) -> list[str]:
@@ -329,7 +330,7 @@ class Pipeline:
                      if scratch.max_op is not None else None)
             measured = arena_mod.with_kernel_scratch(host, scratch.max_bytes, where, scratch.kernels,
                                                      scratch.margin_bytes)
-            sample = self.sample(final_info)
+            sample = self.sample(final_info, measured.arena_bytes)
             result = codegen.generate(final_info, self.model_name, measured.arena_bytes, self.labels(final_info),
                                       sample, generated)
             return {"arena": asdict(measured), "files": result.files, "ops": result.ops, "memory_plan": plan_report,

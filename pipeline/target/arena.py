@@ -94,6 +94,13 @@ def measure(model_bytes: bytes) -> ArenaResult:
 
 MEASURE_ARENA_BYTES = 1 << 22
 
+
+def host_run_bytes(model_bytes: bytes, arena_bytes: int | None = None) -> int:
+    """The arena to run a model in on the host TFLM runtime: a build's measured arena (`arena_bytes`, from generate
+    or a report), or measured here. Never tflite_micro's default, 10x the model's bytes, which a small model with a
+    large activation (4 KB of weights, a 128x128x16 tensor) does not fit in."""
+    return arena_bytes if arena_bytes else measure(model_bytes).arena_bytes
+
 _PROBE = """
 import sys, numpy as np
 from tflite_micro import runtime
