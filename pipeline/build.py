@@ -411,7 +411,7 @@ class Pipeline:
             result = projects.FirmwareResult(framework.name, str(project), False,
                                              " ".join(framework.build_command(project, board)), "compile skipped")
         else:
-            result = projects.compile_project(board, project)
+            result = projects.compile_project(board, project, self.log)
             self.log(f"[8/{len(STAGES)}] firmware: {result.message}")
         compiled = project / projects.COMPILED
         if "firmware" not in self.cached and not result.compiled and compiled.exists():

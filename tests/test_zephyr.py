@@ -69,6 +69,34 @@ def test_build_and_flash_run_west_with_the_board(zephyr_builds, tmp_path):
     assert calls.read_text().splitlines()[-1].split() == ["flash", "-d", str(project / "build"), "--runner", "openocd"]
 
 
+def test_a_failed_west_configure_does_not_break_the_next_build(zephyr_builds, tmp_path):
+    """STAND-IN west (named as such) that behaves as west over CMake and Ninja: its first build fails in the
+    configure, leaving CMakeCache.txt and no build.ninja; with that left in place a build goes straight to Ninja,
+    which fails to load build.ninja; from a clean folder it configures and builds."""
+    flag = tmp_path / "failed-once"
+    fake_bin, calls = standin_tool(
+        tmp_path, "west", "Zephyr's west: a Zephyr workspace is not installable by the tests",
+        'if [ "$1" = build ]; then\n'
+        '  if [ -f "$5/CMakeCache.txt" ] && [ ! -f "$5/build.ninja" ]; then\n'
+        '    echo "ninja: error: loading build.ninja: No such file or directory" >&2; exit 1; fi\n'
+        '  mkdir -p "$5/CMakeFiles" && echo cache > "$5/CMakeCache.txt"\n'
+        f'  if [ ! -f {flag} ]; then touch {flag}; echo "CMake Error: configure failed" >&2; exit 1; fi\n'
+        '  echo rules > "$5/build.ninja" && mkdir -p "$5/zephyr" && echo elf > "$5/zephyr/zephyr.elf"\n'
+        'fi')
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "ZEPHYR_BASE": str(tmp_path / "zephyr")}
+    build_dir = tmp_path / "b"
+    shutil.copytree(zephyr_builds, build_dir)
+    first = run_invoke("build", "--board=nucleo-l4r5zi", f"--build-dir={build_dir}", env=env)
+    assert_clean_error(first, "firmware build failed", "west build")
+    west_build = build_dir / "nucleo-l4r5zi" / "digits" / "firmware" / "build"
+    assert (west_build / "CMakeCache.txt").is_file() and not (west_build / "build.ninja").exists()
+    again = run_invoke("build", "--board=nucleo-l4r5zi", f"--build-dir={build_dir}", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "holds no complete configure" in again.stdout + again.stderr
+    assert (west_build / "build.ninja").is_file() and (west_build / "zephyr" / "zephyr.elf").is_file()
+    assert len(calls.read_text().splitlines()) == 2
+
+
 def test_without_west_the_build_prints_the_command_and_hil_stops_before_flashing(zephyr_builds):
     report = (zephyr_builds / "nucleo-l4r5zi" / "digits" / "report.json").read_text()
     assert "west build -b nucleo_l4r5zi" in report
