@@ -27,9 +27,12 @@ def _compile(command: list[str], what: str) -> None:
         raise PipelineError(f"building the {what} failed: {proc.stderr.strip().splitlines()[0] if proc.stderr else proc.returncode}")
 
 
-def build_host(out: Path, sanitize: bool = True) -> Path:
+def build_host(out: Path, sanitize: bool = True, extensions: bool = True) -> Path:
+    """The host port with the TEST backend; extensions=False answers only MLPerf Tiny's commands, as MLCommons'
+    own device code does (no xinfo, xraw, xprofile, xdb, xbaud)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     _compile(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", *(SANITIZE if sanitize else []),
+              *([] if extensions else ["-DEE_EXTENSIONS=0"]),
               f"-I{FIRMWARE / 'harness'}", *map(str, CORE_SOURCES), str(FIRMWARE / "ports" / "host" / "main.c"),
               "-o", str(out)], "host harness")
     return out
