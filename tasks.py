@@ -221,7 +221,7 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
     if trial is None or not trial.get("params"):
         raise PipelineError(f"--from-explore={which}: no such trial with results in {opts.out_dir} "
                             "(best needs a feasible one; see trials.csv)")
-    print(f"building explored trial #{trial['number']}: {trial['params']}")
+    print(f"building explored trial #{trial['number']}: {explore_mod.describe(trial['params'])}")
     return Pipeline(replace(explore_mod.pipeline_options(opts, trial["params"]), max_drop=2.0,
                             compile_firmware=compile_firmware, name=name))
 
@@ -285,7 +285,7 @@ def explore(c, model="digits", board="esp32", data=None, trials="30", objectives
     best = result["best"]
     if best:
         m = best["metrics"]
-        print(f"pick: trial #{best['number']} {best['params']}: {m['metric_name']} {m['accuracy']:.2f}, "
+        print(f"pick: trial #{best['number']} ({explore_mod.describe(best['params'])}): {m['metric_name']} {m['accuracy']:.2f}, "
               f"{m['latency_ms']:.3f} ms (estimate), RAM {m['ram_kb']:.1f} KiB, flash {m['flash_kb']:.1f} KiB")
         print(f"build it: invoke build --board={board} --model={model} --from-explore=best")
     else:
