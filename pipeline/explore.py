@@ -211,8 +211,11 @@ def violations(opts: ExploreOptions, m: dict) -> dict[str, float]:
     if opts.max_flash_kb is not None:
         limits["flash_kb"] = min(limits["flash_kb"], opts.max_flash_kb)
     found = {key: m[key] - limit for key, limit in limits.items()}
-    if opts.max_latency_ms is not None and m.get("latency_ms") is not None:
-        found["latency_ms"] = m["latency_ms"] - opts.max_latency_ms
+    if opts.max_latency_ms is not None:
+        if m.get("latency_ms") is None:  # host only: nothing shows it meets the limit
+            found["latency_unknown"] = 1.0
+        else:
+            found["latency_ms"] = m["latency_ms"] - opts.max_latency_ms
     if opts.min_accuracy is not None and m["metric_name"] == "accuracy":
         found["accuracy"] = opts.min_accuracy - m["accuracy"]
     return found
@@ -221,7 +224,8 @@ def violations(opts: ExploreOptions, m: dict) -> dict[str, float]:
 def why_infeasible(v: dict[str, float]) -> list[str]:
     units = {"ram_kb": "KiB of RAM", "flash_kb": "KiB of flash", "latency_ms": "ms of latency",
              "accuracy": "accuracy points"}
-    return [f"{value:.2f} {units[key]} over the limit" for key, value in v.items() if value > 0]
+    return [f"no latency estimate ({HOST_ONLY}) to hold to the latency limit" if key == "latency_unknown" else
+            f"{value:.2f} {units[key]} over the limit" for key, value in v.items() if value > 0]
 
 
 OBJECTIVE_KEYS = {"latency": "latency_ms", "ram": "ram_kb", "flash": "flash_kb", "energy": "energy_uj"}

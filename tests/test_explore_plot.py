@@ -62,3 +62,10 @@ def test_ram_and_flash_panels_zoom_to_the_points_and_note_an_off_scale_budget():
     fig = explore._figure(near, board, rows, front, None)
     assert "budget 40 KiB" in fig.axes[1].get_legend_handles_labels()[1]
     assert fig.axes[1].get_xlim()[1] > 40.0
+
+
+def test_a_latency_limit_holds_no_host_only_trial_feasible():
+    host_only = _row(0, "int16x8")["metrics"]
+    why = explore.why_infeasible(explore.violations(explore.ExploreOptions(max_latency_ms=5.0), host_only))
+    assert why == [f"no latency estimate ({explore.HOST_ONLY}) to hold to the latency limit"]
+    assert explore.why_infeasible(explore.violations(explore.ExploreOptions(), host_only)) == []
