@@ -736,8 +736,8 @@ def _figure(opts, board, rows, front, best):
         if mark == "line":
             ax.axvline(limit, color="tab:red", linestyle="--", label=f"{kind} {limit:g} {units[key]}")
         elif mark == "note":  # off the scale: an arrow at the right edge says where it is
-            ax.annotate(f"{kind} {limit:g} {units[key]} →", xy=(1.0, 0.97), xycoords="axes fraction", ha="right",
-                        va="top", fontsize=8, color="tab:red")
+            ax.annotate(f"{kind} {limit:g} {units[key]} →", xy=(1.0, 1.01), xycoords="axes fraction", ha="right",
+                        va="bottom", fontsize=8, color="tab:red")
         ax.set_xlabel(label)
         ax.set_ylabel(f"{metric} (int8, TFLM host)")
         if ax.get_legend_handles_labels()[0]:
