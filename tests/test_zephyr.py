@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import assert_clean_error, run_invoke, standin_tool
+from conftest import assert_clean_error, configure_fails_once, run_invoke, standin_tool
 from pipeline import boards
 from pipeline.firmware import projects
 
@@ -70,19 +70,11 @@ def test_build_and_flash_run_west_with_the_board(zephyr_builds, tmp_path):
 
 
 def test_a_failed_west_configure_does_not_break_the_next_build(zephyr_builds, tmp_path):
-    """STAND-IN west (named as such) that behaves as west over CMake and Ninja: its first build fails in the
-    configure, leaving CMakeCache.txt and no build.ninja; with that left in place a build goes straight to Ninja,
-    which fails to load build.ninja; from a clean folder it configures and builds."""
-    flag = tmp_path / "failed-once"
-    fake_bin, calls = standin_tool(
-        tmp_path, "west", "Zephyr's west: a Zephyr workspace is not installable by the tests",
-        'if [ "$1" = build ]; then\n'
-        '  if [ -f "$5/CMakeCache.txt" ] && [ ! -f "$5/build.ninja" ]; then\n'
-        '    echo "ninja: error: loading build.ninja: No such file or directory" >&2; exit 1; fi\n'
-        '  mkdir -p "$5/CMakeFiles" && echo cache > "$5/CMakeCache.txt"\n'
-        f'  if [ ! -f {flag} ]; then touch {flag}; echo "CMake Error: configure failed" >&2; exit 1; fi\n'
-        '  echo rules > "$5/build.ninja" && mkdir -p "$5/zephyr" && echo elf > "$5/zephyr/zephyr.elf"\n'
-        'fi')
+    """STAND-IN west (named as such, conftest.configure_fails_once): its first configure fails and leaves a
+    half-made build folder, in which a later build would fail in Ninja."""
+    fake_bin, calls = standin_tool(tmp_path, "west", "Zephyr's west: a Zephyr workspace is not installable by the tests",
+                                   'if [ "$1" = build ]; then\n'
+                                   + configure_fails_once("$5", tmp_path / "failed-once", "zephyr/zephyr.elf") + "fi")
     env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "ZEPHYR_BASE": str(tmp_path / "zephyr")}
     build_dir = tmp_path / "b"
     shutil.copytree(zephyr_builds, build_dir)
@@ -92,7 +84,7 @@ def test_a_failed_west_configure_does_not_break_the_next_build(zephyr_builds, tm
     assert (west_build / "CMakeCache.txt").is_file() and not (west_build / "build.ninja").exists()
     again = run_invoke("build", "--board=nucleo-l4r5zi", f"--build-dir={build_dir}", env=env)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "holds no complete configure" in again.stdout + again.stderr
+    assert "holds no complete configure" in again.stdout
     assert (west_build / "build.ninja").is_file() and (west_build / "zephyr" / "zephyr.elf").is_file()
     assert len(calls.read_text().splitlines()) == 2
 
