@@ -404,7 +404,7 @@ def run_trial(study, trial, spec: zoo.ModelSpec, objective, log: Callable[[str],
             retry_of = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
             params = sample(trial, spec)
             trial.set_user_attr("params", params)
-            log(f"trial {trial.number}: started {params}"
+            log(f"trial {trial.number}: started ({describe(params)})"
                 + (f" (retry of trial {retry_of}, whose worker stopped)" if retry_of is not None else ""))
             values, outcome = objective(trial, params), state.COMPLETE
         except optuna.TrialPruned:
