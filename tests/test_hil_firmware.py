@@ -9,7 +9,7 @@ from conftest import harness_args
 from pipeline.hil import transport
 from pipeline.hil.dut import Device
 from pipeline.hil.errors import DeviceError
-from pipeline.hil.harness_build import HostDevice, QemuDevice, build_fuzzer, build_qemu, free_tcp_port
+from pipeline.hil.harness_build import QEMU_CPUS, HostDevice, QemuDevice, build_fuzzer, build_qemu, free_tcp_port
 from pipeline.hil.measure import MeasureOptions, measure
 
 MALFORMED = [
@@ -236,14 +236,14 @@ def test_a_clock_that_steps_back_drops_no_frame_and_reverts_no_baud_switch(host_
 
 @pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
                     reason="needs qemu-system-arm and gcc-arm-none-eabi (.ci/run installs them)")
-@pytest.mark.parametrize("cpu", ["cortex-m4+fp", "cortex-m0plus"])
+@pytest.mark.parametrize("cpu", list(QEMU_CPUS))
 def test_qemu_port_clock_never_steps_back(cpu, tmp_path):
     """The QEMU port reads its clock 300,000 times once the host is there (EE_CLOCK_CHECK) and says how often it stepped
     back: SysTick reads as reloaded before its interrupt is taken, which once stepped back 999 us every millisecond."""
     import time
 
     image = build_qemu(tmp_path / "ee.elf", 64, 10, "test", "0" * 16, cpu=cpu, switches=("EE_CLOCK_CHECK=300000u",))
-    machine = {"cortex-m4+fp": "mps2-an386", "cortex-m0plus": "mps2-an385"}[cpu]
+    machine = QEMU_CPUS[cpu][1]
     with QemuDevice(image, free_tcp_port(), machine=machine) as qemu:
         port = transport.open_port(qemu.url, 115200, timeout=0.2)
         port.write(b"name%")  # the check starts when something arrives
