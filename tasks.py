@@ -33,7 +33,16 @@ COMMON_HELP = {
     "depth": "number of blocks (conv layers, separable blocks, residual stacks ...; default: the model's own)",
     "build_dir": "where build outputs go (default build/)",
     "name": "the build folder's name, build/<board>/NAME/ (default: the model's name): keeps variants side by side",
+    "fail_on": "budget: exit non-zero when the model does not fit or exceeds a --max-* limit; warning: also on any "
+               "warning finding (findings.json and report.html are written first, for CI to read why)",
+    "max_latency_ms": "budget: the latency ESTIMATE per inference, ms (a finding; fails the build with --fail-on=budget)",
+    "max_ram_kb": "budget: RAM (arena + input + runtime), KiB (a finding; fails with --fail-on=budget)",
+    "max_flash_kb": "budget: flash (model + sample + runtime), KiB (a finding; fails with --fail-on=budget)",
+    "max_energy_uj": "budget: the energy ESTIMATE per inference, uJ (a finding; fails with --fail-on=budget)",
+    "elf": "a firmware ELF you built (e.g. build/zephyr/zephyr.elf): its real text/data/bss against the fit "
+           "estimate, in the summary, report.json (elf_check) and the findings",
 }
+GATE_OPTS = ("fail_on", "max_latency_ms", "max_ram_kb", "max_flash_kb", "max_energy_uj", "elf")
 
 
 def cli_errors(fn):
@@ -58,8 +67,13 @@ def _number(option: str, value, kind=float):
 
 def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, prune="magnitude", qat=True, seed=0,
              max_drop=2.0, width=1.0, depth=None, teacher=None, build_dir="build", tflite=None, compile_firmware=True,
-             memory_plan="offline", precision="int8", name=None):
+             memory_plan="offline", precision="int8", name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None,
+             max_flash_kb=None, max_energy_uj=None, elf=None):
     from pipeline.build import Options
+    from pipeline.report.findings import Limits
+
+    def limit(name, value):
+        return None if value is None else _number(name, value)
 
     return Options(model=model, board=board, data=data, epochs=_number("epochs", epochs, int) if epochs else None,
                    sparsity=_number("sparsity", sparsity), prune=prune, qat=qat, seed=_number("seed", seed, int),
@@ -67,7 +81,9 @@ def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5
                    depth=_number("depth", depth, int) if depth is not None else None,
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir), memory_plan=memory_plan,
                    teacher=teacher, precision=precision, name=name,
-                   compile_firmware=compile_firmware)
+                   compile_firmware=compile_firmware, fail_on=fail_on, elf=Path(elf) if elf else None,
+                   limits=Limits(limit("max_latency_ms", max_latency_ms), limit("max_ram_kb", max_ram_kb),
+                                 limit("max_flash_kb", max_flash_kb), limit("max_energy_uj", max_energy_uj)))
 
 
 def _pipeline(**kwargs):
@@ -76,11 +92,22 @@ def _pipeline(**kwargs):
     return Pipeline(_options(**kwargs))
 
 
-def _print_board_outcome(outcome):
+def _print_board_outcome(outcome, pipeline=None):
+    """The summary, the findings worth reading, where the report is; then the --fail-on gate, if any."""
     from pipeline.build import summary
+    from pipeline.report import elf
 
     print(summary(outcome.report))
-    print(f"report: {outcome.report_path}")
+    if outcome.report.get("elf_check"):
+        print(elf.summary(outcome.report["elf_check"]))
+    counts = {s: sum(f.severity == s for f in outcome.findings) for s in ("error", "warning", "info")}
+    for f in outcome.findings:
+        if f.severity != "info":
+            print(f"  {f.severity}: {f.message}" + (f" -> {f.recommendation}" if f.recommendation else ""))
+    print(f"report: {outcome.report_path}, {outcome.page_path} (findings.json: {counts['error']} errors, "
+          f"{counts['warning']} warnings, {counts['info']} notes)")
+    if pipeline is not None:
+        pipeline.gate(outcome)
 
 
 MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir")
@@ -124,21 +151,22 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
     print(f"model: {p.tflite_path}")
 
 
-@task(help=_help(BOARD_OPTS,
+@task(help=_help(BOARD_OPTS + GATE_OPTS,
                  tflite="an int8 .tflite trained elsewhere: skip training and generate from it (--data then "
                         "measures its accuracy)"))
 @cli_errors
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
              build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
-             name=None):
-    """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
+             name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, max_energy_uj=None, elf=None):
+    """Firmware inputs: C array, op resolver, arena size, model header; board fit check, report.json and report.html."""
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                  memory_plan=memory_plan, name=name)
-    _print_board_outcome(p.run_board(with_firmware=False))
+                  memory_plan=memory_plan, name=name, fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb,
+                  max_flash_kb=max_flash_kb, max_energy_uj=max_energy_uj, elf=elf)
+    _print_board_outcome(p.run_board(with_firmware=False), p)
 
 
-@task(help=_help(BOARD_OPTS,
+@task(help=_help(BOARD_OPTS + GATE_OPTS,
                  tflite="build firmware for an int8 .tflite trained elsewhere instead of a zoo model",
                  compile="run the framework's build tool (idf.py) when it is on PATH (default on)",
                  from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number",
@@ -146,21 +174,29 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
 @cli_errors
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
           build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline",
-          name=None, export=False):
+          name=None, export=False, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None,
+          max_energy_uj=None, elf=None):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
-    Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json; with
-    --export also the model as a library for your own firmware in export/ (see `invoke export`).
+    Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json,
+    report.html and findings.json; with --export also the model as a library for your own firmware in export/ (see
+    `invoke export`).
     """
+    gates = dict(fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb, max_flash_kb=max_flash_kb,
+                 max_energy_uj=max_energy_uj, elf=elf)
     if from_explore:
+        from dataclasses import replace
+
         from pipeline import explore as explore_mod
 
         p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile, name)
+        gated = _options(**gates)
+        p = type(p)(replace(p.opts, limits=gated.limits, fail_on=gated.fail_on, elf=gated.elf))
     else:
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
                       depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                      compile_firmware=compile, memory_plan=memory_plan, name=name)
-    _print_board_outcome(p.run_board(with_firmware=True))
+                      compile_firmware=compile, memory_plan=memory_plan, name=name, **gates)
+    _print_board_outcome(p.run_board(with_firmware=True), p)
     if export:
         _print_export(p.export(p.export_models()))
 

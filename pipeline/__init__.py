@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #   target/                the .tflite on the target: graph, kernels' scratch, arena, memory plan, cost model, profile, fit
 #   model/                 TensorFlow side: datasets, zoo, train, prune, QAT, convert, validate
 #   firmware/              generated C sources and the framework projects
+#   report/                what a build means: findings and budget gates, report.html, a firmware ELF's real sizes
 #   build                  the pipeline: stages from data to firmware, keyed in the stage cache
 #   hil/                   devices on a serial port: protocol, measure, emulate, flash, history, rigs
 #   calibrate              re-measures a cost model under QEMU

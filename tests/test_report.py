@@ -1,0 +1,160 @@
+"""report.html for every build, findings.json, the budget gates and the firmware-image check."""
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import assert_clean_error, run_invoke
+
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (.ci/run installs it)")
+
+
+def render(page, tmp_path, size="1300,2600"):
+    """The page in headless Chromium: its DOM, a screenshot, and the console lines it logged."""
+    dom = subprocess.run(CHROMIUM + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    shot = tmp_path / "page.png"
+    proc = subprocess.run(CHROMIUM + [f"--screenshot={shot}", f"--window-size={size}", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG", proc.stderr[-2000:]
+    console = [line for line in (dom.stderr + proc.stderr).splitlines() if ":CONSOLE" in line]
+    return dom.stdout, shot, console
+
+
+def colours(png) -> int:
+    from PIL import Image
+
+    return len(Image.open(png).convert("RGB").getcolors(maxcolors=1 << 20) or [])
+
+
+@needs_chromium
+def test_every_build_writes_a_report_page(esp32_build, tmp_path):
+    out = esp32_build["dir"]
+    page = out / "report.html"
+    text = page.read_text()
+    assert "report.html" in esp32_build["proc"].stdout
+    # Self-contained: no script, nothing fetched (the only URL is the SVG namespace).
+    assert "<script" not in text and not re.search(r"(src|href)\s*=|url\(|@import", text)
+    assert re.findall(r"https?://[^\"' ]+", text) == ["http://www.w3.org/2000/svg"]
+    dom, shot, console = render(page, tmp_path)
+    assert console == []
+    report = esp32_build["report"]
+    assert f"fits {report['board']}: tightest budget" in dom
+    for heading in ("Findings", "Accuracy", "Fit on esp32", "Memory: the arena", "Per-layer profile"):
+        assert heading in dom
+    # the per-layer profile carries the layer options read from the .tflite
+    assert "kernel 3x3, stride 1x1, same, relu" in dom and "pool 2x2, stride 2x2, valid" in dom
+    # the packing chart: one rectangle per activation tensor, the peak's in red, the bound drawn
+    assert dom.count("<rect") > 8 and "#e15759" in dom and "lower bound" in dom
+    assert "ESTIMATE" in dom and "estimate" in dom
+    assert colours(shot) > 200  # a rendered page, not a blank one
+    findings = json.loads((out / "findings.json").read_text())
+    codes = {f["code"]: f for f in findings["findings"]}
+    assert codes["hot-layer"]["severity"] == "warning" and "layer #1 CONV_2D holds 81 %" in codes["hot-layer"]["message"]
+    assert "removes ~75 % of its MACs" in codes["hot-layer"]["recommendation"]
+    assert findings["counts"]["error"] == 0
+
+
+def _two_class_folder(root, names):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        for k in range(6):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(root / name / f"{k}.png")
+
+
+@needs_chromium
+def test_user_strings_are_escaped(esp32_build, tmp_path):
+    """Class labels come from folder names (and an .npz's labels): markup in them is shown, never run."""
+    folder = tmp_path / "data"
+    _two_class_folder(folder, ["<script>alert(1)", "<img src=x onerror=alert(2)>"])
+    build_dir = tmp_path / "b"
+    proc = run_invoke("generate", f"--tflite={esp32_build['dir'] / 'model.tflite'}", f"--data={folder}",
+                      "--board=esp32", f"--build-dir={build_dir}", "--max-drop=100")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    page = build_dir / "esp32" / "model" / "report.html"
+    text = page.read_text()
+    assert "<script" not in text and "<img" not in text
+    assert "&lt;script&gt;alert(1)" in text and "&lt;img src=x onerror=alert(2)&gt;" in text
+    dom, _, console = render(page, tmp_path)
+    assert console == [] and "<script" not in dom and "<img" not in dom
+    assert "&lt;script&gt;alert(1)" in dom
+
+
+def test_budget_gate_fails_the_build_and_says_why(esp32_build, tmp_path):
+    build_dir = tmp_path / "b"
+    shutil.copytree(esp32_build["build_dir"], build_dir)
+    proc = run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", "--fail-on=budget", "--max-latency-ms=5",
+                      "--max-ram-kb=1000")
+    line = assert_clean_error(proc, "--fail-on=budget", "latency estimate 11.18 ms exceeds --max-latency-ms=5")
+    assert "RAM" not in line  # the RAM limit was met
+    out = build_dir / "esp32" / "digits"
+    findings = json.loads((out / "findings.json").read_text())
+    errors = [f for f in findings["findings"] if f["severity"] == "error"]
+    assert [f["code"] for f in errors] == ["budget-latency"] and errors[0]["budget"]
+    assert "exceeds --max-latency-ms=5" in (out / "report.html").read_text()
+    # the same limits without --fail-on: reported, not failed; a limit that holds passes the gate
+    assert run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", "--max-latency-ms=5").returncode == 0
+    ok = run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", "--fail-on=budget", "--max-latency-ms=50",
+                    "--max-flash-kb=400", "--max-energy-uj=5000")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads((out / "findings.json").read_text())["counts"]["error"] == 0
+
+
+def test_bad_gate_options_are_one_line(tmp_path):
+    assert_clean_error(run_invoke("build", "--fail-on=everything", f"--build-dir={tmp_path}"), "--fail-on")
+    assert_clean_error(run_invoke("build", "--max-latency-ms=-1", f"--build-dir={tmp_path}"), "--max-latency-ms")
+    assert_clean_error(run_invoke("build", "--max-ram-kb=lots", f"--build-dir={tmp_path}"), "--max-ram-kb")
+    assert_clean_error(run_invoke("build", f"--elf={tmp_path / 'none.elf'}", f"--build-dir={tmp_path}"), "--elf", "none.elf")
+    assert not any(tmp_path.iterdir())  # refused before anything was built
+
+
+ELF_SOURCE = """
+#include <stdint.h>
+extern "C" const unsigned char g_model_data[] __attribute__((aligned(16)));
+alignas(16) const unsigned char g_model_data[%(model)d] = {1, 2, 3};
+alignas(16) uint8_t tensor_arena[%(arena)d];
+int counter = 42;
+extern "C" void _start(void) { while (1) { tensor_arena[counter %% %(arena)d] = g_model_data[counter++ %% %(model)d]; } }
+"""
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="needs arm-none-eabi-g++")
+def test_elf_check_reads_a_real_image(esp32_build, tmp_path):
+    """A small real Cortex-M image with the model array and a static arena: its text/data/bss as binutils' size
+    counts them, set against the fit estimate."""
+    report = esp32_build["report"]
+    src, elf = tmp_path / "fw.cc", tmp_path / "fw.elf"
+    src.write_text(ELF_SOURCE % {"model": report["tflite_bytes"], "arena": report["arena_bytes"]})
+    cc = subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mthumb", "-O1", "-nostdlib", "-o", str(elf), str(src)],
+                        capture_output=True, text=True)
+    assert cc.returncode == 0, cc.stderr
+    size = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True).stdout
+    berkeley = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True).stdout.splitlines()[1]
+    text, data, bss = (int(v) for v in berkeley.split()[:3])
+    build_dir = tmp_path / "b"
+    shutil.copytree(esp32_build["build_dir"], build_dir)
+    proc = run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", f"--elf={elf}")
+    assert proc.returncode == 0, proc.stderr[-2000:] + size
+    check = json.loads((build_dir / "esp32" / "digits" / "report.json").read_text())["elf_check"]
+    assert (check["text"], check["data"], check["bss"]) == (text, data, bss)
+    assert check["arena_in_image"] and check["model_matches"] and check["ram_bytes"] == data + bss
+    assert check["flash_error"] == pytest.approx(report["flash_bytes"] / (text + data) - 1, abs=1e-4)
+    assert f"text {text:,} + data {data:,} + bss {bss:,} B" in proc.stdout
+    findings = json.loads((build_dir / "esp32" / "digits" / "findings.json").read_text())["findings"]
+    flash = next(f for f in findings if f["code"].startswith("elf-flash"))
+    assert flash["severity"] == "warning" and "the fit estimate said 389,728 B" in flash["message"]
+    # another model's image is caught, and a file that is no ELF is one line
+    src.write_text(ELF_SOURCE % {"model": 1000, "arena": 64})
+    subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mthumb", "-nostdlib", "-o", str(elf), str(src)], check=True)
+    proc = run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", f"--elf={elf}", "--fail-on=budget")
+    assert_clean_error(proc, "another model")
+    (tmp_path / "fw.bin").write_bytes(b"\0" * 64)
+    assert_clean_error(run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", f"--elf={tmp_path / 'fw.bin'}"),
+                       "not an ELF")
