@@ -281,6 +281,45 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
     print(f"profile: {out_dir / 'profile.md'} (.json, .csv, .png)")
 
 
+@task(help=_help(CONVERT_OPTS + ("memory_plan",),
+                 boards="comma-separated board names or .toml paths (default: every board in boards/)",
+                 tflite="compare an int8 .tflite trained elsewhere instead of a zoo model",
+                 rate="inferences the application runs, per s, min or h, e.g. 10/s, 30/min (default 1/s): for the "
+                      "battery life, sleeping at the board's [power] sleep_mw in between",
+                 battery_mah="battery capacity, mAh (default 1000)",
+                 battery_v="battery voltage, V (default 3.7, a LiPo cell's nominal)",
+                 sort="order of the rows: latency (default), energy, headroom (the tighter of flash and RAM) or battery",
+                 out="folder for compare.json/.md/.html (default build/compare/<model>)"))
+@cli_errors
+def compare(c, model="digits", boards=None, tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
+            teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0",
+            precision="int8", memory_plan="offline", rate="1/s", battery_mah="1000", battery_v="3.7", sort="latency",
+            out=None):
+    """Which board for this model: fits, flash/RAM headroom, arena, latency and energy ESTIMATES, battery life.
+
+    One row per board, in a table and compare.html. The model is trained once (stage cache); only the board
+    stages (arena with the board's kernels, cost model) run per board.
+    """
+    from pipeline import compare as compare_mod
+
+    opts = compare_mod.CompareOptions(
+        pipeline=_options(model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
+                          teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat,
+                          max_drop=max_drop, precision=precision, memory_plan=memory_plan, compile_firmware=False),
+        boards=[b.strip() for b in boards.split(",") if b.strip()] if boards else [],
+        rate_per_s=compare_mod.parse_rate(rate), battery_mah=_number("battery_mah", battery_mah),
+        battery_v=_number("battery_v", battery_v), sort=sort, out_dir=Path(out) if out else None)
+    from pipeline.build import _check_options
+
+    _check_options(opts.pipeline)
+    compare_mod.check(opts)
+    result = compare_mod.run(opts)
+    rows = [compare_mod.Row(**{k: v for k, v in r.items() if k in compare_mod.Row.__dataclass_fields__})
+            for r in result["rows"]]
+    print(compare_mod.table(result, rows), end="")
+    print(f"compare: {result['out_dir']}/compare.html (compare.json, compare.md)")
+
+
 @task(help={"model": COMMON_HELP["model"], "board": COMMON_HELP["board"], "data": COMMON_HELP["data"],
             "trials": "trials the study should finish (default 30): complete, or pruned as hopeless; a trial whose "
                       "worker died is run again, not counted; an interrupted study resumes",

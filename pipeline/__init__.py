@@ -20,4 +20,4 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 #   build                  the pipeline: stages from data to firmware, keyed in the stage cache
 #   hil/                   devices on a serial port: protocol, measure, emulate, flash, history, rigs
 #   calibrate              re-measures a cost model under QEMU
-#   explore, bench         the workflows built on all of the above
+#   explore, bench, compare  the workflows built on all of the above

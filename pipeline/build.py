@@ -513,6 +513,8 @@ class Pipeline:
         # changes nothing a user relies on. The stages create the folder when their work starts.
         metrics = self.validate()
         generated = self.generate(board, board_dir)
+        if not self.byo and self.opts.precision == "int8":  # which layers int8 hurts most: profile and findings
+            self.quant_debug()
         fit_result = self.fit(board, generated)
         profile = self.profile(board, board_dir)
         firmware_result = self.firmware(board, board_dir, generated) if with_firmware else None

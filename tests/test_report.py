@@ -158,3 +158,42 @@ def test_elf_check_reads_a_real_image(esp32_build, tmp_path):
     (tmp_path / "fw.bin").write_bytes(b"\0" * 64)
     assert_clean_error(run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", f"--elf={tmp_path / 'fw.bin'}"),
                        "not an ELF")
+
+
+def test_compare_answers_which_board(esp32_build, tmp_path):
+    build_dir = tmp_path / "b"
+    shutil.copytree(esp32_build["build_dir"], build_dir)
+    proc = run_invoke("compare", "--boards=esp32,esp32s3,nucleo-l4r5zi,rp2040", "--rate=10/s", "--battery-mah=500",
+                      "--sort=battery", f"--build-dir={build_dir}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "train: done" not in proc.stdout and "board 4/4: rp2040" in proc.stdout  # trained once, by the build
+    out = build_dir / "compare" / "digits"
+    result = json.loads((out / "compare.json").read_text())
+    rows = {r["board"]: r for r in result["rows"]}
+    order = [r["board"] for r in result["rows"]]
+    report = esp32_build["report"]
+    # the esp32 row is the build's own figures; the S3's arena carries its ESP-NN scratch
+    assert rows["esp32"]["arena_bytes"] == report["arena_bytes"] and rows["esp32"]["latency_us"] == report["latency_estimate_us"]
+    assert rows["esp32s3"]["kernel_scratch_bytes"] == 9408 and rows["esp32s3"]["arena_bytes"] == 15200
+    for r in (rows["esp32"], rows["esp32s3"]):  # battery life from the energy estimate and the sleep power
+        average = 10 * r["energy_uj"] / 1000 + r["sleep_mw"] * (1 - 10 * r["latency_us"] / 1e6)
+        assert r["battery_hours"] == pytest.approx(500 * 3.7 / average)
+    assert rows["nucleo-l4r5zi"]["battery_note"] == "no sleep figure" and rows["nucleo-l4r5zi"]["battery_hours"] is None
+    assert order[:2] == ["esp32s3", "esp32"]  # longest battery life first, boards without a figure after
+    assert rows["esp32s3"]["inferences_per_s_per_mw"] == pytest.approx(1000 / rows["esp32s3"]["energy_uj"])
+    table = proc.stdout[proc.stdout.index("| board"):]
+    assert table.index("esp32s3") < table.index("| esp32 ") < table.index("nucleo-l4r5zi")
+    assert "ESTIMATES" in proc.stdout and "no sleep figure" in table
+    page = (out / "compare.html").read_text()
+    assert "esp32s3: the first board the model fits, by battery" in page and "<script" not in page
+    # the board stages are in the board folders, where a later build finds them done
+    again = run_invoke("build", "--board=esp32s3", f"--build-dir={build_dir}")
+    assert "[5/8] generate: up to date" in again.stdout and "[7/8] profile: up to date" in again.stdout
+
+
+def test_bad_compare_options_are_one_line(tmp_path):
+    assert_clean_error(run_invoke("compare", "--sort=size", f"--build-dir={tmp_path}"), "--sort")
+    assert_clean_error(run_invoke("compare", "--rate=fast", f"--build-dir={tmp_path}"), "--rate")
+    assert_clean_error(run_invoke("compare", "--battery-mah=0", f"--build-dir={tmp_path}"), "--battery-mah")
+    assert_clean_error(run_invoke("compare", "--boards=esp32,nope", f"--build-dir={tmp_path}"), "unknown board 'nope'")
+    assert not any(tmp_path.iterdir())
