@@ -33,6 +33,7 @@ COMMON_HELP = {
     "depth": "number of blocks (conv layers, separable blocks, residual stacks ...; default: the model's own)",
     "build_dir": "where build outputs go (default build/)",
     "name": "the build folder's name, build/<board>/NAME/ (default: the model's name): keeps variants side by side",
+    "verbose": "show TensorFlow's own logs and warnings and Keras' per-epoch output (default: only this project's lines)",
     "fail_on": "budget: exit non-zero when the model does not fit or exceeds a --max-* limit; warning: also on any "
                "warning finding (findings.json and report.html are written first, for CI to read why)",
     "max_latency_ms": "budget: the latency ESTIMATE per inference, ms (a finding; fails the build with --fail-on=budget)",
@@ -43,6 +44,13 @@ COMMON_HELP = {
            "estimate, in the summary, report.json (elf_check) and the findings",
 }
 GATE_OPTS = ("fail_on", "max_latency_ms", "max_ram_kb", "max_flash_kb", "max_energy_uj", "elf")
+
+
+def _quiet(verbose: bool) -> None:
+    """Only this project's lines unless --verbose (pipeline/quiet.py): before anything loads TensorFlow."""
+    from pipeline import quiet
+
+    quiet.setup(bool(verbose))
 
 
 def cli_errors(fn):
@@ -110,7 +118,7 @@ def _print_board_outcome(outcome, pipeline=None):
         pipeline.gate(outcome)
 
 
-MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir")
+MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir", "verbose")
 OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
 CONVERT_OPTS = OPT_OPTS + ("max_drop", "precision")
 BOARD_OPTS = CONVERT_OPTS + ("board", "memory_plan", "name")
@@ -122,8 +130,9 @@ def _help(names, **extra):
 
 @task(help=_help(MODEL_OPTS))
 @cli_errors
-def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build"):
+def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", verbose=False):
     """Stage 1: train the float Keras model (seeded, early stopping)."""
+    _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir)
     print(f"stage folder: {p.train_dir}")
     print(json.dumps(p.train(), indent=2))
@@ -131,8 +140,9 @@ def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", dept
 
 @task(help=_help(OPT_OPTS))
 @cli_errors
-def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True):
+def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, verbose=False):
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
+    _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat)
     print(f"stage folder: {p.model_dir}")
@@ -142,8 +152,9 @@ def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", d
 @task(help=_help(CONVERT_OPTS))
 @cli_errors
 def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
-            max_drop="2.0", precision="int8"):
+            max_drop="2.0", precision="int8", verbose=False):
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
+    _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision)
     print(f"stage folder: {p.model_dir}")
@@ -157,8 +168,9 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
 @cli_errors
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
              build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
-             name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, max_energy_uj=None, elf=None):
+             name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, max_energy_uj=None, elf=None, verbose=False):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check, report.json and report.html."""
+    _quiet(verbose)
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                   memory_plan=memory_plan, name=name, fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb,
@@ -175,13 +187,14 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
           build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline",
           name=None, export=False, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None,
-          max_energy_uj=None, elf=None):
+          max_energy_uj=None, elf=None, verbose=False):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
     Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json,
     report.html and findings.json; with --export also the model as a library for your own firmware in export/ (see
     `invoke export`).
     """
+    _quiet(verbose)
     gates = dict(fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb, max_flash_kb=max_flash_kb,
                  max_energy_uj=max_energy_uj, elf=elf)
     if from_explore:
@@ -221,13 +234,14 @@ def _print_export(result: dict) -> None:
 @cli_errors
 def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, out=None, form=None, data=None, epochs=None,
            seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude",
-           qat=True, max_drop="2.0", precision="int8", memory_plan="offline"):
+           qat=True, max_drop="2.0", precision="int8", memory_plan="offline", verbose=False):
     """The model as a library for your own firmware, in the board's framework's form, with a README and an example.
 
     ESP-IDF component (esp32 boards), Zephyr module (Zephyr boards), Arduino library (nano33ble-arduino) or a
     CMake library (other boards): a C API (init, run on float or int8, sizes, labels, arena used, status texts),
     every symbol prefixed by --name. The benchmark harness `invoke build` renders is built from the same library.
     """
+    _quiet(verbose)
     from pipeline import boards
     from pipeline.firmware import export as export_mod
 
@@ -267,12 +281,13 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
 @cli_errors
 def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
-            name=None):
+            name=None, verbose=False):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots, int8 error.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/, or --name). Latency and energy are
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
     """
+    _quiet(verbose)
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                   memory_plan=memory_plan, name=name)
@@ -294,12 +309,13 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
 def compare(c, model="digits", boards=None, tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
             teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0",
             precision="int8", memory_plan="offline", rate="1/s", battery_mah="1000", battery_v="3.7", sort="latency",
-            out=None):
+            out=None, verbose=False):
     """Which board for this model: fits, flash/RAM headroom, arena, latency and energy ESTIMATES, battery life.
 
     One row per board, in a table and compare.html. The model is trained once (stage cache); only the board
     stages (arena with the board's kernels, cost model) run per board.
     """
+    _quiet(verbose)
     from pipeline import compare as compare_mod
 
     opts = compare_mod.CompareOptions(
@@ -335,15 +351,16 @@ def compare(c, model="digits", boards=None, tflite=None, data=None, epochs=None,
                        "trial's firmware is built and flashed first); plotted beside the estimates",
             "heartbeat": "seconds between a running trial's heartbeats in the study's database (default 30); a trial "
                          "silent for twice that (its worker died) is marked failed and run again by another worker",
-            "build_dir": COMMON_HELP["build_dir"]})
+            "build_dir": COMMON_HELP["build_dir"], "verbose": COMMON_HELP["verbose"]})
 @cli_errors
 def explore(c, model="digits", board="esp32", data=None, trials="30", objectives="accuracy,latency,ram",
             max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, min_accuracy=None, epochs=None, seed="0",
-            storage=None, build_dir="build", measure=None, heartbeat="30"):
+            storage=None, build_dir="build", measure=None, heartbeat="30", verbose=False):
     """Search width, depth, pruning and QAT under the board's budget: Pareto front, report.html, the pick.
 
     Build the pick with `invoke build --from-explore=best` (or a trial number).
     """
+    _quiet(verbose)
     from pipeline import explore as explore_mod
 
     opts = explore_mod.ExploreOptions(

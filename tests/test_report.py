@@ -197,3 +197,30 @@ def test_bad_compare_options_are_one_line(tmp_path):
     assert_clean_error(run_invoke("compare", "--battery-mah=0", f"--build-dir={tmp_path}"), "--battery-mah")
     assert_clean_error(run_invoke("compare", "--boards=esp32,nope", f"--build-dir={tmp_path}"), "unknown board 'nope'")
     assert not any(tmp_path.iterdir())
+
+
+NOISE = ("cuInit", "NodeDef mentions attribute", "use_unbounded_threadpool", "compiled metrics", "absl::InitializeLog",
+         "oneDNN custom operations", "cudart_stub", "fully_quantize:", "XNNPACK delegate", "Epoch 1/", "ms/step")
+
+
+def test_a_build_prints_only_the_projects_lines(esp32_build):
+    """TensorFlow's C++ logs and Python warnings and Keras' per-epoch blocks stay off the console by default; each
+    training stage prints one progress line (here, in a log: its last state)."""
+    proc = esp32_build["proc"]
+    output = proc.stdout + proc.stderr
+    assert [n for n in NOISE if n in output] == []
+    assert proc.stderr.strip() == ""
+    train = [line for line in proc.stdout.splitlines() if line.startswith("  train: epoch ")]
+    assert len(train) == 1 and re.fullmatch(r"  train: epoch \d+/40, loss [\d.]+, val_accuracy [\d.]+, \d+ s"
+                                            r"( \(early stop\))?", train[0]), train
+    assert re.search(r"^  prune: epoch 10/10, loss [\d.]+, val_accuracy [\d.]+, \d+ s$", proc.stdout, re.M)
+    assert re.search(r"^  QAT: epoch 5/5, ", proc.stdout, re.M)
+
+
+def test_verbose_shows_keras_and_tensorflow(tmp_path):
+    proc = run_invoke("train", "--epochs=1", "--verbose", f"--build-dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from pipeline.quiet import NOISE as TF_LINE
+
+    assert "val_loss: " in proc.stdout and "  train: epoch" not in proc.stdout  # Keras' own epoch line
+    assert any(TF_LINE.match(line) for line in proc.stderr.splitlines())  # TensorFlow's C++ log lines
