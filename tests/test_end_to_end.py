@@ -141,7 +141,7 @@ def test_generate_from_a_model_trained_elsewhere(esp32_build, tmp_path):
 
 def test_every_task_has_help():
     listing = run_invoke("--list").stdout
-    for name in ("train", "optimize", "convert", "generate", "build", "boards", "clean", "bench"):
+    for name in ("train", "optimize", "convert", "generate", "build", "boards", "clean", "bench", "compare"):
         assert re.search(rf"^\s+{name}\s+\S", listing, re.M), f"{name} has no help line"
         helptext = run_invoke("--help", name).stdout
         options = re.findall(r"^\s+(-\w, )?--(\[no-\])?[\w-]+(=\w+)?\s*$", helptext, re.M)
