@@ -362,7 +362,6 @@ class Pipeline:
         self.log(f"[6/{len(STAGES)}] fit: flash {fit.kib(result.flash_bytes)} of {fit.kib(result.flash_budget)} "
                  f"({result.flash_percent:.1f}%), RAM {fit.kib(result.ram_bytes)} of {fit.kib(result.ram_budget)} "
                  f"({result.ram_percent:.1f}%)")
-        fit.require(result, board, info.size_bytes, generated["arena"]["arena_bytes"])
         return result
 
     @property
@@ -517,6 +516,13 @@ class Pipeline:
             self.quant_debug()
         fit_result = self.fit(board, generated)
         profile = self.profile(board, board_dir)
+        if not fit_result.fits:  # the page and findings show why (report.json stays the last good build's)
+            report = self.report(board, metrics, generated, fit_result, None, profile)
+            page = self.write_page(board_dir, report, self.findings(report, profile))
+            try:
+                fit.require(fit_result, board, report["tflite_bytes"], report["arena_bytes"])
+            except PipelineError as exc:
+                raise PipelineError(f"{exc}; see {page}") from None
         firmware_result = self.firmware(board, board_dir, generated) if with_firmware else None
         report = self.report(board, metrics, generated, fit_result, firmware_result, profile)
         report["pruning"] = self.pruning(board, metrics)

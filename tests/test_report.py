@@ -224,3 +224,23 @@ def test_verbose_shows_keras_and_tensorflow(tmp_path):
 
     assert "val_loss: " in proc.stdout and "  train: epoch" not in proc.stdout  # Keras' own epoch line
     assert any(TF_LINE.match(line) for line in proc.stderr.splitlines())  # TensorFlow's C++ log lines
+
+
+def test_a_model_that_does_not_fit_gets_a_page_saying_by_how_much(esp32_build, tmp_path):
+    from pipeline.boards import BOARDS_DIR
+
+    board = tmp_path / "tiny.toml"
+    board.write_text((BOARDS_DIR / "esp32.toml").read_text().replace('name = "esp32"', 'name = "tiny"')
+                     .replace("ram_bytes = 327680", "ram_bytes = 20000"))
+    proc = run_invoke("generate", f"--tflite={esp32_build['dir'] / 'model.tflite'}", f"--board={board}",
+                      f"--build-dir={tmp_path / 'b'}")
+    line = assert_clean_error(proc, "does not fit tiny", "RAM", "report.html")
+    out = tmp_path / "b" / "tiny" / "model"
+    assert not (out / "report.json").exists()  # the build failed: no report.json, but the page says why
+    ram = 20000 - 40960  # the budget less the runtime estimate alone is negative: over by all the rest
+    page = (out / "report.html").read_text()
+    report_ram = json.loads((out / "findings.json").read_text())["findings"][0]
+    assert report_ram["code"] == "does-not-fit-ram" and report_ram["severity"] == "error"
+    over = int(re.search(r"RAM ([\d,]+) B exceeds tiny's budget 20,000 B by ([\d,]+) B", report_ram["message"])
+               .group(2).replace(",", ""))
+    assert over > -ram and f"does NOT fit tiny: RAM is {over:,} B" in page and str(out / "report.html") in line
