@@ -109,7 +109,11 @@ def model_findings(report: dict, profile: dict, graph: Graph | None, sparsity: f
             message = (f"layer #{hot['index']} {hot['op']} holds {100 * hot['share']:.0f} % of the latency estimate "
                        f"({hot['est_us'] / 1000:.3f} ms, {hot['macs']:,} MACs)")
             op = graph.ops[hot["index"]] if graph and hot["index"] < len(graph.ops) else None
-            if op is not None and op.weights is not None:
+            pruned = (report.get("pruning") or {}).get("kind") == "structured"
+            if op is not None and op.weights is not None and pruned:
+                advice = (f"already {100 * report['pruning']['sparsity']:.0f} % of channels removed: a higher "
+                          "--sparsity or a smaller --width, or a faster board (invoke compare --sort=latency)")
+            elif op is not None and op.weights is not None:
                 s = sparsity if sparsity else 0.5
                 # Removing a fraction s of channels shrinks this layer's output channels, and its input channels
                 # too unless it reads the model input: MACs scale with (1 - s) per side.

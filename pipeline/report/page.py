@@ -208,7 +208,7 @@ def _profile(profile: dict, g: graph_mod.Graph | None) -> str:
     t = profile["totals"]
     est_s = t["est_us"] / 1e6 if t.get("est_us") else None
     throughput = (f"{1 / est_s:,.1f} inferences/s, {t['macs'] / est_s / 1e6:,.1f} M MACs/s" if est_s else "–")
-    return (f'<div class="scroll"><table class="grid"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
+    return (f'<div class="scroll"><table class="grid prof"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody><tfoot><tr><td colspan="6">total: {t["ops"]} operators</td>'
             f'<td>{t["params"]:,}</td><td>{t["macs"]:,}</td><td></td><td>peak {t["peak_live_bytes"]:,}</td>'
             f'<td>max {t["max_scratch_bytes"]:,}</td><td>{t["est_us"]:,.1f}</td><td>100 %</td>'
@@ -306,11 +306,12 @@ h1{font-size:22px;margin:6px 0 2px}h2{font-size:17px;margin:0 0 10px}h3{font-siz
 table{border-collapse:collapse}.grid{width:100%;font-size:12.5px}.grid.narrow{width:auto}
 .grid th,.grid td{border-bottom:1px solid #e4e7eb;padding:4px 7px;text-align:right;white-space:nowrap}
 .grid th{background:#f7f9fb}.grid td:nth-child(2),.grid td:nth-child(3),.grid td:nth-child(4),.grid th:nth-child(2),.grid th:nth-child(3),.grid th:nth-child(4){text-align:left}
-.scroll{overflow-x:auto}.grid td:nth-child(3){white-space:normal;max-width:160px;overflow-wrap:anywhere}
+.scroll{overflow-x:auto}.grid.prof{font-size:12px}.grid.prof th,.grid.prof td{padding:4px 5px}
+.grid.prof tbody td:nth-child(4){white-space:normal;min-width:150px}
 .grid tfoot td{font-weight:600}
 .hot{background:#e15759;color:#fff;border-radius:3px;padding:0 4px;font-size:11px}
-.share{position:relative;width:84px;height:16px;background:#edf2f7;border-radius:3px}
-.share div{height:100%;background:#4e79a7;border-radius:3px}.share span{position:absolute;left:4px;top:0;font-size:11px}
+.share{position:relative;width:64px;height:16px;background:#edf2f7;border-radius:3px}
+.share div{height:100%;background:#9db9dc;border-radius:3px}.share span{position:absolute;left:4px;top:0;font-size:11px}
 .fit{width:100%}.fit th{width:60px;text-align:left;vertical-align:top;padding-top:6px}
 .bar{position:relative;height:22px;background:#edf2f7;border-radius:4px;display:flex;overflow:visible;margin-top:4px}
 .seg{height:100%}.budget{position:absolute;top:-4px;bottom:-4px;border-left:2px dashed #c53030}
