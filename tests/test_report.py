@@ -244,3 +244,29 @@ def test_a_model_that_does_not_fit_gets_a_page_saying_by_how_much(esp32_build, t
     over = int(re.search(r"RAM ([\d,]+) B exceeds tiny's budget 20,000 B by ([\d,]+) B", report_ram["message"])
                .group(2).replace(",", ""))
     assert over > -ram and f"does NOT fit tiny: RAM is {over:,} B" in page and str(out / "report.html") in line
+
+
+def test_packing_chart_shows_the_plan_the_firmware_uses(esp32_build, tmp_path):
+    """Offsets from the offline plan embedded in the model where it carries one; otherwise TFLM's greedy plan,
+    reconstructed and checked against the head TFLM measured."""
+    from dataclasses import replace
+
+    from pipeline.report import page
+    from pipeline.target import graph, memplan
+
+    source = esp32_build["dir"] / "model.tflite"
+    g = graph.read(source)
+    plan = memplan.plan(g)
+    tflm = page.packing(g, source.read_bytes(), esp32_build["report"]["memory_plan"])
+    assert "reconstructed" in tflm["source"] and "the same" in tflm["source"]
+    assert tflm["head_bytes"] == esp32_build["report"]["memory_plan"]["tflm_head_bytes"]
+    # a valid plan unlike the greedy one: every tensor mirrored top to bottom
+    mirrored = {i: plan.head_bytes - plan.offsets[i] - plan.sizes[i] for i in plan.offsets}
+    assert not memplan.overlaps(replace(plan, offsets=mirrored))
+    embedded = tmp_path / "planned.tflite"
+    embedded.write_bytes(memplan.embed(source.read_bytes(), replace(plan, offsets=mirrored), len(g.tensors)))
+    pack = page.packing(graph.read(embedded), embedded.read_bytes(), None)
+    assert {t["index"]: t["offset"] for t in pack["tensors"]} == mirrored != {t["index"]: t["offset"] for t in tflm["tensors"]}
+    assert pack["source"].startswith("the offline plan embedded in the model")
+    peak = [t for t in pack["tensors"] if t["peak"]]
+    assert sum(t["size"] for t in peak) == pack["lower_bound_bytes"] == plan.lower_bound
