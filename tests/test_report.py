@@ -161,12 +161,17 @@ def test_elf_check_reads_a_real_image(esp32_build, tmp_path):
 
 
 def test_compare_answers_which_board(esp32_build, tmp_path):
+    from pipeline.boards import BOARDS_DIR
+
     build_dir = tmp_path / "b"
     shutil.copytree(esp32_build["build_dir"], build_dir)
-    proc = run_invoke("compare", "--boards=esp32,esp32s3,nucleo-l4r5zi,rp2040", "--rate=10/s", "--battery-mah=500",
-                      "--sort=battery", f"--build-dir={build_dir}")
+    tiny = tmp_path / "tiny.toml"  # a board the model does not fit: a row that says so, not an error
+    tiny.write_text((BOARDS_DIR / "esp32.toml").read_text().replace('name = "esp32"', 'name = "tiny"')
+                    .replace("ram_bytes = 327680", "ram_bytes = 45000"))
+    proc = run_invoke("compare", f"--boards=esp32,esp32s3,nucleo-l4r5zi,{tiny},rp2040", "--rate=10/s",
+                      "--battery-mah=500", "--sort=battery", f"--build-dir={build_dir}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "train: done" not in proc.stdout and "board 4/4: rp2040" in proc.stdout  # trained once, by the build
+    assert "train: done" not in proc.stdout and "board 5/5: rp2040" in proc.stdout  # trained once, by the build
     out = build_dir / "compare" / "digits"
     result = json.loads((out / "compare.json").read_text())
     rows = {r["board"]: r for r in result["rows"]}
@@ -180,6 +185,7 @@ def test_compare_answers_which_board(esp32_build, tmp_path):
         assert r["battery_hours"] == pytest.approx(500 * 3.7 / average)
     assert rows["nucleo-l4r5zi"]["battery_note"] == "no sleep figure" and rows["nucleo-l4r5zi"]["battery_hours"] is None
     assert order[:2] == ["esp32s3", "esp32"]  # longest battery life first, boards without a figure after
+    assert order[-1] == "tiny" and rows["tiny"]["fits"] is False and rows["tiny"]["ram_headroom"] < 0
     assert rows["esp32s3"]["inferences_per_s_per_mw"] == pytest.approx(1000 / rows["esp32s3"]["energy_uj"])
     table = proc.stdout[proc.stdout.index("| board"):]
     assert table.index("esp32s3") < table.index("| esp32 ") < table.index("nucleo-l4r5zi")
