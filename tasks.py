@@ -40,7 +40,8 @@ COMMON_HELP = {
     "max_ram_kb": "budget: RAM (arena + input + runtime), KiB (a finding; fails with --fail-on=budget)",
     "max_flash_kb": "budget: flash (model + sample + runtime), KiB (a finding; fails with --fail-on=budget)",
     "max_energy_uj": "budget: the energy ESTIMATE per inference, uJ (a finding; fails with --fail-on=budget)",
-    "elf": "a firmware ELF you built (e.g. build/zephyr/zephyr.elf): its real text/data/bss against the fit "
+    "elf": "a firmware ELF you built (e.g. build/zephyr/zephyr.elf), or its GNU ld linker map: its real "
+           "text/data/bss against the fit "
            "estimate, in the summary, report.json (elf_check) and the findings",
 }
 GATE_OPTS = ("fail_on", "max_latency_ms", "max_ram_kb", "max_flash_kb", "max_energy_uj", "elf")

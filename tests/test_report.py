@@ -125,15 +125,27 @@ extern "C" void _start(void) { while (1) { tensor_arena[counter %% %(arena)d] = 
 """
 
 
+LINKER_SCRIPT = """
+MEMORY { FLASH (rx) : ORIGIN = 0x08000000, LENGTH = 1M
+         RAM (xrw)  : ORIGIN = 0x20000000, LENGTH = 256K }
+SECTIONS {
+  .text : { *(.text*) *(.rodata*) } > FLASH
+  .data : { *(.data*) } > RAM AT > FLASH
+  .bss (NOLOAD) : { *(.bss*) *(COMMON) } > RAM
+}
+"""
+
+
 @pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="needs arm-none-eabi-g++")
 def test_elf_check_reads_a_real_image(esp32_build, tmp_path):
     """A small real Cortex-M image with the model array and a static arena: its text/data/bss as binutils' size
     counts them, set against the fit estimate."""
     report = esp32_build["report"]
-    src, elf = tmp_path / "fw.cc", tmp_path / "fw.elf"
+    src, elf, script, linker_map = tmp_path / "fw.cc", tmp_path / "fw.elf", tmp_path / "fw.ld", tmp_path / "fw.map"
     src.write_text(ELF_SOURCE % {"model": report["tflite_bytes"], "arena": report["arena_bytes"]})
-    cc = subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mthumb", "-O1", "-nostdlib", "-o", str(elf), str(src)],
-                        capture_output=True, text=True)
+    script.write_text(LINKER_SCRIPT)
+    cc = subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mthumb", "-O1", "-nostdlib", "-T", str(script),
+                         f"-Wl,-Map={linker_map}", "-o", str(elf), str(src)], capture_output=True, text=True)
     assert cc.returncode == 0, cc.stderr
     size = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True).stdout
     berkeley = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True).stdout.splitlines()[1]
@@ -150,6 +162,12 @@ def test_elf_check_reads_a_real_image(esp32_build, tmp_path):
     findings = json.loads((build_dir / "esp32" / "digits" / "findings.json").read_text())["findings"]
     flash = next(f for f in findings if f["code"].startswith("elf-flash"))
     assert flash["severity"] == "warning" and "the fit estimate said 389,728 B" in flash["message"]
+    # the linker map of the same image gives the same three figures
+    proc = run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", f"--elf={linker_map}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check = json.loads((build_dir / "esp32" / "digits" / "report.json").read_text())["elf_check"]
+    assert check["kind"] == "linker map" and (check["text"], check["data"], check["bss"]) == (text, data, bss)
+    assert check["arena_in_image"] and check["model_matches"] is None
     # another model's image is caught, and a file that is no ELF is one line
     src.write_text(ELF_SOURCE % {"model": 1000, "arena": 64})
     subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", "-mthumb", "-nostdlib", "-o", str(elf), str(src)], check=True)
@@ -157,7 +175,7 @@ def test_elf_check_reads_a_real_image(esp32_build, tmp_path):
     assert_clean_error(proc, "another model")
     (tmp_path / "fw.bin").write_bytes(b"\0" * 64)
     assert_clean_error(run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", f"--elf={tmp_path / 'fw.bin'}"),
-                       "not an ELF")
+                       "neither an ELF file nor a GNU ld linker map")
 
 
 def test_compare_answers_which_board(esp32_build, tmp_path):

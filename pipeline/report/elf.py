@@ -1,6 +1,7 @@
 """A firmware image the user built, against the fit estimate: its real text, data and bss from the ELF's section
 headers (the way binutils' `size` counts them, read here in Python so any target's ELF works: Xtensa, RISC-V,
-Arm), and the model array and the arena where the image has them as symbols.
+Arm) or from a GNU ld linker map (read_map), and the model array and the arena where the image has them as
+symbols.
 
 text = allocated sections that are executable or read-only (in flash); data = allocated, writable, with contents
 (in flash, copied to RAM at boot); bss = allocated without contents (RAM only). Flash = text + data;
@@ -9,6 +10,7 @@ in the image: it is added to the RAM figure and said so.
 """
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +30,17 @@ class Sections:
     text: int
     data: int
     bss: int
-    symbols: dict[str, int]  # name -> size, for the symbols this check looks for
+    symbols: dict[str, int | None]  # name -> size (None from a map: it gives addresses only), for those looked for
+    kind: str = "ELF"  # or "linker map"
 
 
 def read_sections(path: Path, wanted: tuple[str, ...] = (MODEL_SYMBOL, ARENA_SYMBOL)) -> Sections:
     raw = path.read_bytes()
+    if b"Memory Configuration" in raw[:65536] and b"Linker script and memory map" in raw:
+        return read_map(path, raw.decode(errors="replace"), wanted)
     if raw[:4] != b"\x7fELF":
-        raise PipelineError(f"--elf={path}: not an ELF file (give the .elf your firmware build wrote; a .bin or "
-                            ".hex has no sections)")
+        raise PipelineError(f"--elf={path}: neither an ELF file nor a GNU ld linker map (give the .elf or .map your "
+                            "firmware build wrote, e.g. build/zephyr/zephyr.elf; a .bin or .hex has no sections)")
     if len(raw) < 0x34 or raw[4] not in (1, 2) or raw[5] not in (1, 2):
         raise PipelineError(f"--elf={path}: a truncated or malformed ELF header")
     wide, end = raw[4] == 2, "<" if raw[5] == 1 else ">"
@@ -82,9 +87,56 @@ def read_sections(path: Path, wanted: tuple[str, ...] = (MODEL_SYMBOL, ARENA_SYM
     return Sections(text, data, bss, symbols)
 
 
+_REGION = re.compile(r"^(\S+)\s+0x([0-9a-fA-F]+)\s+0x([0-9a-fA-F]+)\s*(\S*)\s*$")
+_SYMBOL = re.compile(r"^\s+0x([0-9a-fA-F]+)\s+(\S+)\s*$")
+
+
+def read_map(path: Path, text: str, wanted: tuple[str, ...]) -> Sections:
+    """A GNU ld map: each output section (a line starting in column 0, its address and size on the same line or
+    the next) is text when it lies in a MEMORY region without the w attribute, bss when it lies in a writable one
+    and its name says bss or noinit, data otherwise. Sections outside every region (debug info) do not count. A map
+    gives symbols' addresses, not sizes: the model-array check needs the ELF."""
+    config, _, layout = text.partition("Linker script and memory map")
+    regions = []
+    for line in config.splitlines():
+        m = _REGION.match(line)
+        if m and m.group(1) not in ("Name", "*default*"):
+            regions.append((int(m.group(2), 16), int(m.group(2), 16) + int(m.group(3), 16),
+                            "w" in m.group(4).lower()))
+    if not regions:
+        raise PipelineError(f"--elf={path}: the linker map has no MEMORY regions to tell flash from RAM: pass the ELF")
+    text_bytes = data = bss = 0
+    lines = layout.splitlines()
+    symbols: dict[str, int | None] = {}
+    for k, line in enumerate(lines):
+        if not line or line[0].isspace():
+            m = _SYMBOL.match(line)
+            if m and m.group(2) in wanted:
+                symbols[m.group(2)] = None
+            continue
+        name = line.split()[0]
+        rest = line[len(name):].split()
+        if not rest and k + 1 < len(lines):  # a long name: address and size on the next line
+            rest = lines[k + 1].split()
+        if len(rest) < 2 or not rest[0].startswith("0x") or not rest[1].startswith("0x"):
+            continue
+        address, size = int(rest[0], 16), int(rest[1], 16)
+        region = next((r for r in regions if r[0] <= address < r[1]), None)
+        if region is None or size == 0:
+            continue
+        if not region[2]:
+            text_bytes += size
+        elif "bss" in name or "noinit" in name:
+            bss += size
+        else:
+            data += size
+    return Sections(text_bytes, data, bss, symbols, "linker map")
+
+
 @dataclass
 class ElfCheck:
     path: str
+    kind: str  # ELF or linker map
     text: int
     data: int
     bss: int
@@ -113,13 +165,16 @@ def check(path: Path, report: dict) -> ElfCheck:
         notes.append(f"no `{ARENA_SYMBOL}` symbol in the image: the arena ({report['arena_bytes']:,} B) is taken as "
                      "allocated at run time and added to the RAM figure")
     model = s.symbols.get(MODEL_SYMBOL)
-    if model is None:
+    if s.kind == "linker map":
+        notes.append(f"a linker map gives no symbol sizes: `{MODEL_SYMBOL}` is not checked against this model "
+                     "(pass the ELF for that)")
+    elif model is None:
         notes.append(f"no `{MODEL_SYMBOL}` symbol: is this the image of this model?")
     elif model != report["tflite_bytes"]:
         notes.append(f"its `{MODEL_SYMBOL}` is {model:,} B but this model is {report['tflite_bytes']:,} B: "
                      "the image holds another model (rebuild the firmware)")
     notes.append("stacks and the heap the SDK uses at run time are not in an image: the real RAM use is higher")
-    return ElfCheck(str(path), s.text, s.data, s.bss, flash, s.data + s.bss, ram, arena_in_image, model,
+    return ElfCheck(str(path), s.kind, s.text, s.data, s.bss, flash, s.data + s.bss, ram, arena_in_image, model,
                     None if model is None else model == report["tflite_bytes"],
                     report["flash_bytes"], report["ram_bytes"], round(report["flash_bytes"] / flash - 1, 4) if flash else 0.0,
                     round(report["ram_bytes"] / ram - 1, 4) if ram else 0.0, report["flash_budget_bytes"],
