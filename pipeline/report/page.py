@@ -44,7 +44,7 @@ def packing(g: graph_mod.Graph, model_bytes: bytes, plan_report: dict | None) ->
     else:
         offsets = memplan.place(memplan.STRATEGIES["largest first"](sizes, spans), sizes, spans)
         source = ("TFLM's greedy planner (largest tensor first, lowest offset that is free for its lifetime), "
-                  "reconstructed here from the operators' order")
+                  "reconstructed by mcu-deploy from the operators' order")
         measured = (plan_report or {}).get("tflm_head_bytes")
         if measured is not None:
             head = max((offsets[i] + sizes[i] for i in offsets), default=0)
