@@ -235,8 +235,11 @@ def test_a_build_prints_only_the_projects_lines(esp32_build):
     assert [n for n in NOISE if n in output] == []
     assert proc.stderr.strip() == ""
     train = [line for line in proc.stdout.splitlines() if line.startswith("  train: epoch ")]
-    assert len(train) == 1 and re.fullmatch(r"  train: epoch \d+/40, loss [\d.]+, val_accuracy [\d.]+, \d+ s"
-                                            r"( \(early stop\))?", train[0]), train
+    # in a log: a line every 15 s while it trains (with the ETA), then the last state once
+    *running, last = train
+    assert all(re.fullmatch(r"  train: epoch \d+/40, loss [\d.]+, val_accuracy [\d.]+, \d+ s, ETA \d+ s", line)
+               for line in running), train
+    assert re.fullmatch(r"  train: epoch \d+/40, loss [\d.]+, val_accuracy [\d.]+, \d+ s( \(early stop\))?", last)
     assert re.search(r"^  prune: epoch 10/10, loss [\d.]+, val_accuracy [\d.]+, \d+ s$", proc.stdout, re.M)
     assert re.search(r"^  QAT: epoch 5/5, ", proc.stdout, re.M)
 
