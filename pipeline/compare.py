@@ -2,8 +2,9 @@
 
 The board-independent stages (train, optimize, convert, validate) run once through the stage cache; the board
 stages (generate: arena with that board's kernel scratch; profile: the latency and energy ESTIMATE from the board's
-cost model) run per board, in build/<board>/<model>/ as a build's do, so a later `invoke build` finds them done.
-A model that does not fit a board is a row that says so, not an error.
+cost model) run per board, in the comparison's own folder (build/compare/<model>/<board>/, cached there for the
+next comparison), so the user's build folders are never touched. A model that does not fit a board is a row that
+says so, not an error.
 
 Battery life at a duty cycle: each second the board runs `rate` inferences (energy estimate each) and sleeps the
 rest at the board file's [power] sleep_mw; hours = battery mAh x battery V / average mW (no regulator losses,
@@ -110,11 +111,10 @@ def battery(row: Row, rate: float, mah: float, volts: float) -> None:
     row.battery_hours = mah * volts / row.average_mw
 
 
-def compare_board(p: Pipeline, board: boards.Board) -> Row:
+def compare_board(p: Pipeline, board: boards.Board, board_dir: Path) -> Row:
     row = Row(board.name, board.description, board.core, board.clock_mhz, board.kernels,
               active_mw=board.active_power_mw, sleep_mw=board.sleep_power_mw, sleep_source=board.sleep_power_source,
               emulated=board.qemu_machine is not None)
-    board_dir = p.board_dir(board)
     board_dir.mkdir(parents=True, exist_ok=True)
     generated = p.generate(board, board_dir)
     arena = generated["arena"]
@@ -165,17 +165,17 @@ def run(opts: CompareOptions, log: Callable[[str], None] = print) -> dict:
     if not first.byo:
         first.quant_debug()  # as a build does, so the profiles here are the ones a later build finds cached
     first.log = lambda line: None  # the board stages: one progress line per board instead of eight
+    out_dir = opts.out_dir or opts.pipeline.build_root / "compare" / first.model_name
     rows = []
     for k, board in enumerate(chosen, 1):
         log(f"board {k}/{len(chosen)}: {board.name} (arena with its {board.kernels} kernels, cost model) ...")
         try:
-            row = compare_board(first, board)
+            row = compare_board(first, board, out_dir / board.name)
         except PipelineError as exc:
             row = Row(board.name, board.description, board.core, board.clock_mhz, board.kernels, error=str(exc))
         battery(row, opts.rate_per_s, opts.battery_mah, opts.battery_v)
         rows.append(row)
     rows = sort_rows(rows, opts.sort)
-    out_dir = opts.out_dir or opts.pipeline.build_root / "compare" / first.model_name
     result = {"model": first.model_name, "sort": opts.sort, "rate_per_s": opts.rate_per_s,
               "battery_mah": opts.battery_mah, "battery_v": opts.battery_v, "label": "estimate",
               "rows": [{**asdict(r), "flash_headroom": r.flash_headroom, "ram_headroom": r.ram_headroom}

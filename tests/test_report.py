@@ -210,9 +210,12 @@ def test_compare_answers_which_board(esp32_build, tmp_path):
     assert "ESTIMATES" in proc.stdout and "no sleep figure" in table
     page = (out / "compare.html").read_text()
     assert "esp32s3: the first board the model fits, by battery" in page and "<script" not in page
-    # the board stages are in the board folders, where a later build finds them done
-    again = run_invoke("build", "--board=esp32s3", f"--build-dir={build_dir}")
-    assert "[5/8] generate: up to date" in again.stdout and "[7/8] profile: up to date" in again.stdout
+    # the board stages ran in the comparison's own folders: the user's build is as it was
+    assert (out / "esp32s3" / "model.tflite").is_file() and not (build_dir / "esp32s3").exists()
+    assert (build_dir / "esp32" / "digits" / "report.json").read_bytes() == (
+        esp32_build["build_dir"] / "esp32" / "digits" / "report.json").read_bytes()
+    again = run_invoke("compare", "--boards=esp32s3", f"--build-dir={build_dir}")
+    assert again.returncode == 0 and "9,408" in again.stdout  # cached: nothing trained, same figures
 
 
 def test_bad_compare_options_are_one_line(tmp_path):
