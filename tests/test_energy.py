@@ -112,7 +112,8 @@ def test_host_clock_starts_at_zero_and_energy_mode_pulses_the_pin(host_harness, 
         device = Device(port, dut.port, timeout=2.0)
         time.sleep(0.2)
         banner = port.read(port.in_waiting).decode()
-        info = {l.values[0]: l.values[1] for l in device.command("xinfo") if l.kind in ("x_text", "x_number")}
+        info = {l.values[0].replace("-", "_"): l.values[1] for l in device.command("xinfo")
+                if l.kind in ("x_text", "x_number")}
         lines = [l.text for l in device.command("timestamp")]
         port.close()
     assert "m-timestamp-mode-energy" in banner and "m-lap-us" not in banner, banner
@@ -151,7 +152,8 @@ def test_qemu_image_drives_the_timestamp_pin_and_counts_from_zero(esp32_build, t
         device.drain()
         device.load(bytes(range(64)))
         reply = device.infer(3, 1)
-        info = {l.values[0]: l.values[1] for l in device.command("xinfo") if l.kind in ("x_text", "x_number")}
+        info = {l.values[0].replace("-", "_"): l.values[1] for l in device.command("xinfo")
+                if l.kind in ("x_text", "x_number")}
         laps = [int(l.values[0]) for l in device.command("timestamp") if l.kind == "lap_us"]
         port.close()
     assert reply.iterations == 3
@@ -169,12 +171,12 @@ def test_qemu_energy_mode_image_pulses_the_pin(esp32_build, tmp_path):
     with QemuDevice(image, free_tcp_port(), log=log) as qemu:
         port = transport.open_port(qemu.url, 9600)
         device = Device(port, qemu.url, timeout=5.0)
-        time.sleep(0.5)
-        banner = port.read(port.in_waiting).decode()
-        device.drain()
-        device.command("timestamp")
+        device.drain()  # QEMU drops what the UART sent before a client connected: the banner's pulse is in the log
+        info = {l.values[0].replace("-", "_"): l.values[1] for l in device.command("xinfo")
+                if l.kind in ("x_text", "x_number")}
+        lines = [l.text for l in device.command("timestamp")]
         port.close()
-    assert "m-timestamp-mode-energy" in banner and "m-lap-us" not in banner, banner
+    assert info["mode"] == "energy" and info["baud"] == "9600" and not any("m-lap-us" in l for l in lines)
     assert _dataout_writes(log) == [1, 0, 1, 0, 1]  # idle high; a low pulse at boot and one for the command
 
 
@@ -212,7 +214,8 @@ def test_emulate_realtime_paces_inferences_to_the_modelled_latency(esp32_build):
 
     device = device_for_build(esp32_build["build_dir"], boards.load_board("esp32"), "digits", realtime=True)
     device.feed(f"db load {device.input_bytes}%".encode())
-    device.feed(f"db {'00' * device.input_bytes}%".encode())
+    for _ in range(0, device.input_bytes, 32):
+        device.feed(f"db {'00' * 32}%".encode())
     start = time.perf_counter()
     reply = device.feed(b"infer 20 0%").decode()
     elapsed = time.perf_counter() - start
