@@ -74,55 +74,81 @@ def test_ppk2_standin_and_host_port_end_to_end(host_harness, esp32_build, tmp_pa
     assert "battery life at 1 inferences/s" in proc.stdout and "sleep 0.033 mW" in proc.stdout
 
 
-def test_ppk2_without_a_window_on_d0_is_refused_naming_the_wiring(esp32_build, tmp_path):
-    """The stand-in PPK2 reading a pin file nobody drives: D0 stays low, the reader says to wire the pin."""
+def test_ppk2_without_a_window_on_d0_is_refused_naming_the_wiring(host_harness, esp32_build, tmp_path):
+    """The stand-in PPK2 watching a pin nobody drives (D0 not wired to the DUT's pin): the reader says to wire it;
+    firmware with no pin at all (the emulator) is refused before anything runs."""
     pytest.importorskip("ppk2_api")
-    from pipeline.hil.emulate import Serving, device_for_build
     from pipeline import boards
+    from pipeline.hil.emulate import Serving, device_for_build
 
-    pin = tmp_path / "nobody.txt"
-    device = device_for_build(esp32_build["build_dir"], boards.load_board("esp32"), "digits")
-    ppk2 = subprocess.Popen([sys.executable, STANDIN_PPK2, "--pin", str(pin)], stdout=subprocess.PIPE, text=True)
+    ppk2 = subprocess.Popen([sys.executable, STANDIN_PPK2, "--pin", str(tmp_path / "unwired.txt")],
+                            stdout=subprocess.PIPE, text=True)
     try:
         ppk2_port = ppk2.stdout.readline().split()[1]
+        common = [f"--energy=ppk2:{ppk2_port}", f"--build-dir={esp32_build['build_dir']}", "--runs=1", "--inputs=0",
+                  f"--out={tmp_path / 'out'}", f"--db={tmp_path / 'h.sqlite'}"]
+        with HostDevice(host_harness, *harness_args(esp32_build["report"]), "--pin", str(tmp_path / "pin.txt")) as dut:
+            proc = run_invoke("measure", "--board=esp32", f"--port={dut.port}", *common)
+        assert_clean_error(proc, "no timestamp window on D0", "timestamp_pin")
+        device = device_for_build(esp32_build["build_dir"], boards.load_board("esp32"), "digits")
         with Serving(device) as port:
-            proc = run_invoke("measure", "--board=esp32", f"--port={port}", f"--energy=ppk2:{ppk2_port}",
-                              f"--build-dir={esp32_build['build_dir']}", "--runs=1", "--inputs=0",
-                              f"--out={tmp_path / 'out'}", f"--db={tmp_path / 'h.sqlite'}")
+            proc = run_invoke("measure", "--board=esp32", f"--port={port}", *common)
+        assert_clean_error(proc, "drives no timestamp pin", "[energy]")
     finally:
         ppk2.terminate()
         ppk2.wait(timeout=5)
-    assert_clean_error(proc, "no timestamp window on D0", "timestamp_pin")
+
+
+def _banner(port, timeout=10.0):
+    """What the device wrote up to its first m-ready (the boot banner)."""
+    data, deadline = b"", time.monotonic() + timeout
+    while b"m-ready" not in data and time.monotonic() < deadline:
+        data += port.read(max(1, port.in_waiting))
+    return data.decode(errors="replace")
 
 
 def test_host_clock_starts_at_zero_and_energy_mode_pulses_the_pin(host_harness, esp32_build, tmp_path):
     """m-lap-us counts from boot (the host port's used to start at the machine's uptime); in energy mode the banner
-    says so, the link is at 9600 baud, and each timestamp is a low pulse of at least 1 us with nothing printed."""
+    says so, the link is at 9600 baud, and each timestamp is a low pulse of at least 1 us with nothing printed.
+    (--reset-after 2 reboots the harness on the second command, so its banner is written while the test listens.)"""
+    spawned = time.monotonic()
     with HostDevice(host_harness, *harness_args(esp32_build["report"])) as dut:
         port = transport.open_port(dut.port, 115200)
-        time.sleep(0.2)
-        banner = port.read(port.in_waiting).decode()
+        device = Device(port, dut.port, timeout=5.0)
+        device.drain()
+        lap = [int(l.values[0]) for l in device.command("timestamp") if l.kind == "lap_us"][0]
+        since_spawn_us = (time.monotonic() - spawned) * 1e6
         port.close()
-    lap = int(re.search(r"m-lap-us-(\d+)", banner).group(1))
-    assert "m-timestamp-mode-performance" in banner and lap < 1_000_000, banner
+    assert 0 <= lap <= since_spawn_us, (lap, since_spawn_us)
 
     pin = tmp_path / "pin.txt"
-    with HostDevice(host_harness, *harness_args(esp32_build["report"]), "--energy-mode", "--pin", str(pin)) as dut:
+    with HostDevice(host_harness, *harness_args(esp32_build["report"]), "--energy-mode", "--pin", str(pin),
+                    "--reset-after", "2") as dut:
         port = transport.open_port(dut.port, 9600)
-        device = Device(port, dut.port, timeout=2.0)
-        time.sleep(0.2)
-        banner = port.read(port.in_waiting).decode()
+        device = Device(port, dut.port, timeout=5.0)
+        device.drain()
         info = {l.values[0].replace("-", "_"): l.values[1] for l in device.command("xinfo")
                 if l.kind in ("x_text", "x_number")}
+        port.write(b"name%")  # the second command: a reboot, banner again
+        banner = _banner(port)
         lines = [l.text for l in device.command("timestamp")]
         port.close()
     assert "m-timestamp-mode-energy" in banner and "m-lap-us" not in banner, banner
     assert info["mode"] == "energy" and info["baud"] == "9600" and info["timestamp_pin"] == "1"
     assert not any("m-lap-us" in line for line in lines)
+    levels = [level for _, level in _edges(pin)]
+    # idle high at each boot, a low pulse for each banner's timestamp and for the command's
+    assert levels == [1, 0, 1] * 2 + [0, 1], levels
     edges = _edges(pin)
-    # idle high at boot; the banner's timestamp and the command's: two low pulses of >= 1 us
-    assert [level for _, level in edges] == [1, 0, 1, 0, 1]
-    assert all(edges[i + 1][0] - edges[i][0] >= 1000 for i in (1, 3))
+    lows = [edges[i + 1][0] - edges[i][0] for i in range(len(edges) - 1) if edges[i][1] == 0]
+    assert len(lows) == 3 and min(lows) >= 1000, lows  # >= 1 us each
+
+
+def test_measure_refuses_energy_mode_firmware_naming_the_runner(host_harness, esp32_build, tmp_path):
+    with HostDevice(host_harness, *harness_args(esp32_build["report"]), "--energy-mode") as dut:
+        proc = run_invoke("measure", "--board=esp32", f"--port={dut.port}", f"--build-dir={esp32_build['build_dir']}",
+                          "--runs=1", "--inputs=0", f"--out={tmp_path / 'out'}", f"--db={tmp_path / 'h.sqlite'}")
+    assert_clean_error(proc, "energy-mode firmware", "MLCommons runner", "--energy-mode")
 
 
 QEMU = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
@@ -234,3 +260,36 @@ def test_battery_life_rule_and_refusals():
     assert life.hours == pytest.approx(1000 / (life.average_mw / 3.3))
     with pytest.raises(PipelineError, match="leaves no time to sleep"):
         battery_life(100.0, 10_000, 100.0, 0.05, 1000, "x", "y")
+
+
+def test_energy_mode_build_renders_each_framework_for_it(esp32_build, tmp_path):
+    """`invoke build --energy-mode`: 9600 baud and EE_ENERGY_MODE=1 with the board's pin in the ESP-IDF, Zephyr and
+    Arduino projects; a board whose console is the chip's USB, or whose file names no pin, is refused in one line."""
+    build_dir = tmp_path / "b"
+    shutil.copytree(esp32_build["build_dir"], build_dir)
+    for board in ("esp32", "nucleo-l4r5zi", "nano33ble-arduino"):
+        proc = run_invoke("build", f"--board={board}", f"--build-dir={build_dir}", "--energy-mode")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    esp = build_dir / "esp32" / "digits" / "firmware"
+    assert "CONFIG_ESP_CONSOLE_UART_BAUDRATE=9600" in (esp / "sdkconfig.defaults").read_text()
+    assert "EE_TIMESTAMP_GPIO=4 EE_ENERGY_MODE=1" in (esp / "main" / "CMakeLists.txt").read_text()
+    zephyr = build_dir / "nucleo-l4r5zi" / "digits" / "firmware"
+    assert "EE_ENERGY_MODE=1 EE_TIMESTAMP_PIN=1" in (zephyr / "CMakeLists.txt").read_text()
+    assert "<&gpiof 13 0>" in (zephyr / "app.overlay").read_text()
+    sketch = build_dir / "nano33ble-arduino" / "digits" / "firmware"
+    ino = next(sketch.glob("*.ino")).read_text()
+    assert "#define EE_ENERGY_MODE 1" in ino and "#define CONSOLE Serial1" in ino
+    assert json.loads((build_dir / "esp32" / "digits" / "report.json").read_text())["energy_mode"] is True
+
+    proc = run_invoke("build", "--board=xiao-esp32s3", f"--build-dir={build_dir}", "--energy-mode")
+    assert_clean_error(proc, "energy mode", "usb-serial-jtag")
+    no_pin = tmp_path / "nopin.toml"
+    from pipeline.boards import BOARDS_DIR
+
+    no_pin.write_text((BOARDS_DIR / "esp32.toml").read_text().split("\n[energy]")[0] + "\n")
+    proc = run_invoke("build", f"--board={no_pin}", f"--build-dir={build_dir}", "--energy-mode")
+    assert_clean_error(proc, "energy mode needs the timestamp pin", "[energy]")
+    proc = run_invoke("build", f"--board={no_pin}", f"--build-dir={build_dir}")  # performance mode: no pin, fine
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    main_cmake = (build_dir / "esp32" / "digits" / "firmware" / "main" / "CMakeLists.txt").read_text()
+    assert "EE_TIMESTAMP_GPIO=-1 EE_ENERGY_MODE=0" in main_cmake

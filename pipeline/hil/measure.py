@@ -251,6 +251,14 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
         if dut.get("model_hash") and dut["model_hash"] != report["model_hash"]:
             raise WrongFirmware(f"the device on {port_name} runs model hash {dut['model_hash']}, the build has "
                                 f"{report['model_hash']}: flash the current build (invoke flash --board={board.name})")
+        if dut.get("mode") == "energy":
+            raise PipelineError(f"the device on {port_name} runs MLPerf Tiny energy-mode firmware: its timestamps are "
+                                "pulses for a power board, not m-lap-us lines; run it with the MLCommons runner and its "
+                                "interface board, or build without --energy-mode to measure it here")
+        if isinstance(meter, energy.Ppk2Energy) and dut.get("timestamp_pin") == "0":
+            raise PipelineError(f"--energy=ppk2: the firmware on {port_name} drives no timestamp pin (its board file "
+                                f"has no [energy] table): add [energy] timestamp_pin and timestamp_gpio to the board "
+                                "file, rebuild and flash")
         source = source_of(dut)
         if source == UNKNOWN_SOURCE:
             log("note: the firmware has no xinfo (MLCommons' reference firmware?): its latency is labelled "
