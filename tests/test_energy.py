@@ -69,9 +69,13 @@ def test_ppk2_standin_and_host_port_end_to_end(host_harness, esp32_build, tmp_pa
     assert result["energy_source"] == "measured: PPK2"
     assert "energy per inference (measured: PPK2)" in proc.stdout
     # the duty cycle: 1 inference a second on 220 mAh, the board file's sleep power between
+    from pipeline import boards
+
+    sleep_mw = boards.load_board("esp32").sleep_power_mw
     battery = result["battery"]
-    assert battery["average_mw"] == pytest.approx(result["energy_uj"] / 1000 + 0.033 * (1 - battery["active_fraction"]))
-    assert "battery life at 1 inferences/s" in proc.stdout and "sleep 0.033 mW" in proc.stdout
+    assert battery["average_mw"] == pytest.approx(result["energy_uj"] / 1000 + sleep_mw * (1 - battery["active_fraction"]))
+    assert battery["hours"] == pytest.approx(220 * 3.7 / battery["average_mw"])
+    assert "battery life at 1 inferences/s" in proc.stdout and f"sleep {sleep_mw:g} mW" in proc.stdout
 
 
 def test_ppk2_without_a_window_on_d0_is_refused_naming_the_wiring(host_harness, esp32_build, tmp_path):
@@ -255,11 +259,11 @@ def test_battery_life_rule_and_refusals():
     from pipeline.errors import PipelineError
     from pipeline.hil.energy import battery_life
 
-    life = battery_life(100.0, 10_000, 2.0, 0.05, 1000, "measured: PPK2", "datasheet")
+    life = battery_life(100.0, 10_000, 2.0, 0.05, 1000, 3.7, "measured: PPK2", "datasheet")
     assert life.average_mw == pytest.approx(100 * 2 / 1000 + 0.05 * (1 - 0.02))
-    assert life.hours == pytest.approx(1000 / (life.average_mw / 3.3))
+    assert life.hours == pytest.approx(1000 * 3.7 / life.average_mw)  # invoke compare's rule
     with pytest.raises(PipelineError, match="leaves no time to sleep"):
-        battery_life(100.0, 10_000, 100.0, 0.05, 1000, "x", "y")
+        battery_life(100.0, 10_000, 100.0, 0.05, 1000, 3.7, "x", "y")
 
 
 def test_energy_mode_build_renders_each_framework_for_it(esp32_build, tmp_path):

@@ -174,13 +174,11 @@ def meter_for(spec: str, board: Board) -> EnergyMeter:
     raise PipelineError(f"unknown --energy '{spec}': use estimate, firmware or ppk2:PORT")
 
 
-SUPPLY_V = 3.3  # the board's supply: a battery behind a linear regulator delivers the current the board draws
-
-
 @dataclass
 class BatteryLife:
     rate_hz: float
     battery_mah: float
+    battery_v: float
     average_mw: float
     active_fraction: float
     hours: float
@@ -188,18 +186,20 @@ class BatteryLife:
 
 
 def battery_life(energy_uj: float, latency_us: float, rate_hz: float, sleep_mw: float, battery_mah: float,
-                 energy_label: str, sleep_source: str) -> BatteryLife:
-    """Duty cycle: `rate_hz` inferences a second, each costing `energy_uj` over `latency_us`, the board asleep at
-    `sleep_mw` the rest of the time. Average power = energy x rate + sleep power x the idle fraction; the battery
-    (mAh, behind a linear regulator at SUPPLY_V: the battery's current is the board's) lasts mAh / (mW / V) hours."""
-    if rate_hz <= 0 or battery_mah <= 0:
-        raise PipelineError("--rate (inferences a second) and --battery-mah must be positive")
+                 battery_v: float, energy_label: str, sleep_source: str) -> BatteryLife:
+    """Duty cycle, the rule of `invoke compare` (pipeline.compare.battery): `rate_hz` inferences a second, each costing
+    `energy_uj` over `latency_us`, the board asleep at `sleep_mw` the rest of the time; average power = energy x rate
+    + sleep power x the idle fraction; hours = mAh x battery V / average mW (no regulator losses, no self-discharge:
+    an estimate)."""
+    if rate_hz <= 0 or battery_mah <= 0 or battery_v <= 0:
+        raise PipelineError("--rate (inferences a second), --battery-mah and --battery-v must be positive")
     active = rate_hz * latency_us / 1e6
     if active >= 1.0:
         raise PipelineError(f"--rate={rate_hz:g} inferences a second leaves no time to sleep: one inference takes "
                             f"{latency_us:.0f} us, so at most {1e6 / latency_us:.1f} a second")
     average_mw = energy_uj * rate_hz / 1000.0 + sleep_mw * (1.0 - active)
-    hours = battery_mah / (average_mw / SUPPLY_V)
+    hours = battery_mah * battery_v / average_mw
     rule = (f"average {average_mw:.4g} mW = {energy_uj:.4g} uJ x {rate_hz:g}/s ({energy_label}) + sleep {sleep_mw:g} mW "
-            f"x {1 - active:.4f} idle ({sleep_source}); {battery_mah:g} mAh at {SUPPLY_V} V through a linear regulator")
-    return BatteryLife(rate_hz, battery_mah, average_mw, active, hours, rule)
+            f"x {1 - active:.4f} idle ({sleep_source}); {battery_mah:g} mAh x {battery_v:g} V, no regulator losses: "
+            "an estimate")
+    return BatteryLife(rate_hz, battery_mah, battery_v, average_mw, active, hours, rule)

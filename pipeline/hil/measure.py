@@ -52,6 +52,7 @@ class MeasureOptions:
     fast_baud: int | None = None  # the rate for the run (xbaud); None: the board file's fast_baud; 0: stay
     rate: float | None = None  # inferences a second, for the battery life at that duty cycle
     battery_mah: float = 1000.0
+    battery_v: float = 3.7  # as invoke compare: a LiPo cell's nominal voltage
 
 
 # Where a figure comes from, by the firmware's backend and platform (xinfo): every output is labelled with it.
@@ -207,8 +208,8 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
                             "(--inputs=0 measures latency only)")
     board = boards.load_board(opts.board)
     if opts.rate is not None:
-        if opts.rate <= 0 or opts.battery_mah <= 0:
-            raise PipelineError("--rate (inferences a second) and --battery-mah must be positive")
+        if opts.rate <= 0 or opts.battery_mah <= 0 or opts.battery_v <= 0:
+            raise PipelineError("--rate (inferences a second), --battery-mah and --battery-v must be positive")
         if board.sleep_power_mw is None:
             raise PipelineError(f"--rate needs the board's sleep power: board {board.name} has no [power] sleep_mw "
                                 "(add it with sleep_source to the board file)")
@@ -345,7 +346,8 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
     }
     if opts.rate is not None and result["energy_uj"] is not None:
         life = energy.battery_life(result["energy_uj"], result["latency_us"]["median"], opts.rate,
-                                   board.sleep_power_mw, opts.battery_mah, meter.label, board.sleep_power_source)
+                                   board.sleep_power_mw, opts.battery_mah, opts.battery_v, meter.label,
+                                   board.sleep_power_source)
         result["battery"] = asdict(life)
     elif opts.rate is not None:
         result["battery"] = None
