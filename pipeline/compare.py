@@ -23,6 +23,7 @@ from pipeline import boards
 from pipeline.build import Options, Pipeline
 from pipeline.cache import write_atomic
 from pipeline.errors import PipelineError
+from pipeline.hil import energy
 from pipeline.target import fit
 
 SORTS = ("latency", "energy", "headroom", "battery")
@@ -107,7 +108,7 @@ def battery(row: Row, rate: float, mah: float, volts: float) -> None:
     if row.sleep_mw is None:
         row.battery_note = "no sleep figure"
         return
-    row.average_mw = rate * row.energy_uj / 1000 + row.sleep_mw * (1 - busy)
+    row.average_mw = energy.average_power_mw(row.energy_uj, rate, busy, row.sleep_mw)
     row.battery_hours = mah * volts / row.average_mw
 
 

@@ -186,7 +186,10 @@ def test_compare_answers_which_board(esp32_build, tmp_path):
     tiny = tmp_path / "tiny.toml"  # a board the model does not fit: a row that says so, not an error
     tiny.write_text((BOARDS_DIR / "esp32.toml").read_text().replace('name = "esp32"', 'name = "tiny"')
                     .replace("ram_bytes = 327680", "ram_bytes = 45000"))
-    proc = run_invoke("compare", f"--boards=esp32,esp32s3,nucleo-l4r5zi,{tiny},rp2040", "--rate=10/s",
+    nosleep = tmp_path / "nosleep.toml"  # a board file without a sleep figure: its battery life is not guessed
+    nosleep.write_text("\n".join(line for line in (BOARDS_DIR / "nucleo-l4r5zi.toml").read_text().splitlines()
+                                  if not line.startswith("sleep_")).replace('name = "nucleo-l4r5zi"', 'name = "nosleep"'))
+    proc = run_invoke("compare", f"--boards=esp32,esp32s3,{nosleep},{tiny},rp2040", "--rate=10/s",
                       "--battery-mah=500", "--sort=battery", f"--build-dir={build_dir}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "train: done" not in proc.stdout and "board 5/5: rp2040" in proc.stdout  # trained once, by the build
@@ -201,15 +204,19 @@ def test_compare_answers_which_board(esp32_build, tmp_path):
     for r in (rows["esp32"], rows["esp32s3"]):  # battery life from the energy estimate and the sleep power
         average = 10 * r["energy_uj"] / 1000 + r["sleep_mw"] * (1 - 10 * r["latency_us"] / 1e6)
         assert r["battery_hours"] == pytest.approx(500 * 3.7 / average)
-    assert rows["nucleo-l4r5zi"]["battery_note"] == "no sleep figure" and rows["nucleo-l4r5zi"]["battery_hours"] is None
-    assert order[:2] == ["esp32s3", "esp32"]  # longest battery life first, boards without a figure after
+    assert rows["nosleep"]["battery_note"] == "no sleep figure" and rows["nosleep"]["battery_hours"] is None
+    # boards the model fits first, longest battery life first, boards without a figure after
+    hours = [rows[b]["battery_hours"] for b in order if rows[b]["fits"] and rows[b]["battery_hours"] is not None]
+    assert hours == sorted(hours, reverse=True) and order.index("nosleep") >= len(hours)
+    assert order.index("esp32s3") < order.index("esp32")
     assert order[-1] == "tiny" and rows["tiny"]["fits"] is False and rows["tiny"]["ram_headroom"] < 0
     assert rows["esp32s3"]["inferences_per_s_per_mw"] == pytest.approx(1000 / rows["esp32s3"]["energy_uj"])
     table = proc.stdout[proc.stdout.index("| board"):]
-    assert table.index("esp32s3") < table.index("| esp32 ") < table.index("nucleo-l4r5zi")
+    assert table.index("esp32s3") < table.index("| esp32 ") < table.index("nosleep")
     assert "ESTIMATES" in proc.stdout and "no sleep figure" in table
     page = (out / "compare.html").read_text()
-    assert "esp32s3: the first board the model fits, by battery" in page and "<script" not in page
+    best = next(b for b in order if rows[b]["fits"])
+    assert f"{best}: the first board the model fits, by battery" in page and "<script" not in page
     # the board stages ran in the comparison's own folders: the user's build is as it was
     assert (out / "esp32s3" / "model.tflite").is_file() and not (build_dir / "esp32s3").exists()
     assert (build_dir / "esp32" / "digits" / "report.json").read_bytes() == (

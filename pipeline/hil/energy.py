@@ -185,9 +185,14 @@ class BatteryLife:
     rule: str
 
 
+def average_power_mw(energy_uj: float, rate_hz: float, busy_fraction: float, sleep_mw: float) -> float:
+    """The duty-cycle rule (measure --rate and invoke compare): energy x rate + sleep power x the idle fraction."""
+    return energy_uj * rate_hz / 1000.0 + sleep_mw * (1.0 - busy_fraction)
+
+
 def battery_life(energy_uj: float, latency_us: float, rate_hz: float, sleep_mw: float, battery_mah: float,
                  battery_v: float, energy_label: str, sleep_source: str) -> BatteryLife:
-    """Duty cycle, the rule of `invoke compare` (pipeline.compare.battery): `rate_hz` inferences a second, each costing
+    """Duty cycle, the rule of `invoke compare` (pipeline.compare.battery uses average_power_mw): `rate_hz` inferences a second, each costing
     `energy_uj` over `latency_us`, the board asleep at `sleep_mw` the rest of the time; average power = energy x rate
     + sleep power x the idle fraction; hours = mAh x battery V / average mW (no regulator losses, no self-discharge:
     an estimate)."""
@@ -197,7 +202,7 @@ def battery_life(energy_uj: float, latency_us: float, rate_hz: float, sleep_mw: 
     if active >= 1.0:
         raise PipelineError(f"--rate={rate_hz:g} inferences a second leaves no time to sleep: one inference takes "
                             f"{latency_us:.0f} us, so at most {1e6 / latency_us:.1f} a second")
-    average_mw = energy_uj * rate_hz / 1000.0 + sleep_mw * (1.0 - active)
+    average_mw = average_power_mw(energy_uj, rate_hz, active, sleep_mw)
     hours = battery_mah * battery_v / average_mw
     rule = (f"average {average_mw:.4g} mW = {energy_uj:.4g} uJ x {rate_hz:g}/s ({energy_label}) + sleep {sleep_mw:g} mW "
             f"x {1 - active:.4f} idle ({sleep_source}); {battery_mah:g} mAh x {battery_v:g} V, no regulator losses: "
