@@ -12,7 +12,11 @@ import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports
 from pipeline.errors import PipelineError
 
 COMMON_HELP = {
-    "model": "zoo model: digits (default), sine, ds_cnn, mobilenet_v1, resnet8, autoencoder",
+    "model": "zoo model: digits (default), sine, ds_cnn, mobilenet_v1, resnet8, autoencoder; or your own: a Keras "
+             "model file (.keras or .h5, Keras 3 or tf-keras; with weights it is fine-tuned, not retrained) or a "
+             "builder .py defining build_model(input_shape, num_classes, width=1.0, depth=2) (see README)",
+    "trust_model": "let a model file run code it carries (a Lambda layer, custom objects); off by default, like "
+                   "Keras' safe_mode: such a file is refused naming the layer",
     "board": "board name from boards/ (see `invoke boards`) or the path of your own board .toml (default esp32)",
     "data": "dataset: digits, sine, an .npz (x_train, y_train, x_test, y_test) or a folder of class sub-folders; "
             "default: the model's bundled dataset",
@@ -58,15 +62,16 @@ def _number(option: str, value, kind=float):
 
 def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, prune="magnitude", qat=True, seed=0,
              max_drop=2.0, width=1.0, depth=None, teacher=None, build_dir="build", tflite=None, compile_firmware=True,
-             memory_plan="offline", precision="int8"):
+             memory_plan="offline", precision="int8", trust_model=False):
     from pipeline.build import Options
 
-    return Options(model=model, board=board, data=data, epochs=_number("epochs", epochs, int) if epochs else None,
+    return Options(model=model, board=board, data=data,
+                   epochs=_number("epochs", epochs, int) if epochs not in (None, "") else None,
                    sparsity=_number("sparsity", sparsity), prune=prune, qat=qat, seed=_number("seed", seed, int),
                    max_drop=_number("max_drop", max_drop), width=_number("width", width),
                    depth=_number("depth", depth, int) if depth is not None else None,
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir), memory_plan=memory_plan,
-                   teacher=teacher, precision=precision,
+                   teacher=teacher, precision=precision, trust_model=trust_model,
                    compile_firmware=compile_firmware)
 
 
@@ -83,7 +88,7 @@ def _print_board_outcome(outcome):
     print(f"report: {outcome.report_path}")
 
 
-MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir")
+MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir", "trust_model")
 OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
 CONVERT_OPTS = OPT_OPTS + ("max_drop", "precision")
 BOARD_OPTS = CONVERT_OPTS + ("board", "memory_plan")
@@ -95,28 +100,29 @@ def _help(names, **extra):
 
 @task(help=_help(MODEL_OPTS))
 @cli_errors
-def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build"):
+def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", trust_model=False):
     """Stage 1: train the float Keras model (seeded, early stopping)."""
-    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir)
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
+                  trust_model=trust_model)
     print(json.dumps(p.train(), indent=2))
 
 
 @task(help=_help(OPT_OPTS))
 @cli_errors
-def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True):
+def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, trust_model=False):
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
-                  sparsity=sparsity, prune=prune, qat=qat)
+                  sparsity=sparsity, prune=prune, qat=qat, trust_model=trust_model)
     print(json.dumps(p.optimize(), indent=2))
 
 
 @task(help=_help(CONVERT_OPTS))
 @cli_errors
 def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
-            max_drop="2.0", precision="int8"):
+            max_drop="2.0", precision="int8", trust_model=False):
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
-                  sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision)
+                  sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision, trust_model=trust_model)
     print(json.dumps({"convert": p.convert(), "validate": p.validate()}, indent=2))
     print(f"model: {p.tflite_path}")
 
@@ -126,11 +132,11 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
                         "measures its accuracy)"))
 @cli_errors
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
-             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline"):
+             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline", trust_model=False):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                  memory_plan=memory_plan)
+                  memory_plan=memory_plan, trust_model=trust_model)
     _print_board_outcome(p.run_board(with_firmware=False))
 
 
@@ -140,7 +146,7 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
                  from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number"))
 @cli_errors
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
-          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline"):
+          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline", trust_model=False):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
     Only stages whose inputs changed run again. Output: build/<board>/<model>/ with report.json.
@@ -152,7 +158,7 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
     else:
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
                       depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                      compile_firmware=compile, memory_plan=memory_plan)
+                      compile_firmware=compile, memory_plan=memory_plan, trust_model=trust_model)
     _print_board_outcome(p.run_board(with_firmware=True))
 
 
@@ -178,7 +184,7 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
                  tflite="profile an int8 .tflite trained elsewhere instead of a zoo model"))
 @cli_errors
 def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
-            build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline"):
+            build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline", trust_model=False):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots, int8 error.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/). Latency and energy are
@@ -186,7 +192,7 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
     """
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                  memory_plan=memory_plan)
+                  memory_plan=memory_plan, trust_model=trust_model)
     _, out_dir = p.run_profile()
     print((out_dir / "profile.md").read_text())
     print(f"profile: {out_dir / 'profile.md'} (.json, .csv, .png)")

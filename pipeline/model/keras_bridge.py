@@ -349,6 +349,19 @@ def _tf_layer(layer: LayerDef, tk) -> list:
     if layer.class_name == "InputLayer":
         shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
         return [tk.layers.InputLayer(input_shape=tuple(shape[1:]), name=layer.name)]
+    if layer.class_name == "SeparableConv2D":
+        # Two layers, the same arithmetic: tfmot's QAT splits a SeparableConv2D itself, naming its new Conv2D
+        # "conv2d" (which clashes with a user's layer of that name), and channel pruning sees through a plain
+        # depthwise + 1x1 convolution. The 1x1 keeps the user's name.
+        common = {k: cfg[k] for k in ("padding", "data_format", "trainable", "dtype") if k in cfg}
+        depthwise = tk.layers.DepthwiseConv2D(cfg["kernel_size"], strides=cfg.get("strides", 1),
+                                              depth_multiplier=cfg.get("depth_multiplier", 1),
+                                              dilation_rate=cfg.get("dilation_rate", 1), use_bias=False,
+                                              name=f"{layer.name}_depthwise", **common)
+        pointwise = tk.layers.Conv2D(cfg["filters"], 1, use_bias=cfg.get("use_bias", True),
+                                     activation=cfg.get("activation", "linear"), name=layer.name,
+                                     **{k: v for k, v in common.items() if k != "padding"})
+        return [depthwise, pointwise] + extra
     for key in list(cfg):
         if key.endswith("_initializer"):
             cfg[key] = _object("initializers", cfg[key])
@@ -384,10 +397,18 @@ def build(mf: ModelFile, trust: bool = False):
     if mf.keras == 2:
         try:
             with tfenv.tfmot().quantization.keras.quantize_scope():
-                return tk.models.load_model(mf.path, compile=False, **({"safe_mode": not trust}
-                                                                       if mf.path.suffix == ".keras" else {}))
+                loaded = tk.models.load_model(mf.path, compile=False, **({"safe_mode": not trust}
+                                                                         if mf.path.suffix == ".keras" else {}))
         except Exception as exc:  # tf_keras raises many types on a broken or foreign file
             raise PipelineError(f"model file {mf.path} cannot be loaded by tf_keras: {str(exc).splitlines()[0]}") from None
+        if not any(type(l).__name__ == "SeparableConv2D" for l in loaded.layers):
+            return loaded
+        # Rebuilt like a Keras 3 model (its SeparableConv2D split in two), from its own config and weights.
+        config = {"class_name": "Sequential" if type(loaded).__name__ == "Sequential" else "Functional",
+                  "config": loaded.get_config()}
+        kind, layers, outputs = _layers_of(config)
+        mf = ModelFile(mf.path, 2, mf.keras_version, kind, loaded.name, layers, outputs, True, config,
+                       {l.name: l.get_weights() for l in loaded.layers if l.get_weights()})
     for layer in mf.layers:
         if layer.class_name == "Normalization":
             _normalization_weights(layer, mf.weights.get(layer.name))
@@ -430,6 +451,9 @@ def build(mf: ModelFile, trust: bool = False):
                 continue
             target = made[layer.name][0]
             try:
+                if layer.class_name == "SeparableConv2D":
+                    made[layer.name][0].set_weights(arrays[:1])
+                    target, arrays = made[layer.name][1], arrays[1:]
                 target.set_weights(arrays)
             except ValueError as exc:
                 raise PipelineError(f"layer '{layer.name}' ({layer.class_name}): its weights in {mf.path} do not fit "
@@ -470,9 +494,12 @@ def _tf_name_of(mf: ModelFile, model) -> dict[str, str]:
 def prove(mf: ModelFile, model, x: np.ndarray, started: float) -> Proof:
     """Both models on the user's data: outputs equal to TOLERANCE, or the first layer whose outputs differ."""
     x = np.asarray(x[:PROOF_SAMPLES], dtype=np.float32)
-    if mf.keras == 2:
-        return Proof(0.0, len(x), round(time.perf_counter() - started, 3), "loaded by tf_keras itself")
-    original = _keras3_model(mf.path)
+    if mf.keras == 2:  # the file as tf_keras loads it (safe_mode), against what the pipeline made of it
+        from pipeline.model import tfenv
+
+        original = tfenv.keras().models.load_model(mf.path, compile=False)
+    else:
+        original = _keras3_model(mf.path)
     ref = np.asarray(original.predict(x, verbose=0))
     got = np.asarray(model.predict(x, verbose=0))
     if ref.shape != got.shape:
@@ -482,7 +509,8 @@ def prove(mf: ModelFile, model, x: np.ndarray, started: float) -> Proof:
     limit = TOLERANCE * max(1.0, float(np.max(np.abs(ref))) if ref.size else 1.0)
     if diff > limit:
         raise PipelineError(_first_difference(mf, original, model, x, diff, limit))
-    return Proof(diff, len(x), round(time.perf_counter() - started, 3), f"Keras {mf.keras_version} on the data")
+    return Proof(diff, len(x), round(time.perf_counter() - started, 3),
+                 f"the file loaded by {'Keras' if mf.keras == 3 else 'tf_keras'} {mf.keras_version}")
 
 
 def _first_difference(mf: ModelFile, original, model, x, diff: float, limit: float) -> str:

@@ -32,6 +32,7 @@ class OptimizeResult:
     channels_after: int | None = None
     params_before: int | None = None
     params_after: int | None = None
+    groups_left: list[str] | None = None  # channel groups structured pruning left as they are, and why
 
 
 def fine_tune_epochs(epochs: int) -> tuple[int, int]:
@@ -102,7 +103,9 @@ def prune_channels(model, spec: ModelSpec, data: Dataset, fraction: float, epoch
 def optimize(float_path: Path, out_path: Path, spec: ModelSpec, data: Dataset, sparsity: float, qat: bool,
              epochs: int, seed: int, kind: str = "magnitude") -> OptimizeResult:
     seed_everything(seed)
-    prune_epochs, qat_epochs = fine_tune_epochs(epochs)
+    # A brought pretrained model: --epochs is the fine-tuning itself (the weights are kept, not retrained).
+    prune_epochs, qat_epochs = ((epochs, max(1, math.ceil(epochs / 2))) if spec.pretrained
+                                else fine_tune_epochs(epochs))
     model = tfenv.load_model(float_path)
     figures = None
     if sparsity > 0 and kind == "structured":
@@ -119,6 +122,6 @@ def optimize(float_path: Path, out_path: Path, spec: ModelSpec, data: Dataset, s
     tmp.replace(out_path)
     extra = {} if figures is None else {"channels_before": figures.channels_before, "channels_after":
                                         figures.channels_after, "params_before": figures.params_before,
-                                        "params_after": figures.params_after}
+                                        "params_after": figures.params_after, "groups_left": figures.left}
     return OptimizeResult(sparsity, measured, prune_epochs if sparsity > 0 else 0, qat_epochs if qat else 0, qat,
                           kind, **extra)
