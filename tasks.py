@@ -81,6 +81,13 @@ def _pipeline(**kwargs):
     return Pipeline(_options(**kwargs))
 
 
+def _folder(model: str) -> str:
+    """The build folder of --model: a zoo name as it is, a model file or builder by its stem."""
+    from pipeline.model.user_model import folder_name
+
+    return folder_name(model)
+
+
 def _print_board_outcome(outcome):
     from pipeline.build import summary
 
@@ -154,7 +161,8 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
     if from_explore:
         from pipeline import explore as explore_mod
 
-        p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile)
+        p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile,
+                               trust_model)
     else:
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
                       depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
@@ -162,7 +170,8 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
     _print_board_outcome(p.run_board(with_firmware=True))
 
 
-def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, which, compile_firmware):
+def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, which, compile_firmware,
+                       trust_model=False):
     """The pipeline of an explored trial, with the options the study ran it with."""
     from dataclasses import replace
 
@@ -170,7 +179,7 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
 
     opts = explore_mod.ExploreOptions(model=model, board=board, data=data, seed=_number("seed", seed, int),
                                       epochs=_number("epochs", epochs, int) if epochs else None,
-                                      build_root=Path(build_dir))
+                                      build_root=Path(build_dir), trust_model=trust_model)
     trial = explore_mod.pick(explore_mod.load_trials(opts.out_dir), which)
     if trial is None or not trial.get("params"):
         raise PipelineError(f"--from-explore={which}: no such trial with results in {opts.out_dir} "
@@ -213,11 +222,11 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
                        "trial's firmware is built and flashed first); plotted beside the estimates",
             "heartbeat": "seconds between a running trial's heartbeats in the study's database (default 30); a trial "
                          "silent for twice that (its worker died) is marked failed and run again by another worker",
-            "build_dir": COMMON_HELP["build_dir"]})
+            "build_dir": COMMON_HELP["build_dir"], "trust_model": COMMON_HELP["trust_model"]})
 @cli_errors
 def explore(c, model="digits", board="esp32", data=None, trials="30", objectives="accuracy,latency,ram",
             max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, min_accuracy=None, epochs=None, seed="0",
-            storage=None, build_dir="build", measure=None, heartbeat="30"):
+            storage=None, build_dir="build", measure=None, heartbeat="30", trust_model=False):
     """Search width, depth, pruning and QAT under the board's budget: Pareto front, report.html, the pick.
 
     Build the pick with `invoke build --from-explore=best` (or a trial number).
@@ -232,7 +241,8 @@ def explore(c, model="digits", board="esp32", data=None, trials="30", objectives
         max_flash_kb=_number("max_flash_kb", max_flash_kb) if max_flash_kb else None,
         min_accuracy=_number("min_accuracy", min_accuracy) if min_accuracy else None,
         epochs=_number("epochs", epochs, int) if epochs else None, seed=_number("seed", seed, int), storage=storage,
-        build_root=Path(build_dir), measure=measure, heartbeat=_number("heartbeat", heartbeat, int))
+        build_root=Path(build_dir), measure=measure, heartbeat=_number("heartbeat", heartbeat, int),
+        trust_model=trust_model)
     result = explore_mod.run(opts)
     print(f"Pareto front: {', '.join('#' + str(r['number']) for r in result['pareto']) or 'empty'}")
     best = result["best"]
@@ -287,8 +297,8 @@ def bench(c, board="esp32", build_dir="build/bench"):
 
 MEASURE_HELP = {
     "board": COMMON_HELP["board"],
-    "model": "the model whose build is measured: a zoo name or a brought model's name (its .tflite stem) "
-             "(default digits)",
+    "model": "the model whose build is measured: a zoo name, your model file or builder (.keras, .h5, .py: its "
+             "build folder is the file's stem) or a brought .tflite's stem (default digits)",
     "port": "serial port: a device path (/dev/ttyUSB0) or a pyserial URL (socket://host:port, rfc2217://...); "
             "default: found by the board's USB VID:PID",
     "runs": "timed `infer` commands for the latency statistics (default 10)",
@@ -356,6 +366,7 @@ def measure(c, board="esp32", model="digits", port=None, runs="10", warmup="10",
     """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
     from pipeline.hil.measure import measure as run_measure
 
+    model = _folder(model)
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
                                                     build_dir, profile, db, fast_baud)))
@@ -370,6 +381,7 @@ def emulate(c, board="esp32", model="digits", build_dir="build"):
     from pipeline.hil.emulate import device_for_build, serve
 
     b = load_board(board)
+    model = _folder(model)
     device = device_for_build(Path(build_dir), b, model)
 
     def ready(path):
@@ -400,12 +412,13 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
     chosen = flash_mod.choose(b, runner)
     if port is None and chosen.name == "esptool":
         port = find_port(b.usb_ids, b.name)
-    project = Path(build_dir) / b.name / model / "firmware"
+    project = Path(build_dir) / b.name / _folder(model) / "firmware"
     flash_mod.flash(b, project, port, image=Path(image) if image else None, flasher=chosen)
     print(f"flashed {b.name} on {port} with {chosen.name}")
 
 
-@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth", "teacher")},
+@task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth", "teacher",
+                                                          "trust_model")},
             "tflite": "an int8 .tflite trained elsewhere: build, flash and measure it (its name is the model's)",
             "runner": "flashing tool (default: the board's first available runner)",
             "rig": "a rig file (TOML) listing several devices, their ports, models and limits: all are built, flashed "
@@ -414,7 +427,8 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
 @cli_errors
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None, db=None, fast_baud=None, rig=None):
+        timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None, db=None, fast_baud=None, rig=None,
+        trust_model=False):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
@@ -429,8 +443,9 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     if tflite:
         model = Path(tflite).stem
     outcome = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
-                        depth=depth, teacher=teacher,
+                        depth=depth, teacher=teacher, trust_model=trust_model,
                         build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat).run_board(with_firmware=True)
+    model = _folder(model)
     firmware = outcome.report["firmware"] or {}
     if not firmware.get("compiled"):
         raise PipelineError(f"hil needs compiled firmware, and it was not compiled: {firmware.get('message')}")
@@ -543,7 +558,7 @@ def firmware_qemu(c, tflm, board="nucleo-l4r5zi", model="digits", generated=None
     """Build the QEMU image of the benchmark harness with the real model, linked with your TFLM library."""
     from pipeline.hil.harness_build import QEMU_CPUS, build_qemu_tflm
 
-    folder = Path(build_dir) / board / model
+    folder = Path(build_dir) / board / _folder(model)
     image = build_qemu_tflm(Path(generated) if generated else folder / "generated", Path(tflm),
                             Path(out) if out else folder / f"qemu-{cpu}.elf", cpu)
     machine = QEMU_CPUS[cpu][1]
@@ -563,7 +578,7 @@ def firmware_host(c, tflm, board="esp32", model="digits", out=None, build_dir="b
     """Build the host (pseudo-terminal) harness with the real model, linked with your TFLM host library."""
     from pipeline.hil.harness_build import build_host_tflm
 
-    folder = Path(build_dir) / board / model
+    folder = Path(build_dir) / board / _folder(model)
     program = build_host_tflm(folder / "generated", Path(tflm), Path(out) if out else folder / "host-harness")
     print(f"host harness: {program}  (it prints the pseudo-terminal it serves; then invoke measure "
           f"--board={board} --model={model} --port=/dev/pts/N, figures labelled host)")

@@ -64,3 +64,141 @@ def test_structured_pruning_is_exact_on_a_graph_with_concatenate_separable_conv1
     filters = {l.name: getattr(l, "filters", None) for l in smaller.layers}
     assert filters["a"] == 4 and filters["b"] == 3 and filters["sep"] == 6 and filters["c1"] == 5
     assert filters["to_reshape"] == 4  # left: the Reshape depends on its 4 channels
+
+
+# -- models the tests make and save themselves, as a user would (Keras 3 in its own process) ---------------------
+MAKE_MODELS = '''
+import sys
+import numpy as np
+from sklearn.datasets import load_digits
+out = sys.argv[1]
+d = load_digits()
+x = (d.images / 16.0).astype("float32")[..., None]
+y = d.target.astype("int64")
+order = np.random.default_rng(0).permutation(len(x))
+x, y = x[order], y[order]
+np.savez(f"{out}/digits.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:])
+np.savez(f"{out}/wrong_shape.npz", x_train=x[:100, :, :6], y_train=y[:100], x_test=x[1400:1450, :, :6], y_test=y[1400:1450])
+
+import keras
+from keras import layers as L
+keras.utils.set_random_seed(0)
+i = keras.Input((8, 8, 1), name="pixels")
+a = L.Conv2D(24, 3, padding="same", use_bias=False, name="stem_conv")(i)
+a = L.BatchNormalization(name="stem_bn")(a)
+a = L.ReLU(max_value=6.0, name="stem_relu6")(a)
+b = L.SeparableConv2D(24, 3, padding="same", use_bias=False, name="res_sep")(a)
+b = L.BatchNormalization(name="res_bn")(b)
+a = L.Activation("relu6", name="res_relu6")(L.Add(name="res_add")([a, b]))
+a = L.GlobalAveragePooling2D(name="gap")(a)
+o = L.Dense(10, activation="softmax", name="head")(a)
+m = keras.Model(i, o, name="resnet_user")
+m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+m.fit(x[:1400], y[:1400], epochs=40, batch_size=32, verbose=0)
+m.save(f"{out}/functional.keras")
+
+s = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(16, 3, activation="relu", name="seq_conv"),
+                      L.MaxPooling2D(name="seq_pool"), L.Flatten(name="seq_flat"),
+                      L.Dense(32, activation="relu", name="seq_hidden"), L.Dense(10, activation="softmax", name="seq_head")])
+s.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+s.fit(x[:1400], y[:1400], epochs=20, batch_size=32, verbose=0)
+s.save(f"{out}/sequential.h5")
+
+keras.Sequential([keras.Input((8, 8)), L.LSTM(8, name="recurrent"), L.Dense(10)]).save(f"{out}/lstm.keras")
+lam = keras.Sequential([keras.Input((8, 8, 1)), L.Lambda(lambda t: t * 2.0, name="doubler"), L.Flatten(),
+                        L.Dense(10)])
+lam.save(f"{out}/lambda.keras")
+
+@keras.saving.register_keras_serializable(package="mine")
+class Scale(L.Layer):
+    def call(self, t):
+        return t * 3.0
+keras.Sequential([keras.Input((8, 8, 1)), Scale(name="my_scale"), L.Flatten(), L.Dense(10)]).save(f"{out}/custom.keras")
+'''
+
+MAKE_TF_KERAS = '''
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np
+import tf_keras as keras
+out = sys.argv[1]
+data = np.load(f"{out}/digits.npz")
+keras.utils.set_random_seed(0)
+L = keras.layers
+m = keras.Sequential([L.Input((8, 8, 1)), L.Conv2D(16, 3, padding="same", activation="relu", name="k2_conv"),
+                      L.MaxPooling2D(name="k2_pool"), L.Conv2D(16, 3, activation="relu", name="k2_conv2"),
+                      L.Flatten(name="k2_flat"), L.Dense(10, activation="softmax", name="k2_head")], name="k2")
+m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+m.fit(data["x_train"], data["y_train"], epochs=20, batch_size=32, verbose=0)
+m.save(f"{out}/tfkeras.h5")
+'''
+
+BUILDER = '''
+"""A builder used by the tests: tf_keras layers, width and depth knobs."""
+import tf_keras as keras
+
+EPOCHS = 15
+LEARNING_RATE = 2e-3
+DEPTH_RANGE = (1, 3)
+
+
+def build_model(input_shape, num_classes, width=1.0, depth=2):
+    L = keras.layers
+    inputs = L.Input(input_shape)
+    x = inputs
+    for i in range(depth):
+        x = L.Conv2D(max(2, int(16 * width)), 3, padding="same", activation="relu", name=f"block{i}")(x)
+    x = L.MaxPooling2D(name="pool")(x)
+    x = L.Flatten()(x)
+    x = L.Dense(max(4, int(32 * width)), activation="relu", name="hidden")(x)
+    return keras.Model(inputs, L.Dense(num_classes, activation="softmax", name="classes")(x), name="built")
+'''
+
+
+@pytest.fixture(scope="module")
+def user_models(tmp_path_factory):
+    out = tmp_path_factory.mktemp("user_models")
+    for script in (MAKE_MODELS, MAKE_TF_KERAS):
+        proc = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    (out / "builder.py").write_text(BUILDER)
+    (out / "no_function.py").write_text("import math\n\ndef make(shape):\n    return None\n")
+    return out
+
+
+# -- refusals: one line naming the layer, the shapes, the contract; no TensorFlow needed ---------------------------
+def test_an_lstm_is_refused_naming_the_layer_and_what_to_use(user_models, tmp_path):
+    proc = run_invoke("build", f"--model={user_models / 'lstm.keras'}", f"--data={user_models / 'digits.npz'}",
+                      f"--build-dir={tmp_path}")
+    assert_clean_error(proc, "layer 'recurrent' (LSTM)", "Conv1D")
+
+
+def test_a_lambda_or_custom_layer_runs_no_code_unless_trusted(user_models, tmp_path):
+    data = f"--data={user_models / 'digits.npz'}"
+    proc = run_invoke("build", f"--model={user_models / 'lambda.keras'}", data, f"--build-dir={tmp_path}")
+    assert_clean_error(proc, "layer 'doubler' (Lambda)", "--trust-model")
+    proc = run_invoke("build", f"--model={user_models / 'custom.keras'}", data, f"--build-dir={tmp_path}")
+    assert_clean_error(proc, "layer 'my_scale'", "mine>Scale", "--trust-model")
+    # Trusted, the Lambda is still no layer the bridge can translate: named, with what to use instead.
+    proc = run_invoke("build", f"--model={user_models / 'lambda.keras'}", data, "--trust-model", f"--build-dir={tmp_path}")
+    assert_clean_error(proc, "layer 'doubler' (Lambda)", "built-in layers")
+    assert not (tmp_path / "_models").exists()  # refused before anything trained
+
+
+def test_a_shape_mismatch_names_both_shapes(user_models, tmp_path):
+    proc = run_invoke("build", f"--model={user_models / 'functional.keras'}",
+                      f"--data={user_models / 'wrong_shape.npz'}", f"--build-dir={tmp_path}")
+    assert_clean_error(proc, "(8, 6, 1)", "(8, 8, 1)")
+
+
+def test_a_builder_without_the_function_says_what_it_must_define(user_models, tmp_path):
+    proc = run_invoke("train", f"--model={user_models / 'no_function.py'}", f"--data={user_models / 'digits.npz'}",
+                      f"--build-dir={tmp_path}")
+    assert_clean_error(proc, "must define build_model(input_shape, num_classes")
+
+
+def test_a_model_file_needs_data_and_has_no_width_knob(user_models, tmp_path):
+    model = f"--model={user_models / 'functional.keras'}"
+    assert_clean_error(run_invoke("train", model, f"--build-dir={tmp_path}"), "pass --data")
+    assert_clean_error(run_invoke("train", model, f"--data={user_models / 'digits.npz'}", "--width=0.5",
+                                  f"--build-dir={tmp_path}"), "--width", "no width knob")

@@ -107,6 +107,13 @@ def optimize(float_path: Path, out_path: Path, spec: ModelSpec, data: Dataset, s
     prune_epochs, qat_epochs = ((epochs, max(1, math.ceil(epochs / 2))) if spec.pretrained
                                 else fine_tune_epochs(epochs))
     model = tfenv.load_model(float_path)
+    if spec.pretrained:
+        # Fine-tuning a brought model for a few epochs: its batch norms keep their statistics (inference mode),
+        # as in Keras' transfer-learning guide; a few hundred steps of momentum-0.99 updates would leave them
+        # stale after pruning (seen: validation accuracy 0.56 while training accuracy reached 0.92).
+        for layer in model.layers:
+            if type(layer).__name__ == "BatchNormalization":
+                layer.trainable = False
     figures = None
     if sparsity > 0 and kind == "structured":
         # Removing channels takes more recovery than zeroing weights: fine-tune twice as long.
