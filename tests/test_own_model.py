@@ -84,13 +84,14 @@ import keras
 from keras import layers as L
 keras.utils.set_random_seed(0)
 i = keras.Input((8, 8, 1), name="pixels")
-a = L.Conv2D(24, 3, padding="same", use_bias=False, name="stem_conv")(i)
+a = L.Conv2D(32, 3, padding="same", use_bias=False, name="stem_conv")(i)
 a = L.BatchNormalization(name="stem_bn")(a)
 a = L.ReLU(max_value=6.0, name="stem_relu6")(a)
-b = L.SeparableConv2D(24, 3, padding="same", use_bias=False, name="res_sep")(a)
+b = L.SeparableConv2D(32, 3, padding="same", use_bias=False, name="res_sep")(a)
 b = L.BatchNormalization(name="res_bn")(b)
 a = L.Activation("relu6", name="res_relu6")(L.Add(name="res_add")([a, b]))
 a = L.GlobalAveragePooling2D(name="gap")(a)
+a = L.Dense(32, activation="relu", name="hidden")(a)
 o = L.Dense(10, activation="softmax", name="head")(a)
 m = keras.Model(i, o, name="resnet_user")
 m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -202,3 +203,74 @@ def test_a_model_file_needs_data_and_has_no_width_knob(user_models, tmp_path):
     assert_clean_error(run_invoke("train", model, f"--build-dir={tmp_path}"), "pass --data")
     assert_clean_error(run_invoke("train", model, f"--data={user_models / 'digits.npz'}", "--width=0.5",
                                   f"--build-dir={tmp_path}"), "--width", "no width knob")
+
+
+# -- through the whole pipeline: build for esp32, int8 within the drop limit, emulated + measured bit-exact ---------
+CASES = {  # file, a layer name the profile must show, options
+    "keras3-functional": ("functional.keras", "res_sep", ()),
+    "keras3-sequential-h5": ("sequential.h5", "seq_conv", ()),
+    "tf-keras-h5": ("tfkeras.h5", "k2_conv", ()),
+    "builder": ("builder.py", "block1", ("--width=0.75", "--depth=2")),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prune", ["magnitude", "structured"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_own_model_builds_for_esp32_and_measures_bit_exact(user_models, tmp_path, case, prune):
+    from pipeline import boards
+    from pipeline.hil.emulate import Serving, device_for_build
+    from pipeline.hil.measure import MeasureOptions, measure
+
+    name, layer, extra = CASES[case]
+    data = str(user_models / "digits.npz")
+    sparsity = "0.5" if prune == "magnitude" else "0.25"
+    proc = run_invoke("build", f"--model={user_models / name}", f"--data={data}", "--board=esp32",
+                      f"--prune={prune}", f"--sparsity={sparsity}", "--epochs=10", "--max-drop=3",
+                      f"--build-dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stem = name.rsplit(".", 1)[0]
+    folder = tmp_path / "esp32" / stem
+    report = json.loads((folder / "report.json").read_text())
+    brought = report["brought"]
+    assert brought["pretrained"] == (case != "builder")
+    assert report["tflm_metric"] >= report["float_metric"] - 3
+    if case.startswith("keras3"):  # the bridge's copy was proved against Keras 3 on the data
+        assert brought["bridge_max_diff"] <= 1e-5 and "Keras 3" in brought["bridge_proof"]
+        assert "bridge to tf_keras: max output diff" in proc.stdout
+    if brought["pretrained"]:
+        assert "as brought vs deployed" in proc.stdout
+    # The stage folder is keyed on the file's content.
+    digest = __import__("hashlib").sha256((user_models / name).read_bytes()).hexdigest()[:8]
+    assert (tmp_path / "_models" / f"{stem}-{digest}").is_dir()
+    if prune == "structured":
+        assert report["pruning"]["pruned"]["macs"] < report["pruning"]["unpruned"]["macs"]
+    # The profile's rows are named after the user's layers.
+    assert layer in (folder / "profile.md").read_text()
+    board = boards.load_board("esp32")
+    with Serving(device_for_build(tmp_path, board, stem)) as port:
+        result = measure(MeasureOptions(board="esp32", model=stem, port=port, build_dir=tmp_path, data=data,
+                                        runs=2, inputs=20, timeout=5.0, out_dir=tmp_path / "m"), log=lambda _: None)
+    assert result["source"] == "emulated" and result["bit_exact"] == 20
+
+
+@pytest.mark.slow
+def test_a_pretrained_file_converts_as_brought_with_epochs_0_and_the_cache_keys_on_content(user_models, tmp_path):
+    import shutil
+
+    model = tmp_path / "mine.h5"
+    shutil.copy(user_models / "sequential.h5", model)
+    args = ("convert", f"--model={model}", f"--data={user_models / 'digits.npz'}", "--epochs=0",
+            f"--build-dir={tmp_path / 'b'}")
+    proc = run_invoke(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "converted as brought (post-training int8" in proc.stdout
+    out = json.loads(proc.stdout[proc.stdout.index("{"):proc.stdout.rindex("}") + 1])
+    assert out["validate"]["tflm_metric"] >= out["validate"]["float_metric"] - 2
+    assert "[1/8] train: up to date" in run_invoke(*args).stdout  # same content: the stages are reused
+    # Same name, other content: new stage folders, nothing reused.
+    shutil.copy(user_models / "tfkeras.h5", model)
+    again = run_invoke(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "[1/8] train: up to date" not in again.stdout
+    assert len(list((tmp_path / "b" / "_models").iterdir())) == 2
