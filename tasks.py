@@ -495,6 +495,18 @@ def bench_pruning(c, board="esp32", sparsity="0.5", build_dir="build/bench-pruni
     run_pruning_benchmark(board=board, build_dir=Path(build_dir), sparsity=_number("sparsity", sparsity))
 
 
+@task(help={"board": COMMON_HELP["board"], "sparsity": "fraction of channels removed (default 0.5)",
+            "epochs": "fine-tuning epochs of the pruned model (default 10)",
+            "build_dir": "scratch build folder for the benchmark (default build/bench-own-model)"})
+@cli_errors
+def bench_own_model(c, board="esp32", sparsity="0.5", epochs="10", build_dir="build/bench-own-model"):
+    """Benchmark: a pretrained Keras 3 model brought with --model=FILE, pruned structured vs converted as it is."""
+    from pipeline.bench import run_own_model_benchmark
+
+    run_own_model_benchmark(board=board, build_dir=Path(build_dir), sparsity=_number("sparsity", sparsity),
+                            epochs=_number("epochs", epochs, int))
+
+
 @task(help={"build_dir": "scratch build folder for the benchmark (default build/bench-memory)"})
 @cli_errors
 def bench_memory(c, build_dir="build/bench-memory"):
