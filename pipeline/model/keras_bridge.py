@@ -59,6 +59,8 @@ class LayerDef:
     config: dict
     inbound: list = field(default_factory=list)  # names of the layers whose outputs it takes, in order
     calls: int = 1  # how many times the model calls it (a shared layer is called more than once)
+    module: str | None = None  # where Keras would import its class from (Keras 3 files say it)
+    registered_name: str | None = None  # a custom object's registration, e.g. "package>Class"
 
 
 @dataclass
@@ -130,7 +132,8 @@ def _layers_of(config: dict) -> tuple[str, list[LayerDef], list[str]]:
         name = entry.get("name") or cfg.get("name") or f"layer{i}"
         nodes = entry.get("inbound_nodes") or []
         inbound = _history_names(nodes[0]) if nodes else []
-        layers.append(LayerDef(name, entry.get("class_name", "?"), cfg, inbound, max(1, len(nodes))))
+        layers.append(LayerDef(name, entry.get("class_name", "?"), cfg, inbound, max(1, len(nodes)),
+                               entry.get("module"), entry.get("registered_name")))
     if kind == "Sequential":
         names = [l.name for l in layers if l.class_name != "InputLayer"]
         for prev, layer in zip([None] + [l.name for l in layers], layers):
@@ -253,10 +256,14 @@ def check(mf: ModelFile, trust: bool) -> None:
     """Refuse up front, naming the layer: code the file would run (unless trusted), what cannot be translated."""
     for layer in mf.layers:
         where = f"layer '{layer.name}' ({layer.class_name})"
-        if layer.class_name == "Lambda" or _custom_objects(layer.config, where):
+        custom = _custom_objects(layer.config, where)
+        if (layer.registered_name and ">" in layer.registered_name) or (
+                layer.module and not layer.module.startswith(("keras", "tf_keras"))):
+            custom.insert(0, f"{where}: custom class {layer.registered_name or layer.module + '.' + layer.class_name}")
+        if layer.class_name == "Lambda" or custom:
             if not trust:
                 raise PipelineError(f"model file {mf.path}: {where} runs code stored in the file"
-                                    f"{'' if layer.class_name == 'Lambda' else ': ' + _custom_objects(layer.config, where)[0]}"
+                                    f"{'' if layer.class_name == 'Lambda' else ' (' + custom[0].split(': ', 1)[1] + ')'}"
                                     "; loading a model runs no code unless you pass --trust-model (Keras' safe_mode)")
         if layer.class_name in MODEL_CLASSES:
             raise PipelineError(f"model file {mf.path}: {where} is a nested model: save it as one flat model "
