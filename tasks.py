@@ -29,7 +29,8 @@ COMMON_HELP = {
     "seed": "random seed for the data split, initialisation and training (default 0)",
     "max_drop": "largest allowed drop float -> int8: accuracy points, or for regression % of the target range (default 2)",
     "width": "width multiplier for the model's layers (default 1.0): the knob for flash, RAM and latency",
-    "teacher": "distil from a teacher: a width of the same model (e.g. 2.0, trained first) or a Keras .h5 path; "
+    "teacher": "distil from a teacher: a width of the same model (e.g. 2.0, trained first), a Keras .h5 path, or "
+               "brought (a pretrained model file teaches its pruned self while pruning fine-tunes); "
                "the report compares with the student trained alone",
     "precision": "int8 (default) or int16x8 (int16 activations, int8 weights; post-training; accuracy, arena and "
                  "profile on the host TFLM runtime, no firmware yet)",

@@ -27,6 +27,9 @@ PIPELINE_DIR = Path(__file__).resolve().parent
 STAGES = ("train", "optimize", "convert", "validate", "generate", "fit", "profile", "firmware")
 MODELS_SUBDIR = "_models"
 PRUNE_KINDS = ("magnitude", "structured")
+# --teacher=brought: a pretrained model file teaches its own pruned and fine-tuned self (distillation while the
+# pruning fine-tunes), with the model as brought as the teacher.
+BROUGHT_TEACHER = "brought"
 
 
 @dataclass
@@ -113,12 +116,18 @@ class Pipeline:
         # Each training configuration and each optimization of it has a folder of its own, so variants (another
         # --width, --prune, --sparsity ...) sit side by side in the stage cache instead of replacing each other.
         depth = "" if opts.depth is None else f"-d{opts.depth}"
-        distill = "" if not opts.teacher else "-kd" + hashlib.sha256(str(opts.teacher).encode()).hexdigest()[:8]
+        self.self_distill = opts.teacher == BROUGHT_TEACHER
+        if self.self_distill and not (self.user and self.spec.pretrained and self.spec.task == "classification"):
+            raise PipelineError(f"--teacher={BROUGHT_TEACHER}: the model as brought teaches its pruned self: only for "
+                                "a classifier model file with trained weights")
+        distill = "" if not opts.teacher or self.self_distill else \
+            "-kd" + hashlib.sha256(str(opts.teacher).encode()).hexdigest()[:8]
         cache_name = user_model.cache_name(opts.model) if self.user else self.model_name
         self.train_dir = opts.build_root / MODELS_SUBDIR / cache_name / (
             f"w{opts.width:g}{depth}-e{self.epochs}-seed{opts.seed}{distill}")
         self.model_dir = self.train_dir / (f"{opts.prune}{opts.sparsity:g}-{'qat' if self.qat else 'ptq'}"
-                                           + ("" if opts.precision == "int8" else f"-{opts.precision}"))
+                                           + ("" if opts.precision == "int8" else f"-{opts.precision}")
+                                           + ("-kd" if self.self_distill else ""))
         self._data = None
         self._fingerprint = None
         self.stage_seconds: dict[str, float] = {}
@@ -203,7 +212,7 @@ class Pipeline:
 
     def teacher_path(self) -> Path | None:
         """The teacher's float model: a wider one of the same zoo model (trained first), or the user's .h5."""
-        if not self.opts.teacher:
+        if not self.opts.teacher or self.self_distill:  # the brought model teaches in the optimize stage
             return None
         if self.spec.task != "classification":
             raise PipelineError(f"--teacher: distillation needs a classifier; {self.model_name} is a regression model")
@@ -233,11 +242,13 @@ class Pipeline:
 
         self.train()
         params = {"sparsity": self.opts.sparsity, "qat": self.qat, "epochs": self.epochs, "seed": self.opts.seed,
-                  "prune": self.opts.prune}
-        key = cache.stage_key("optimize", params, [self.float_path], _code("model/optimize", "model/structured"))
+                  "prune": self.opts.prune, "self_distill": self.self_distill}
+        key = cache.stage_key("optimize", params, [self.float_path],
+                              _code("model/optimize", "model/structured", "model/train"))
         return self.stage(2, "optimize", self.model_dir, key, [self.optimized_path], lambda: asdict(
             optimize_mod.optimize(self.float_path, self.optimized_path, self.spec, self.data(), self.opts.sparsity,
-                                  self.qat, self.epochs, self.opts.seed, self.opts.prune)))
+                                  self.qat, self.epochs, self.opts.seed, self.opts.prune,
+                                  self.float_path if self.self_distill else None)))
 
     def convert(self) -> dict:
         from pipeline.model import convert as convert_mod

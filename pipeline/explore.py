@@ -128,9 +128,14 @@ def sample(trial, spec: zoo.ModelSpec) -> dict:
     params["sparsity"] = 0.0 if params["prune"] == "none" else round(sparsity, 2)
     params["qat"] = trial.suggest_categorical("qat", [True, False])
     # Distillation from the widest model of the space (trained once, through the stage cache), classifiers only.
-    distill = (spec.task == "classification" and "width" in params and "width" in spec.knobs
-               and trial.suggest_categorical("distill", [False, True]))
-    params["teacher"] = f"{space['width'][1]:g}" if distill else None
+    if spec.pretrained:  # a model file with weights: the model as brought teaches its pruned self
+        distill = (spec.task == "classification" and params["prune"] != "none"
+                   and trial.suggest_categorical("distill", [False, True]))
+        params["teacher"] = "brought" if distill else None
+    else:
+        distill = (spec.task == "classification" and "width" in spec.knobs
+                   and trial.suggest_categorical("distill", [False, True]))
+        params["teacher"] = f"{space['width'][1]:g}" if distill else None
     params["precision"] = trial.suggest_categorical("precision", list(space.get("precision", ("int8",))))
     return params
 
