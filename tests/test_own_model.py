@@ -267,10 +267,29 @@ def test_a_pretrained_file_converts_as_brought_with_epochs_0_and_the_cache_keys_
     assert "converted as brought (post-training int8" in proc.stdout
     out = json.loads(proc.stdout[proc.stdout.index("{"):proc.stdout.rindex("}") + 1])
     assert out["validate"]["tflm_metric"] >= out["validate"]["float_metric"] - 2
-    assert "[1/8] train: up to date" in run_invoke(*args).stdout  # same content: the stages are reused
+    repeat = run_invoke(*args).stdout
+    assert "[1/8] train: up to date" in repeat and "train: done" not in repeat  # same content: stages reused
     # Same name, other content: new stage folders, nothing reused.
     shutil.copy(user_models / "tfkeras.h5", model)
     again = run_invoke(*args)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "[1/8] train: up to date" not in again.stdout
+    assert "[1/8] train: done" in again.stdout
     assert len(list((tmp_path / "b" / "_models").iterdir())) == 2
+
+
+@pytest.mark.slow
+def test_explore_searches_a_builders_knobs_and_what_applies_to_a_model_file(user_models, tmp_path):
+    data = f"--data={user_models / 'digits.npz'}"
+    proc = run_invoke("explore", f"--model={user_models / 'builder.py'}", data, "--board=nano33ble", "--trials=3",
+                      "--epochs=3", f"--build-dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    trials = json.loads((tmp_path / "nano33ble" / "builder" / "explore" / "trials.json").read_text())["trials"]
+    assert len(trials) == 3 and all(t["params"]["depth"] in (1, 2, 3) for t in trials)
+    assert len({(t["params"]["width"], t["params"]["depth"]) for t in trials}) > 1
+    proc = run_invoke("explore", f"--model={user_models / 'sequential.h5'}", data, "--board=nano33ble", "--trials=2",
+                      "--epochs=2", f"--build-dir={tmp_path}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    trials = json.loads((tmp_path / "nano33ble" / "sequential" / "explore" / "trials.json").read_text())["trials"]
+    assert all(t["params"]["width"] == 1.0 and t["params"]["depth"] is None for t in trials)
+    assert all(t["params"]["teacher"] in (None, "brought") for t in trials)
+    assert "build it: invoke build --board=nano33ble --model=" in proc.stdout
