@@ -110,6 +110,12 @@ lam = keras.Sequential([keras.Input((8, 8, 1)), L.Lambda(lambda t: t * 2.0, name
                         L.Dense(10)])
 lam.save(f"{out}/lambda.keras")
 
+keras.Sequential([keras.Input((8, 8, 1)), L.Rescaling(2.0, offset=-1.0, name="to_pm1"),
+                  L.Conv2D(8, 3, name="first_conv"), L.Flatten(), L.Dense(10, activation="softmax")]).save(f"{out}/fold.keras")
+# Keras 3's hard_sigmoid is relu6(x + 3) / 6, tf_keras's is clip(0.2 x + 0.5): the same name, other numbers.
+keras.Sequential([keras.Input((8, 8, 1)), L.Flatten(), L.Dense(16, name="pre"),
+                  L.Activation("hard_sigmoid", name="hsig"), L.Dense(10, name="out")]).save(f"{out}/hsig.keras")
+
 @keras.saving.register_keras_serializable(package="mine")
 class Scale(L.Layer):
     def call(self, t):
@@ -293,3 +299,24 @@ def test_explore_searches_a_builders_knobs_and_what_applies_to_a_model_file(user
     assert all(t["params"]["width"] == 1.0 and t["params"]["depth"] is None for t in trials)
     assert all(t["params"]["teacher"] in (None, "brought") for t in trials)
     assert "build it: invoke build --board=nano33ble --model=" in proc.stdout
+
+
+def test_a_copy_that_differs_from_the_keras3_original_names_the_first_differing_layer(user_models, tmp_path):
+    """The bridge proves its copy on the data: an activation whose numbers differ between Keras 3 and tf_keras is
+    caught, named, and nothing is written."""
+    proc = run_invoke("train", f"--model={user_models / 'hsig.keras'}", f"--data={user_models / 'digits.npz'}",
+                      "--epochs=0", f"--build-dir={tmp_path}")
+    assert_clean_error(proc, "first layer whose outputs differ is 'hsig' (Activation)")
+    assert not list(tmp_path.rglob("float.h5"))
+
+
+def test_a_rescaling_folds_into_the_next_convolution_so_qat_applies(user_models, tmp_path):
+    proc = run_invoke("train", f"--model={user_models / 'fold.keras'}", f"--data={user_models / 'digits.npz'}",
+                      "--epochs=0", f"--build-dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bridge = json.loads(proc.stdout[proc.stdout.index("{"):proc.stdout.rindex("}") + 1])["bridge"]
+    assert bridge["qat_unsupported"] is None and bridge["max_diff"] <= 1e-5
+    from pipeline.model import tfenv
+
+    model = tfenv.load_model(next(tmp_path.rglob("float.h5")))
+    assert [type(l).__name__ for l in model.layers if type(l).__name__ == "Rescaling"] == []

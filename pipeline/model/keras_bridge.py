@@ -283,9 +283,70 @@ def check(mf: ModelFile, trust: bool) -> None:
         raise PipelineError(f"model file {mf.path} has no layers")
 
 
+AFFINE = ("Rescaling", "Normalization")
+FOLD_INTO = ("Conv1D", "Conv2D", "Dense")
+
+
+def _affine(layer: LayerDef, arrays: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """A Rescaling or (non-inverted, last-axis) Normalization as y = x * scale + offset, or None."""
+    cfg = layer.config
+    if layer.class_name == "Rescaling":
+        return (np.asarray(cfg.get("scale", 1.0), dtype=np.float64).reshape(-1),
+                np.asarray(cfg.get("offset", 0.0), dtype=np.float64).reshape(-1))
+    axis = cfg.get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if cfg.get("invert") or axis != -1:
+        return None
+    mean, variance = cfg.get("mean"), cfg.get("variance")
+    if mean is None and arrays:
+        mean, variance = arrays[0], arrays[1]
+    if mean is None:
+        return None
+    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    std = np.maximum(np.sqrt(np.asarray(variance, dtype=np.float64).reshape(-1)), 1e-7)
+    return 1.0 / std, -mean / std
+
+
+def folds(mf: ModelFile) -> dict[str, str]:
+    """Rescaling/Normalization layers folded into the one Conv1D/Conv2D/Dense they feed, where that is exact (an
+    offset only where the consumer pads nothing): affine name -> consumer name."""
+    found = {}
+    consumers: dict[str, list[LayerDef]] = {}
+    for layer in mf.layers:
+        for name in layer.inbound:
+            consumers.setdefault(name, []).append(layer)
+    for layer in mf.layers:
+        if layer.class_name not in AFFINE or layer.name in mf.outputs or len(consumers.get(layer.name, [])) != 1:
+            continue
+        consumer = consumers[layer.name][0]
+        affine = _affine(layer, mf.weights.get(layer.name))
+        if consumer.class_name not in FOLD_INTO or affine is None or consumer.config.get("groups", 1) != 1:
+            continue
+        if np.any(affine[1] != 0) and consumer.class_name != "Dense" and consumer.config.get("padding") != "valid":
+            continue  # the zeros a convolution pads with would be shifted by the offset
+        found[layer.name] = consumer.name
+    return found
+
+
+def _fold(affine_layer: LayerDef, arrays, consumer) -> None:
+    """consumer(x * scale + offset) == consumer'(x): scale the kernel's input channels, move the offset into the bias."""
+    scale, offset = _affine(affine_layer, arrays)
+    weights = consumer.get_weights()
+    kernel = weights[0].astype(np.float64)
+    per_in = kernel.shape[-2]
+    scale = np.broadcast_to(scale, (per_in,)) if scale.size == 1 else scale
+    offset = np.broadcast_to(offset, (per_in,)) if offset.size == 1 else offset
+    shape = [1] * (kernel.ndim - 2) + [per_in, 1]
+    bias = weights[1].astype(np.float64) + (kernel * offset.reshape(shape)).reshape(-1, kernel.shape[-1]).sum(0)
+    consumer.set_weights([(kernel * scale.reshape(shape)).astype(np.float32), bias.astype(np.float32)])
+
+
 def qat_blocker(mf: ModelFile) -> str | None:
     """Why tfmot's QAT cannot wrap this model (it is then converted post-training), or None."""
+    folded = folds(mf) if mf.keras == 3 else {}
     for layer in mf.layers:
+        if layer.name in folded:
+            continue
         if layer.class_name in NO_QAT:
             return f"layer '{layer.name}': {NO_QAT[layer.class_name]}"
         if layer.class_name == "Activation" and _activation_name(layer.config.get("activation")) in (
@@ -419,6 +480,14 @@ def build(mf: ModelFile, trust: bool = False):
     for layer in mf.layers:
         if layer.class_name == "Normalization":
             _normalization_weights(layer, mf.weights.get(layer.name))
+    folded = folds(mf)
+    for name, consumer in folded.items():  # the consumer takes the affine's offset into a bias of its own
+        layer = next(l for l in mf.layers if l.name == consumer)
+        if not layer.config.get("use_bias", True):
+            layer.config = {**layer.config, "use_bias": True}
+            if layer.name in mf.weights:
+                units = mf.weights[layer.name][0].shape[-1]
+                mf.weights[layer.name] = mf.weights[layer.name] + [np.zeros(units, np.float32)]
     made: dict[str, list] = {}
     tensors: dict[str, object] = {}
     inputs = []
@@ -429,6 +498,10 @@ def build(mf: ModelFile, trust: bool = False):
     else:
         previous = None
     for layer in mf.layers:
+        if layer.name in folded:  # no layer of its own: folded into its consumer below
+            made[layer.name] = []
+            tensors[layer.name] = previous if mf.kind == "Sequential" else tensors[layer.inbound[0]]
+            continue
         parts = _tf_layer(layer, tk)
         made[layer.name] = parts
         if layer.class_name == "InputLayer":
@@ -465,6 +538,8 @@ def build(mf: ModelFile, trust: bool = False):
             except ValueError as exc:
                 raise PipelineError(f"layer '{layer.name}' ({layer.class_name}): its weights in {mf.path} do not fit "
                                     f"the rebuilt layer: {str(exc).splitlines()[0]}") from None
+    for name, consumer in folded.items():
+        _fold(next(l for l in mf.layers if l.name == name), mf.weights.get(name), made[consumer][0])
     return model
 
 
