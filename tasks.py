@@ -279,7 +279,7 @@ def clean(c, build_dir="build", board=None, model=None):
     """Remove build outputs (all of build/ by default)."""
     target = Path(build_dir)
     if board:
-        target = target / board / (model or "")
+        target = target / board / (_folder(model) if model else "")
     if target.exists():
         shutil.rmtree(target)
         print(f"removed {target}")
