@@ -306,7 +306,7 @@ def test_a_copy_that_differs_from_the_keras3_original_names_the_first_differing_
     caught, named, and nothing is written."""
     proc = run_invoke("train", f"--model={user_models / 'hsig.keras'}", f"--data={user_models / 'digits.npz'}",
                       "--epochs=0", f"--build-dir={tmp_path}")
-    assert_clean_error(proc, "first layer whose outputs differ is 'hsig' (Activation)")
+    assert_clean_error(proc, "first layer whose outputs differ is 'hsig' (Activation, max diff")
     assert not list(tmp_path.rglob("float.h5"))
 
 
