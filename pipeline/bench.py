@@ -194,7 +194,9 @@ def run_own_model_benchmark(board: str = "esp32", build_dir: Path = Path("build/
     from pipeline import boards
     from pipeline.build import Options, Pipeline
     from pipeline.errors import PipelineError
+    from pipeline.model import train
 
+    train.QUIET = True  # the table, not Keras's epoch lines
     build_dir.mkdir(parents=True, exist_ok=True)
     model, data = build_dir / "brought.keras", build_dir / "digits.npz"
     if not model.is_file():
