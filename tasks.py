@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 from pathlib import Path
 
 from invoke import Exit, task
@@ -38,6 +37,7 @@ COMMON_HELP = {
                    "TFLM's greedy planner) or tflm (TFLM plans at run time)",
     "depth": "number of blocks (conv layers, separable blocks, residual stacks ...; default: the model's own)",
     "build_dir": "where build outputs go (default build/)",
+    "name": "the build folder's name, build/<board>/NAME/ (default: the model's name): keeps variants side by side",
 }
 
 
@@ -63,7 +63,7 @@ def _number(option: str, value, kind=float):
 
 def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, prune="magnitude", qat=True, seed=0,
              max_drop=2.0, width=1.0, depth=None, teacher=None, build_dir="build", tflite=None, compile_firmware=True,
-             memory_plan="offline", precision="int8", trust_model=False):
+             memory_plan="offline", precision="int8", name=None, trust_model=False):
     from pipeline.build import Options
 
     return Options(model=model, board=board, data=data,
@@ -72,7 +72,7 @@ def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5
                    max_drop=_number("max_drop", max_drop), width=_number("width", width),
                    depth=_number("depth", depth, int) if depth is not None else None,
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir), memory_plan=memory_plan,
-                   teacher=teacher, precision=precision, trust_model=trust_model,
+                   teacher=teacher, precision=precision, name=name, trust_model=trust_model,
                    compile_firmware=compile_firmware)
 
 
@@ -99,7 +99,7 @@ def _print_board_outcome(outcome):
 MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir", "trust_model")
 OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
 CONVERT_OPTS = OPT_OPTS + ("max_drop", "precision")
-BOARD_OPTS = CONVERT_OPTS + ("board", "memory_plan")
+BOARD_OPTS = CONVERT_OPTS + ("board", "memory_plan", "name")
 
 
 def _help(names, **extra):
@@ -112,6 +112,7 @@ def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", dept
     """Stage 1: train the float Keras model (seeded, early stopping)."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   trust_model=trust_model)
+    print(f"stage folder: {p.train_dir}")
     print(json.dumps(p.train(), indent=2))
 
 
@@ -121,6 +122,7 @@ def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", d
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat, trust_model=trust_model)
+    print(f"stage folder: {p.model_dir}")
     print(json.dumps(p.optimize(), indent=2))
 
 
@@ -131,6 +133,7 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision, trust_model=trust_model)
+    print(f"stage folder: {p.model_dir}")
     print(json.dumps({"convert": p.convert(), "validate": p.validate()}, indent=2))
     print(f"model: {p.tflite_path}")
 
@@ -140,38 +143,88 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
                         "measures its accuracy)"))
 @cli_errors
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
-             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline", trust_model=False):
+             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
+             name=None, trust_model=False):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                  memory_plan=memory_plan, trust_model=trust_model)
+                  memory_plan=memory_plan, name=name, trust_model=trust_model)
     _print_board_outcome(p.run_board(with_firmware=False))
 
 
 @task(help=_help(BOARD_OPTS,
                  tflite="build firmware for an int8 .tflite trained elsewhere instead of a zoo model",
                  compile="run the framework's build tool (idf.py) when it is on PATH (default on)",
-                 from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number"))
+                 from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number",
+                 export="also export the model as a library for your own firmware into export/ (as `invoke export`)"))
 @cli_errors
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
-          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline", trust_model=False):
+          build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline",
+          name=None, export=False, trust_model=False):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
-    Only stages whose inputs changed run again. Output: build/<board>/<model>/ with report.json.
+    Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json; with
+    --export also the model as a library for your own firmware in export/ (see `invoke export`).
     """
     if from_explore:
         from pipeline import explore as explore_mod
 
-        p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile,
+        p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile, name,
                                trust_model)
     else:
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
                       depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                      compile_firmware=compile, memory_plan=memory_plan, trust_model=trust_model)
+                      compile_firmware=compile, memory_plan=memory_plan, name=name,
+                      trust_model=trust_model)
     _print_board_outcome(p.run_board(with_firmware=True))
+    if export:
+        _print_export(p.export(p.export_models()))
 
 
-def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, which, compile_firmware,
+def _print_export(result: dict) -> None:
+    print(f"export ({result['form']}): {result['out_dir']}")
+    for folder in result["libraries"]:
+        print(f"  library: {folder}")
+    print(f"  example: {result['example_dir']}  (build it from the export folder: {result['build_hint']})")
+    print(f"  how to use it: {result['readme']}")
+
+
+@task(help=_help(BOARD_OPTS,
+                 tflite="export an int8 .tflite trained elsewhere instead of a zoo model",
+                 name="the build folder, build/<board>/NAME/ (default: the model's name), and the library's name: "
+                      "the prefix of its C symbols (made a C identifier)",
+                 also="comma-separated names of other builds of this board (build/<board>/<NAME>/) to export "
+                      "alongside: one example application runs them all (two models in one firmware)",
+                 out="where the export goes (default build/<board>/<name>/export/); replaced as a whole",
+                 form="esp-idf, zephyr, arduino or cmake (default: the board's framework; cmake, a plain CMake "
+                      "library, fits any board: bare metal, another RTOS, the host)"))
+@cli_errors
+def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, out=None, form=None, data=None, epochs=None,
+           seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude",
+           qat=True, max_drop="2.0", precision="int8", memory_plan="offline"):
+    """The model as a library for your own firmware, in the board's framework's form, with a README and an example.
+
+    ESP-IDF component (esp32 boards), Zephyr module (Zephyr boards), Arduino library (nano33ble-arduino) or a
+    CMake library (other boards): a C API (init, run on float or int8, sizes, labels, arena used, status texts),
+    every symbol prefixed by --name. The benchmark harness `invoke build` renders is built from the same library.
+    """
+    from pipeline import boards
+    from pipeline.firmware import export as export_mod
+
+    p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
+                  teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
+                  precision=precision, memory_plan=memory_plan, name=name)
+    export_mod.form_for(boards.load_board(board), form)  # a form that does not fit is refused before any work
+    if out:
+        export_mod.check_out_dir(Path(out))
+    if precision != "int8":
+        raise PipelineError(f"--precision={precision}: the library runs full-int8 models only")
+    models = p.export_models(tuple(n.strip() for n in (also or "").split(",") if n.strip()))
+    _print_board_outcome(p.run_board(with_firmware=False))
+    _print_export(p.export(models, Path(out) if out else None, form))
+
+
+def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, which, compile_firmware, name=None,
                        trust_model=False):
     """The pipeline of an explored trial, with the options the study ran it with."""
     from dataclasses import replace
@@ -187,22 +240,23 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
                             "(best needs a feasible one; see trials.csv)")
     print(f"building explored trial #{trial['number']}: {trial['params']}")
     return Pipeline(replace(explore_mod.pipeline_options(opts, trial["params"]), max_drop=2.0,
-                            compile_firmware=compile_firmware))
+                            compile_firmware=compile_firmware, name=name))
 
 
 @task(help=_help(BOARD_OPTS,
                  tflite="profile an int8 .tflite trained elsewhere instead of a zoo model"))
 @cli_errors
 def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
-            build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline", trust_model=False):
+            build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
+            name=None, trust_model=False):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots, int8 error.
 
-    Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/). Latency and energy are
+    Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/, or --name). Latency and energy are
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
     """
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                  memory_plan=memory_plan, trust_model=trust_model)
+                  memory_plan=memory_plan, name=name, trust_model=trust_model)
     _, out_dir = p.run_profile()
     print((out_dir / "profile.md").read_text())
     print(f"profile: {out_dir / 'profile.md'} (.json, .csv, .png)")
@@ -273,18 +327,34 @@ def boards(c, board=None):
               f"{b.ram_bytes / 1024:>8.0f}  {b.framework:<9} {b.kernels:<9} {', '.join(b.flashers) or '-'}")
 
 
-@task(help={"build_dir": COMMON_HELP["build_dir"], "board": "clean only this board's outputs",
-            "model": "with --board: clean only this model's outputs"})
-def clean(c, build_dir="build", board=None, model=None):
-    """Remove build outputs (all of build/ by default)."""
-    target = Path(build_dir)
-    if board:
-        target = target / board / (_folder(model) if model else "")
-    if target.exists():
-        shutil.rmtree(target)
-        print(f"removed {target}")
-    else:
-        print(f"nothing to remove at {target}")
+@task(auto_shortflags=False,
+      help={"build_dir": COMMON_HELP["build_dir"],
+            "board": "clean only this board's build folders (a name, as in build/<board>/)",
+            "model": "clean only this model's build folders, on every board unless --board is given (without "
+                     "--board, also its stage cache build/_models/<model>/)",
+            "name": "clean only the build folders of this name (build/<board>/NAME/, as given to --name)",
+            "history": "also remove the run history (build/hil.sqlite, history.png); kept by default",
+            "explore": "also remove the explore studies in scope (build/<board>/<model>/explore/); kept by default",
+            "dry_run": "print what would be removed, remove nothing"})
+@cli_errors
+def clean(c, build_dir="build", board=None, model=None, name=None, history=False, explore=False, dry_run=False):
+    """Remove build outputs: all of build/ but the run history and explore studies, or --board/--model/--name only."""
+    from pipeline import buildfolder
+
+    if board is not None and str(board).endswith(".toml") and Path(board).is_file():
+        from pipeline.boards import load_board
+
+        board = load_board(board).name
+    plan = buildfolder.clean_plan(Path(build_dir), board, (_folder(model) if model else None), name, history, explore)
+    if not plan.remove:
+        print(f"nothing to remove in {build_dir}" + "".join(f" --{k}={v}" for k, v in
+                                                          (("board", board), ("model", model), ("name", name)) if v))
+    for path in plan.remove:
+        print(f"{'would remove' if dry_run else 'removing'} {path}")
+    for path, option in plan.kept:
+        print(f"kept {path} ({option} removes it)")
+    if not dry_run:
+        buildfolder.remove(plan.remove)
 
 
 @task(help={"board": COMMON_HELP["board"], "build_dir": "scratch build folder for the benchmark (default build/bench)"})
@@ -299,7 +369,9 @@ def bench(c, board="esp32", build_dir="build/bench"):
 MEASURE_HELP = {
     "board": COMMON_HELP["board"],
     "model": "the model whose build is measured: a zoo name, your model file or builder (.keras, .h5, .py: its "
-             "build folder is the file's stem) or a brought .tflite's stem (default digits)",
+             "build folder is the file's stem) or a brought model's name (its .tflite stem) "
+             "(default: the only, or the most recent, build of the board)",
+    "name": "the build folder to measure, build/<board>/NAME/ (as given to `invoke build --name`)",
     "port": "serial port: a device path (/dev/ttyUSB0) or a pyserial URL (socket://host:port, rfc2217://...); "
             "default: found by the board's USB VID:PID",
     "runs": "timed `infer` commands for the latency statistics (default 10)",
@@ -309,7 +381,7 @@ MEASURE_HELP = {
     "energy": "estimate (board power x latency, labelled estimated), firmware (on-board meter) or ppk2:PORT",
     "data": COMMON_HELP["data"],
     "seed": COMMON_HELP["seed"],
-    "out": "folder for runs.jsonl, results.json/.csv and summary.md (default build/<board>/<model>/measure)",
+    "out": "folder for runs.jsonl, results.json/.csv and summary.md (default build/<board>/<name>/measure)",
     "baseline": "a previous results.json, or history[:N] (the median of the last N runs of this board and model in "
                 "the run history, default 5): exit non-zero when latency or energy regress by more than "
                 "--max-regression",
@@ -326,10 +398,10 @@ MEASURE_HELP = {
 
 
 def _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
-                     max_regression, junit, timeout, build_dir, profile=False, db=None, fast_baud=None):
+                     max_regression, junit, timeout, build_dir, profile=False, db=None, fast_baud=None, name=None):
     from pipeline.hil.measure import MeasureOptions
 
-    return MeasureOptions(board=board, model=model, port=port, runs=_number("runs", runs, int),
+    return MeasureOptions(board=board, model=model, name=name, port=port, runs=_number("runs", runs, int),
                           warmup=_number("warmup", warmup, int), iterations=_number("iterations", iterations, int),
                           inputs=_number("inputs", inputs, int), energy=energy, data=data,
                           seed=_number("seed", seed, int), out_dir=Path(out) if out else None,
@@ -361,34 +433,47 @@ def _print_measurement(result):
 
 @task(help=MEASURE_HELP)
 @cli_errors
-def measure(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
+def measure(c, board="esp32", model=None, port=None, runs="10", warmup="10", iterations="1", inputs="20",
             energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-            timeout="5.0", build_dir="build", profile=False, db=None, fast_baud=None):
+            timeout="5.0", build_dir="build", profile=False, db=None, fast_baud=None, name=None):
     """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
     from pipeline.hil.measure import measure as run_measure
 
     model = _folder(model)
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
-                                                    build_dir, profile, db, fast_baud)))
+                                                    build_dir, profile, db, fast_baud, name)))
 
 
-@task(help={"board": COMMON_HELP["board"], "model": "the built model to emulate (default digits)",
-            "build_dir": COMMON_HELP["build_dir"]})
+def _chosen_build(build_dir, board_name, name, model):
+    """The build a command acts on (--name, --model, or the only or most recent one of the board), said aloud."""
+    from pipeline import buildfolder
+
+    holds, note = buildfolder.choose(Path(build_dir), board_name, name, model)
+    if note:
+        print(f"note: {note}")
+    print(f"build folder: {holds.folder} ({holds.model} on {holds.board})")
+    return holds
+
+
+@task(help={"board": COMMON_HELP["board"],
+            "model": "the built model to emulate (default: the only, or the most recent, build of the board)",
+            "name": "the build folder to emulate, build/<board>/NAME/", "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors
-def emulate(c, board="esp32", model="digits", build_dir="build"):
+def emulate(c, board="esp32", model=None, build_dir="build", name=None):
     """An EMULATED device on a pseudo-terminal: the real protocol, TFLM host outputs, estimated latency."""
     from pipeline.boards import load_board
     from pipeline.hil.emulate import device_for_build, serve
 
     b = load_board(board)
-    model = _folder(model)
-    device = device_for_build(Path(build_dir), b, model)
+    holds = _chosen_build(build_dir, b.name, name, (_folder(model) if model else None))
+    model = holds.model
+    device = device_for_build(Path(build_dir), b, model, holds.folder)
 
     def ready(path):
         print(f"EMULATED {b.name} running {model} on {path} (latency is the board's estimate: "
               f"{device.latency_us:.1f} us per inference)")
-        print(f"measure it with: invoke measure --board={b.name} --model={model} --port={path}   (Ctrl-C stops)",
+        print(f"measure it with: invoke measure --board={b.name} --name={holds.name} --port={path}   (Ctrl-C stops)",
               flush=True)
 
     try:
@@ -397,13 +482,16 @@ def emulate(c, board="esp32", model="digits", build_dir="build"):
         print("emulated device stopped")
 
 
-@task(help={"board": COMMON_HELP["board"], "model": "the built model whose firmware is flashed (default digits)",
+@task(help={"board": COMMON_HELP["board"],
+            "model": "the built model whose firmware is flashed (default: the only, or the most recent, build of the "
+                     "board)",
+            "name": "the build folder whose firmware is flashed, build/<board>/NAME/",
             "port": "serial port of the board (esptool) or the probe's unique id (pyocd); default: found by USB VID:PID",
             "runner": "flashing tool, one of the board's [flash] runners (default: the first one available here)",
             "image": "firmware image to flash instead of the build's (ELF/HEX for pyocd, flasher_args.json for esptool)",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors
-def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, build_dir="build"):
+def flash(c, board="esp32", model=None, port=None, runner=None, image=None, build_dir="build", name=None):
     """Flash the built firmware with the board's flasher (esptool for ESP32 boards, pyocd for Cortex-M)."""
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
@@ -413,13 +501,16 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
     chosen = flash_mod.choose(b, runner)
     if port is None and chosen.name == "esptool":
         port = find_port(b.usb_ids, b.name)
-    project = Path(build_dir) / b.name / _folder(model) / "firmware"
+    project = _chosen_build(build_dir, b.name, name, (_folder(model) if model else None)).folder / "firmware"
+    if image is None and not project.is_dir():
+        raise PipelineError(f"{project.parent} holds no firmware project: run `invoke build --board={b.name} "
+                            f"--name={project.parent.name}` first")
     flash_mod.flash(b, project, port, image=Path(image) if image else None, flasher=chosen)
     print(f"flashed {b.name} on {port} with {chosen.name}")
 
 
 @task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth", "teacher",
-                                                          "trust_model")},
+                                                            "name", "trust_model")},
             "tflite": "an int8 .tflite trained elsewhere: build, flash and measure it (its name is the model's)",
             "runner": "flashing tool (default: the board's first available runner)",
             "rig": "a rig file (TOML) listing several devices, their ports, models and limits: all are built, flashed "
@@ -429,8 +520,10 @@ def flash(c, board="esp32", model="digits", port=None, runner=None, image=None, 
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
         timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None, db=None, fast_baud=None, rig=None,
-        trust_model=False):
+        name=None, trust_model=False):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
+    from dataclasses import replace
+
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
     from pipeline.hil.measure import measure as run_measure
@@ -444,7 +537,7 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     if tflite:
         model = Path(tflite).stem
     outcome = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
-                        depth=depth, teacher=teacher, trust_model=trust_model,
+                        depth=depth, teacher=teacher, name=name, trust_model=trust_model,
                         build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat).run_board(with_firmware=True)
     model = _folder(model)
     firmware = outcome.report["firmware"] or {}
@@ -453,9 +546,9 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     b = load_board(board)
     port = port or find_port(b.usb_ids, b.name)
     flash_mod.flash(b, Path(firmware["project_dir"]), port, runner=runner)
-    _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
-                                                    data, seed, out, baseline, max_regression, junit, timeout,
-                                                    build_dir, profile, db, fast_baud)))
+    options = _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
+                               max_regression, junit, timeout, build_dir, profile, db, fast_baud, name)
+    _print_measurement(run_measure(replace(options, build_folder=outcome.report_path.parent)))
 
 
 def _hil_rig(path, port, out, build_dir, db, runner, build_opts):
@@ -538,17 +631,32 @@ def _print_costmodel_check(result: dict) -> None:
         print(f"  {t['model']:<14} {t['width']:>5g} {t['measured']:>12.0f} {t['estimated']:>12.0f} {t['ratio']:>6.3f}")
     print(f"  worst ratio estimate/measured: {result['worst_ratio']:.3f} (target within 0.80-1.20)")
     if result.get("mlperf_cpi"):
-        print(f"  instructions -> cycles on the NUCLEO-L4R5ZI: x{result['mlperf_cpi']['cycles_per_instruction']:g} "
-              f"({result['mlperf_cpi']['source']})")
+        m = result["mlperf_cpi"]
+        print(f"  NUCLEO-L4R5ZI as the published runs were made ({m['clock_mhz']} MHz): CPI {m['cycles_per_instruction']:g} "
+              f"({m['low']:g}-{m['high']:g}): {m['source']}")
+    from pipeline.calibrate import MLPERF_L4R5ZI_STACKS
+
     for row in result.get("mlperf_nucleo_l4r5zi", []):
-        print(f"  MLPerf Tiny NUCLEO-L4R5ZI {row['model']:<13} estimate {row['estimated_ms']:>8.2f} ms vs published "
-              f"{row['published_ms']:>8.2f} ms: ratio {row['ratio']:.3f} (target within 0.70-1.30)")
+        print(f"  MLPerf Tiny NUCLEO-L4R5ZI {row['model']:<13} estimate {row['estimated_ms']:>7.1f} ms "
+              f"({row['estimated_low_ms']:.1f}-{row['estimated_high_ms']:.1f}) vs {row['published_ms']:>6.1f} ms: ratio "
+              f"{row['ratio']:.2f} [{MLPERF_L4R5ZI_STACKS[row['stack']]}]")
+    if result.get("per_mhz"):
+        print(f"  every board of this core (ESTIMATES; ms x MHz / CPI is the instruction count in thousands and must be "
+              f"the same on every board):")
+        print(f"  {'board':<18} {'MHz':>5} {'CPI (range)':>18} {'model':<13} {'est. ms (range)':>24} {'ms x MHz':>10} "
+              f"{'ms x MHz / CPI':>15}")
+        for r in result["per_mhz"]:
+            cpi = f"{r['cpi']:g} ({r['cpi_low']:g}-{r['cpi_high']:g})"
+            ms = f"{r['estimated_ms']:.1f} ({r['estimated_low_ms']:.1f}-{r['estimated_high_ms']:.1f})"
+            print(f"  {r['board']:<18} {r['clock_mhz']:>5} {cpi:>18} {r['model']:<13} {ms:>24} {r['ms_x_mhz']:>10.0f} "
+                  f"{r['ms_x_mhz_per_cpi']:>15.0f}")
 
 
 @task(help={"cost_model": "one cost model to check (default: every one with calibration measurements)"})
 @cli_errors
 def bench_costmodel(c, cost_model=None):
-    """Benchmark: each calibrated cost model's estimate vs its QEMU measurements and published MLPerf Tiny figures."""
+    """Benchmark: each calibrated cost model vs its QEMU measurements and published MLPerf Tiny figures, and the
+    estimate on every board of its core with clock and CPI, so a contradiction between boards shows."""
     from pipeline import calibrate as calibrate_mod
 
     names = [cost_model] if cost_model else sorted(p.stem for p in calibrate_mod.CALIBRATION_DIR.glob("*.json"))
@@ -558,43 +666,51 @@ def bench_costmodel(c, cost_model=None):
         _print_costmodel_check(calibrate_mod.check(name))
 
 
-@task(help={"generated": "a build's generated/ folder (default build/<board>/<model>/generated)",
-            "board": COMMON_HELP["board"], "model": "the built model (default digits)",
+@task(help={"generated": "a build's generated/ folder (default: the chosen build's generated/)",
+            "board": COMMON_HELP["board"],
+            "model": "the built model (default: the only, or the most recent, build of the board)",
+            "name": "the build folder, build/<board>/NAME/",
             "tflm": "a TFLM source tree with microlite built for the CPU (see README: Without hardware)",
             "cpu": "cortex-m4+fp (mps2-an386, default), cortex-m0plus (ARMv6-M code on mps2-an385), cortex-m7+fp "
                    "(mps2-an500) or cortex-m33+nodsp (mps2-an505)",
-            "out": "the image to write (default build/<board>/<model>/qemu-<cpu>.elf)",
+            "out": "the image to write (default build/<board>/<name>/qemu-<cpu>.elf)",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors
-def firmware_qemu(c, tflm, board="nucleo-l4r5zi", model="digits", generated=None, cpu="cortex-m4+fp", out=None,
-                  build_dir="build"):
+def firmware_qemu(c, tflm, board="nucleo-l4r5zi", model=None, generated=None, cpu="cortex-m4+fp", out=None,
+                  build_dir="build", name=None):
     """Build the QEMU image of the benchmark harness with the real model, linked with your TFLM library."""
+    from pipeline.boards import load_board
     from pipeline.hil.harness_build import QEMU_CPUS, build_qemu_tflm
 
-    folder = Path(build_dir) / board / _folder(model)
+    board = load_board(board).name
+    folder = _chosen_build(build_dir, board, name, (_folder(model) if model else None)).folder
     image = build_qemu_tflm(Path(generated) if generated else folder / "generated", Path(tflm),
                             Path(out) if out else folder / f"qemu-{cpu}.elf", cpu)
     machine = QEMU_CPUS[cpu][1]
     print(f"QEMU image: {image}")
     print(f"run it:     qemu-system-arm -M {machine} -nographic -monitor none -icount shift=0,align=off,sleep=off -kernel {image} "
           "-serial tcp:127.0.0.1:4444,server=on,wait=off")
-    print(f"measure it: invoke measure --board={board} --model={model} --port=socket://127.0.0.1:4444 "
+    print(f"measure it: invoke measure --board={board} --name={folder.name} --port=socket://127.0.0.1:4444 "
           "(figures labelled QEMU instruction count)")
 
 
 @task(help={"tflm": "a TFLM source tree with microlite built for the host (TFLM's Makefile, no TARGET)",
-            "board": COMMON_HELP["board"], "model": "the built model (default digits)",
-            "out": "the program to write (default build/<board>/<model>/host-harness)",
+            "board": COMMON_HELP["board"],
+            "model": "the built model (default: the only, or the most recent, build of the board)",
+            "name": "the build folder, build/<board>/NAME/",
+            "out": "the program to write (default build/<board>/<name>/host-harness)",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors
-def firmware_host(c, tflm, board="esp32", model="digits", out=None, build_dir="build"):
+def firmware_host(c, tflm, board="esp32", model=None, out=None, build_dir="build", name=None):
     """Build the host (pseudo-terminal) harness with the real model, linked with your TFLM host library."""
+    from pipeline.boards import load_board
     from pipeline.hil.harness_build import build_host_tflm
 
-    folder = Path(build_dir) / board / _folder(model)
+    board = load_board(board).name
+    folder = _chosen_build(build_dir, board, name, (_folder(model) if model else None)).folder
     program = build_host_tflm(folder / "generated", Path(tflm), Path(out) if out else folder / "host-harness")
     print(f"host harness: {program}  (it prints the pseudo-terminal it serves; then invoke measure "
-          f"--board={board} --model={model} --port=/dev/pts/N, figures labelled host)")
+          f"--board={board} --name={folder.name} --port=/dev/pts/N, figures labelled host)")
 
 
 @task(help={"board": "only this board's runs", "model": "only this model's runs",

@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # (tests/test_layout.py checks it):
 #   errors, cache          the one error type; stage keys and atomic writes
 #   boards/                board files (data) and the rules they must meet (ESP-IDF partition table)
+#   buildfolder            what a build folder holds (its manifest, read only here), names, clean's plan
 #   target/                the .tflite on the target: graph, kernels' scratch, arena, memory plan, cost model, profile, fit
 #   model/                 TensorFlow side: datasets, zoo, train, prune, QAT, convert, validate
 #   firmware/              generated C sources and the framework projects

@@ -7,8 +7,10 @@ nothing changed never imports TensorFlow.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.target import arena as arena_mod
-from pipeline import boards, cache
+from pipeline import boards, buildfolder, cache
 from pipeline.firmware import codegen, projects
 from pipeline.model import datasets, user_model, validate
 from pipeline.target import fit, graph, kernels, memplan, tflite_model
@@ -45,12 +47,13 @@ class Options:
     width: float = 1.0
     depth: int | None = None  # number of blocks; None means the model's default
     prune: str = "magnitude"  # "magnitude" (zeros single weights) or "structured" (removes whole channels)
-    memory_plan: str = "offline"
+    memory_plan: str = "offline"  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
     # Knowledge distillation: a teacher's outputs guide training. A number is a width of the same zoo model (trained
     # first, through the stage cache); otherwise the path of a Keras .h5 model with the same input and classes.
     teacher: str | None = None
-    precision: str = "int8"
-    board_dir: Path | None = None  # where the board outputs go; default build_root/<board>/<model>  # or "int16x8": int16 activations, int8 weights (host TFLM only, no firmware yet)  # "offline": a plan embedded in the model where it beats TFLM's; "tflm": TFLM's own
+    precision: str = "int8"  # or "int16x8": int16 activations, int8 weights (host TFLM only, no firmware yet)
+    board_dir: Path | None = None  # where the board outputs go; default build_root/<board>/<name>
+    name: str | None = None  # the build folder's name under build_root/<board>/ (default: the model's name)
     tflite: Path | None = None  # bring your own int8 model: skip train/optimize/convert
     trust_model: bool = False  # a user's model file may run code it carries (Lambda, custom objects)
     build_root: Path = Path("build")
@@ -85,6 +88,23 @@ def _check_options(opts: Options) -> None:
         raise PipelineError(f"--memory-plan must be offline or tflm (got {opts.memory_plan!r})")
     if opts.prune not in PRUNE_KINDS:
         raise PipelineError(f"--prune must be one of {', '.join(PRUNE_KINDS)} (got {opts.prune!r})")
+    if opts.name is not None:
+        buildfolder.check_name("name", opts.name)
+
+
+def _tidy(method):
+    """A refused run leaves no empty folders: those the outermost entry point created are removed on failure."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self._tidying:
+            return method(self, *args, **kwargs)
+        self._tidying = True
+        try:
+            with buildfolder.tidy_on_failure(self._folders(), self.opts.build_root):
+                return method(self, *args, **kwargs)
+        finally:
+            self._tidying = False
+    return wrapper
 
 
 class Pipeline:
@@ -130,6 +150,7 @@ class Pipeline:
                                            + ("-kd" if self.self_distill else ""))
         self._data = None
         self._fingerprint = None
+        self._tidying = False
         self.stage_seconds: dict[str, float] = {}
         self.cached: list[str] = []
         self.results: dict[str, dict] = {}
@@ -194,6 +215,7 @@ class Pipeline:
         return Path(self.opts.tflite) if self.byo else self.model_dir / "model.tflite"
 
     # -- model stages ----------------------------------------------------------------------------------
+    @_tidy
     def train(self) -> dict:
         from pipeline.model import train as train_mod
 
@@ -237,6 +259,7 @@ class Pipeline:
         teacher.train()
         return teacher.float_path
 
+    @_tidy
     def optimize(self) -> dict:
         from pipeline.model import optimize as optimize_mod
 
@@ -250,6 +273,7 @@ class Pipeline:
                                   self.qat, self.epochs, self.opts.seed, self.opts.prune,
                                   self.float_path if self.self_distill else None)))
 
+    @_tidy
     def convert(self) -> dict:
         from pipeline.model import convert as convert_mod
 
@@ -274,6 +298,7 @@ class Pipeline:
         tflite_model.require_full_integer(info, ("INT8", "INT16") if not firmware else ("INT8",))
         return info
 
+    @_tidy
     def validate(self) -> dict | None:
         if not self.byo:
             self.convert()
@@ -363,7 +388,8 @@ class Pipeline:
         self.log(f"[6/{len(STAGES)}] fit ...")
         start = time.perf_counter()
         info = self.model_info()
-        result = fit.check(board, info.size_bytes, generated["arena"]["arena_bytes"], generated["sample_bytes"])
+        result = fit.check(board, info.size_bytes, generated["arena"]["arena_bytes"], generated["sample_bytes"],
+                           generated["ops"])
         self.stage_seconds["fit"] = round(time.perf_counter() - start, 3)
         self.log(f"[6/{len(STAGES)}] fit: flash {fit.kib(result.flash_bytes)} of {fit.kib(result.flash_budget)} "
                  f"({result.flash_percent:.1f}%), RAM {fit.kib(result.ram_bytes)} of {fit.kib(result.ram_budget)} "
@@ -418,33 +444,107 @@ class Pipeline:
         inputs = [generated / f for f in codegen.GENERATED_FILES] + framework.template_files()
         if board.source:
             inputs.append(board.source)
-        key = cache.stage_key("firmware", {"board": board.name}, inputs, _code("firmware/projects"))
+        key = cache.stage_key("firmware", {"board": board.name, "library": self.library_name}, inputs,
+                              _code("firmware/projects", "firmware/library", "firmware/codegen"))
 
         def run():
-            projects.render(board, generated, project, generated_result["sample_bytes"])
+            projects.render(board, generated, project, generated_result["sample_bytes"], self.library_name)
             return {"project_dir": str(project)}
 
         self.stage(8, "firmware", board_dir, key, [project / "CMakeLists.txt"], run)
         if not self.opts.compile_firmware:
-            return asdict(projects.FirmwareResult(framework.name, str(project), False,
-                                                  " ".join(framework.build_command(project, board)), "compile skipped"))
-        result = projects.compile_project(board, project)
-        self.log(f"[8/{len(STAGES)}] firmware: {result.message}")
+            result = projects.FirmwareResult(framework.name, str(project), False,
+                                             " ".join(framework.build_command(project, board)), "compile skipped")
+        else:
+            result = projects.compile_project(board, project)
+            self.log(f"[8/{len(STAGES)}] firmware: {result.message}")
+        compiled = project / projects.COMPILED
+        if "firmware" not in self.cached and not result.compiled and compiled.exists():
+            # Kept across the re-render so a compile is incremental; not compiled now, it is an image of the old
+            # sources, which `invoke flash` would flash.
+            shutil.rmtree(compiled)
+            self.log(f"[8/{len(STAGES)}] firmware: removed {compiled}, compiled from the sources before this render "
+                     "(compile the project again)")
         return asdict(result)
 
     # -- entry points ----------------------------------------------------------------------------------
     def board_dir(self, board: boards.Board) -> Path:
-        return self.opts.board_dir or self.opts.build_root / board.name / self.model_name
+        return self.opts.board_dir or self.opts.build_root / board.name / (self.opts.name or self.model_name)
 
+    def _folders(self) -> list[Path]:
+        """The folders this pipeline's stages write to (tidied when a refused run created them)."""
+        folders = [self.model_dir, self.train_dir]
+        try:
+            folders.append(self.board_dir(boards.load_board(self.opts.board)))
+        except PipelineError:
+            pass
+        return folders
+
+    def holds(self, board: boards.Board, board_dir: Path) -> buildfolder.Holds:
+        """What this pipeline puts in the board's build folder: the model and the options that made it."""
+        o = self.opts
+        if self.byo:
+            return buildfolder.Holds(board_dir, board_dir.name, board.name, self.model_name, "tflite",
+                                     {"tflite": str(Path(o.tflite).resolve())})
+        variant = {"width": o.width, "depth": o.depth, "prune": o.prune, "sparsity": o.sparsity, "qat": self.qat,
+                   "precision": o.precision, "teacher": o.teacher, "epochs": self.epochs, "seed": o.seed,
+                   "data": o.data, "memory_plan": o.memory_plan}
+        if self.user:  # the user's file, by path and content: another file of the same stem is another variant
+            variant.update(file=str(Path(o.model).resolve()), file_sha256=user_model.digest(o.model))
+        return buildfolder.Holds(board_dir, board_dir.name, board.name, self.model_name, "zoo", variant)
+
+    def enter_folder(self, board: boards.Board, board_dir: Path) -> tuple[buildfolder.Holds, buildfolder.Holds | None]:
+        """Say which build folder this run acts on, and when it replaces another variant there."""
+        new, old = self.holds(board, board_dir), buildfolder.read(board_dir)
+        self.log(f"build folder: {board_dir} ({self.model_name} on {board.name})")
+        if old is not None and not old.same_variant(new):
+            self.log(f"note: {board_dir} held {old.describe(new)}; this build replaces it with {new.describe(old)} "
+                     f"(to keep both side by side, give each a folder with --name=NAME)")
+        return new, old
+
+    def kept_firmware(self, board_dir: Path, model_hash: str) -> dict | None:
+        """A run that renders no firmware (generate) keeps the folder's project only where it was rendered for this
+        model (and the last report's entry for it); a project rendered for another model is removed, aloud."""
+        project = board_dir / "firmware"
+        if not project.is_dir():
+            return None
+        held = projects.model_hash_of(project)
+        if held != model_hash:
+            shutil.rmtree(project)
+            self.log(f"firmware: removed {project}, rendered for model hash {held or 'unknown'} (this build's "
+                     f"is {model_hash}); `invoke build` renders it for this model")
+            return None
+        try:
+            last = json.loads((board_dir / "report.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if last.get("model_hash") != model_hash or not last.get("firmware"):
+            return None
+        return {**last["firmware"], "project_dir": str(project)}
+
+    def drop_stale_harnesses(self, board_dir: Path, model_hash: str) -> None:
+        """The host and QEMU harnesses built from an earlier model's generated sources go with it."""
+        for harness in [board_dir / "host-harness", *board_dir.glob("qemu-*.elf")]:
+            if harness.is_file() and self._stale_harness(harness, model_hash):
+                harness.unlink()
+                self.log(f"removed {harness}, built for another model; build it again with invoke "
+                         f"{'firmware-host' if harness.name == 'host-harness' else 'firmware-qemu'}")
+
+    @staticmethod
+    def _stale_harness(path: Path, model_hash: str) -> bool:
+        """The harness programs carry the model's MODEL_HASH string; one without this build's is stale."""
+        return model_hash.encode() not in path.read_bytes()
+
+    @_tidy
     def run_board(self, with_firmware: bool) -> Outcome:
         board = boards.load_board(self.opts.board)
         if self.opts.precision != "int8":
             self.model_info_precision_check()
         board_dir = self.board_dir(board)
         report_path = board_dir / "report.json"
+        holds, _ = self.enter_folder(board, board_dir)
         # The last good report stays until this build succeeds and replaces it atomically: a failed build
-        # changes nothing a user relies on.
-        board_dir.mkdir(parents=True, exist_ok=True)
+        # changes nothing a user relies on. The stages create the folder when their work starts.
         metrics = self.validate()
         generated = self.generate(board, board_dir)
         fit_result = self.fit(board, generated)
@@ -453,9 +553,48 @@ class Pipeline:
         report = self.report(board, metrics, generated, fit_result, firmware_result, profile)
         report["pruning"] = self.pruning(board, metrics)
         report["distillation"] = self.distillation(metrics)
+        if not with_firmware:
+            report["firmware"] = self.kept_firmware(board_dir, generated["model_hash"])
+        self.drop_stale_harnesses(board_dir, generated["model_hash"])
         report["brought"] = self.brought(metrics)
         cache.write_atomic(report_path, json.dumps(report, indent=2))
+        holds.model_hash = generated["model_hash"]
+        buildfolder.write(holds)
         return Outcome(report, report_path)
+
+    @property
+    def library_name(self) -> str:
+        """The model library's name, the prefix of its C symbols: the build folder's name (--name) or the model's."""
+        from pipeline.firmware import library
+
+        return library.c_name(self.opts.name or self.model_name)
+
+    def export_models(self, also: tuple[str, ...] = ()) -> list:
+        """What `export` packages: this build as library `library_name` and `also`, other builds of the same board
+        (build/<board>/<NAME>/), each as a library of its folder's name. Refuses a missing one."""
+        from pipeline.firmware import export as export_mod, library
+
+        board = boards.load_board(self.opts.board)
+        models = [export_mod.ExportModel(self.library_name, self.board_dir(board) / "generated")]
+        for other in also:
+            folder = self.opts.build_root / board.name / buildfolder.check_name("also", other)
+            if not (folder / "generated" / codegen.MODEL_SETTINGS_H).is_file():
+                raise PipelineError(f"--also={other}: {folder} holds no generated model; build it first for this "
+                                    f"board (invoke generate --board={self.opts.board} --model=... or --tflite=..., "
+                                    f"with --name={other} where the model's name is another)")
+            models.append(export_mod.ExportModel(library.c_name(other), folder / "generated"))
+        return models
+
+    def export(self, models: list, out: Path | None = None, form: str | None = None) -> dict:
+        """The models of export_models() as libraries in the board's framework's form (or `form`) with an example
+        application (pipeline/firmware/export.py), into `out` (default <build folder>/export/). After run_board."""
+        from pipeline.firmware import export as export_mod
+
+        board = boards.load_board(self.opts.board)
+        out_dir = out or self.board_dir(board) / "export"
+        self.log(f"export: {', '.join(m.name for m in models)} as {export_mod.form_for(board, form).name} libraries "
+                 f"into {out_dir} ...")
+        return asdict(export_mod.export(board, models, out_dir, form))
 
     def device_figures(self, board: boards.Board, tflite: Path) -> dict:
         """What a model costs on the board: flash (the .tflite), arena, MACs and the latency estimate."""
@@ -467,6 +606,7 @@ class Pipeline:
         arena = arena_mod.arena_size_for(host.measured_bytes + scratch.max_bytes, scratch.margin_bytes)
         estimate = costmodel.estimate(model_graph, board)
         return {"tflite_bytes": tflite.stat().st_size, "arena_bytes": arena,
+                "ops": sorted({op.kind for op in model_graph.ops}),
                 "macs": sum(op.macs for op in model_graph.ops), "latency_estimate_us": round(estimate.latency_us, 1)}
 
     def pruning(self, board: boards.Board, metrics: dict | None) -> dict | None:
@@ -524,11 +664,12 @@ class Pipeline:
                 "distilled": {"float": metrics["float_metric"], "tflm": metrics["tflm_metric"]},
                 "alone": {"float": alone["float_metric"], "tflm": alone["tflm_metric"]}}
 
+    @_tidy
     def run_profile(self) -> tuple[dict, Path]:
         """The per-layer profile on the board, whether or not the model fits it (that is what it helps decide)."""
         board = boards.load_board(self.opts.board)
         board_dir = self.board_dir(board)
-        board_dir.mkdir(parents=True, exist_ok=True)
+        self.enter_folder(board, board_dir)
         self.validate()
         if self.opts.precision == "int8":  # the firmware inputs too (an int16x8 model has none yet)
             self.generate(board, board_dir)
@@ -572,13 +713,21 @@ class Pipeline:
             "ram_bytes": fit_result.ram_bytes,
             "ram_budget_bytes": fit_result.ram_budget,
             "fits": fit_result.fits,
-            "runtime_flash_bytes": board.runtime_flash_bytes, "runtime_ram_bytes": board.runtime_ram_bytes,
-            "runtime_source": board.runtime_source,
+            "flash_budget_source": board.flash_source, "ram_budget_source": board.ram_source,
+            "arena_block_budget_bytes": board.arena_block_bytes,
+            "runtime_flash_bytes": fit_result.runtime_flash_bytes, "runtime_ram_bytes": board.runtime_ram_bytes,
+            "runtime_source": fit_result.runtime_flash_source,
             "firmware": firmware_result,
             # ESTIMATES from the board's cost model (pipeline.target.costmodel), never measured: labelled so.
             "latency_estimate_us": profile["totals"]["est_us"],
+            # the range the CPI rule (or the cost model) leaves open: the same instructions at the low and high CPI
+            "latency_estimate_range_us": [profile["totals"]["est_us_low"], profile["totals"]["est_us_high"]],
             "energy_estimate_uj": profile["totals"]["est_energy_uj"],
             "estimate_label": "estimate",
+            "clock_mhz": profile["clock_mhz"],
+            "cycles_per_instruction": profile["cycles_per_instruction"],
+            "cpi_low": profile["cpi_low"], "cpi_high": profile["cpi_high"],
+            "cpi_source": profile["cpi_source"],
             "cost_model": profile["cost_model"],
             "cost_model_source": profile["cost_source"],
             "macs": profile["totals"]["macs"],
@@ -667,12 +816,18 @@ def summary(report: dict) -> str:
                  f"{kernel} + margin {report['arena_margin_bytes']}), ops: {', '.join(report['ops'])}")
     lines.extend(memory_plan_summary(report.get("memory_plan")))
     if report.get("latency_estimate_us") is not None:
-        from pipeline.target.profile import summary as profile_summary
+        from pipeline.target.profile import cpi_line, summary as profile_summary
 
+        span = report.get("latency_estimate_range_us")
         lines.append(profile_summary(report["latency_estimate_us"], report["energy_estimate_uj"],
-                                     report["cost_model"], report["profile_top_latency"], report["profile_peak"]))
+                                     report["cost_model"], report["profile_top_latency"], report["profile_peak"],
+                                     tuple(span) if span and span[0] != span[1] else None,
+                                     cpi_line(report) if "cpi_source" in report else None))
     lines.append(f"  fit: flash {report['flash_bytes']} / {report['flash_budget_bytes']}, RAM {report['ram_bytes']} / "
                  f"{report['ram_budget_bytes']} -> {'fits' if report['fits'] else 'does NOT fit'}"
                  + (f" (runtime {report['runtime_flash_bytes']} B flash, {report['runtime_ram_bytes']} B RAM: "
                     f"{report['runtime_source']})" if report.get("runtime_source") else ""))
+    if report.get("ram_budget_source"):
+        lines.append(f"  budgets: flash from {report.get('flash_budget_source') or 'the board file'}; RAM from "
+                     f"{report['ram_budget_source']}")
     return "\n".join(lines)

@@ -169,7 +169,7 @@ def evaluate(opts: ExploreOptions, params: dict, board: boards.Board) -> dict:
     figures = p.device_figures(board, p.tflite_path)
     info = p.model_info(firmware=False)
     sample_bytes = int(math.prod(info.inputs[0].shape[1:])) * (2 if params.get("precision") == "int16x8" else 1)
-    fitted = fit.check(board, figures["tflite_bytes"], figures["arena_bytes"], sample_bytes)
+    fitted = fit.check(board, figures["tflite_bytes"], figures["arena_bytes"], sample_bytes, figures["ops"])
     latency_us = figures["latency_estimate_us"]
     return {
         "metric_name": metrics["metric_name"], "accuracy": metrics["tflm_metric"],

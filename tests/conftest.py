@@ -29,6 +29,23 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> st
     return errors[0]
 
 
+def _checkout_outputs() -> set[str]:
+    """Every path under the checkout's build/ folder (and the folder itself)."""
+    found = {"build"} if (REPO / "build").exists() else set()
+    for folder, dirs, files in os.walk(REPO / "build"):
+        found.update(os.path.join(folder, n) for n in dirs + files)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_into_the_checkout():
+    """Tests never write into the checkout: every build goes to a --build-dir under pytest's tmp_path."""
+    before = _checkout_outputs()
+    yield
+    new = sorted(_checkout_outputs() - before)
+    assert not new, f"the tests wrote into the checkout: {new[:10]}"
+
+
 @pytest.fixture(scope="session")
 def esp32_build(tmp_path_factory):
     """One real `invoke build --board=esp32` of the default model, shared by the tests that inspect its output."""

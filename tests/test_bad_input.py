@@ -63,7 +63,10 @@ def test_malformed_board_file_names_the_field(tmp_path, esp32_build, mutation, f
 
 
 def test_missing_tflite(tmp_path):
-    assert_clean_error(run_invoke("generate", f"--tflite={tmp_path / 'nope.tflite'}"), "does not exist")
+    build_dir = tmp_path / "b"
+    assert_clean_error(run_invoke("generate", f"--tflite={tmp_path / 'nope.tflite'}", f"--build-dir={build_dir}"),
+                       "does not exist")
+    assert not build_dir.exists()  # a refused input leaves no folders behind
 
 
 @pytest.mark.parametrize("content", [b"", b"not a flatbuffer at all", None])

@@ -44,7 +44,8 @@ def test_esp_idf_project_is_rendered(esp32_build):
     assert 'CONFIG_IDF_TARGET="esp32"' in defaults
     partitions = (project / "partitions.csv").read_text()
     assert "0x300000" in partitions  # the board's 3 MiB flash budget is the app partition
-    for name in ("main.cc", "model_runner.cc", "model_data.cc", "model_ops.h", "model_settings.h"):
+    for name in ("main.cc", "model_runner.cc", "digits.h", "digits.cc", "digits_model_data.cc", "digits_model_ops.h",
+                 "digits_model_settings.h", "model_library.h"):
         assert (project / "main" / name).is_file(), name
     for path in project.rglob("*"):
         if path.is_file():

@@ -111,14 +111,10 @@ def test_board_file_mismatches_are_refused_naming_the_field(tmp_path, replace, m
         boards.load_board(str(path))
 
 
-def test_usb_serial_jtag_board_renders_that_console(tmp_path):
+def test_usb_serial_jtag_board_renders_that_console(esp32_build, tmp_path):
     """The XIAO ESP32S3 has only the chip's USB: its project serves the protocol there and asks for that driver."""
     board = boards.load_board("xiao-esp32s3")
-    generated = tmp_path / "generated"
-    generated.mkdir()
-    for name in projects.GENERATED_FILES:
-        (generated / name).write_text("// stand-in generated file\n")
-    projects.render(board, generated, tmp_path / "fw", 64)
+    projects.render(board, esp32_build["dir"] / "generated", tmp_path / "fw", 64)
     cmake = (tmp_path / "fw" / "main" / "CMakeLists.txt").read_text()
     assert "set(console_components esp_driver_usb_serial_jtag)" in cmake
     assert "CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG=y" in (tmp_path / "fw" / "sdkconfig.defaults").read_text()

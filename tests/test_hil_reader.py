@@ -144,7 +144,9 @@ def test_emulate_task_serves_until_stopped(esp32_build, tmp_path):
                              f"--build-dir={esp32_build['build_dir']}"], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        first = proc.stdout.readline()
+        said = [proc.stdout.readline() for _ in range(2)]  # the build folder it serves, then the device
+        assert said[0].startswith(f"build folder: {esp32_build['dir']}"), "".join(said) + proc.stderr.read()
+        first = said[1]
         assert first.startswith("EMULATED esp32"), first + proc.stderr.read()
         port = re.search(r"on (/dev/\S+)", first).group(1)
         result = _measure(esp32_build, port, tmp_path, runs=2, inputs=2)

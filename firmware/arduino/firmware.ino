@@ -8,13 +8,12 @@
 
 #include "ee_core.h"
 #include "model_runner.h"
-#include "model_settings.h"
 #include "tflm_backend.h"
 
 namespace {
 
 // Static and aligned: the arena is sized by mcu-deploy for this model and the board's kernels.
-alignas(16) uint8_t tensor_arena[kTensorArenaSize];
+alignas(16) uint8_t tensor_arena[model_runner::kArenaSize];
 
 ee_ctx_t ctx;
 bool serving = false;
@@ -43,7 +42,7 @@ void setup() {
   const unsigned long start = millis();
   while (!Serial && millis() - start < 3000) {
   }
-  if (!model_runner::Setup(tensor_arena, kTensorArenaSize, Micros)) {
+  if (!model_runner::Setup(tensor_arena, model_runner::kArenaSize, Micros)) {
     char reason[96];
     model_runner::SetupFailureReason(reason, sizeof(reason));
     Halt(reason);

@@ -1,9 +1,13 @@
-// Runs the generated model with TFLM. Independent of any board SDK: a port supplies the arena and a clock.
+// The benchmark harness's view of the model: a thin user of the model library's C API (model_library.h reaches
+// the library rendered from firmware/library/ whatever its name), so the harness times exactly what a user ships.
+// Independent of any board SDK: a port supplies the arena and a clock.
 #ifndef MODEL_RUNNER_H_
 #define MODEL_RUNNER_H_
 
 #include <cstddef>
 #include <cstdint>
+
+#include "model_library.h"
 
 namespace model_runner {
 
@@ -16,19 +20,22 @@ struct Result {
 // A free-running microsecond clock (it may wrap at 2^32), for the per-operator profile.
 using Clock = uint32_t (*)();
 
-// Sets up the interpreter in `arena` (16-byte aligned, kTensorArenaSize bytes). Returns false and prints
-// the reason when the model, the op resolver or the arena does not work. With a clock, every Invoke() also
-// times each operator (TFLM's profiler interface), read back with ProfileCount() and ProfileEntry().
+// The arena the model needs (the library's ARENA_SIZE), for a port that allocates it.
+constexpr size_t kArenaSize = MODEL_LIB_ARENA_SIZE;
+
+// Sets the model up in `arena` (16-byte aligned, kArenaSize bytes) through the library's init_with_arena. Returns
+// false when the model, the op resolver or the arena does not work (SetupFailureReason() says which). With a
+// clock, every Invoke() also times each operator, read back with ProfileCount() and ProfileEntry().
 bool Setup(uint8_t* arena, size_t arena_size, Clock clock = nullptr);
 
 // Operators timed in the last Invoke() (0 without a clock), and operator i's name and microseconds.
 size_t ProfileCount();
 void ProfileEntry(size_t i, const char** op, uint32_t* us);
 
-// Bytes of the arena TFLM really used, to compare with the host's prediction (kTensorArenaSize).
+// Bytes of the arena TFLM really used, to compare with the host's prediction (kArenaSize).
 size_t ArenaUsedBytes();
 
-// Copies `input` (kInputSize int8 values) into the input tensor.
+// Copies `input` (the model's input size in int8 values) into the input tensor.
 void LoadInput(const int8_t* input);
 
 // Runs the model once on the loaded input.
@@ -45,8 +52,8 @@ const int8_t* Output();
 // Returns its length.
 size_t SelfTestLine(char* line, size_t size, Clock clock);
 
-// Why Setup() failed, for a port's halt message (TFLM printed the details before it): writes a NUL-terminated text
-// naming the arena's size into `reason`.
+// Why Setup() failed, for a port's halt message: writes a NUL-terminated text naming the arena's size and the
+// library's status text into `reason`.
 void SetupFailureReason(char* reason, size_t size);
 
 }  // namespace model_runner

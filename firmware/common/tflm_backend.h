@@ -1,4 +1,4 @@
-// The harness backend that runs the generated model with TFLM (through model_runner). C-callable, so the C
+// The harness backend that runs the model library (through model_runner). C-callable, so the C
 // ports (host, QEMU) can use it when built with -DEE_BACKEND_TFLM against a TFLM library.
 #ifndef TFLM_BACKEND_H_
 #define TFLM_BACKEND_H_
@@ -12,11 +12,11 @@
 extern "C" {
 #endif
 
-// The arena the generated model needs (kTensorArenaSize).
+// The arena the model needs (the library's ARENA_SIZE).
 size_t TflmArenaSize(void);
 
 // Sets the model up in `arena` (16-byte aligned, TflmArenaSize() bytes) and returns the backend, or NULL
-// when the model, the op resolver or the arena does not work (the reason is printed through MicroPrintf).
+// when the model, the op resolver or the arena does not work (model_runner::SetupFailureReason says why).
 // `micros` (the port's clock, or NULL) times each operator for the xprofile command.
 const ee_backend_t* TflmBackendInit(uint8_t* arena, size_t arena_size, uint32_t (*micros)(void));
 

@@ -54,10 +54,27 @@ class Board:
     # The rate the reader switches the console to for uploads (xbaud, extension v3), where the board's USB-UART
     # bridge or probe carries it; None: stay at serial_baud.
     fast_baud: int | None = None
-    # Cycles per instruction on this board, where it differs from the cost model's core-level assumption (flash
-    # wait states at this clock, caches), with where the figure came from.
+    # What the one CPI rule (pipeline.target.costmodel.cpi_rule) needs from the board, [estimate] in its file: the
+    # cycles a flash read waits at this clock (a range where not verified) and the path code and weights take from
+    # flash (FLASH_PATHS: an accelerator, caches or none), with the datasheet they came from. A board whose clock
+    # counts instructions (QEMU -icount) gives cycles_per_instruction instead: a definition, not an estimate.
+    flash_wait_cycles: tuple[float, float] | None = None
+    flash_path: str | None = None
+    estimate_source: str | None = None
     cycles_per_instruction: float | None = None
     cycles_per_instruction_source: str | None = None
+    # Where the budgets come from: the framework's linker facts (the Zephyr board's chosen zephyr,sram and code
+    # partition, the Arduino core's linker script, ESP-IDF's partition table and heap), file and version named.
+    flash_source: str | None = None
+    ram_source: str | None = None
+    # The largest single block the firmware can allocate the arena in, where that is less than the RAM budget (the
+    # ESP-IDF port allocates it from a heap split into regions); None: the arena is a static array in RAM.
+    arena_block_bytes: int | None = None
+    # The ops the measured runtime figure registered, and the allowance for other models' kernels it includes: with
+    # a kernel size table for the board's core and kernels (boards/facts/kernel_flash/), the fit replaces the
+    # allowance by the kernels of the ops the model really registers (pipeline.target.fit.runtime_flash).
+    runtime_ops: tuple[str, ...] | None = None
+    runtime_other_ops_bytes: int = 0
     source: Path | None = field(default=None, compare=False)
 
 
@@ -78,6 +95,10 @@ def _require(table: dict, key: str, kind: type, where: str):
 
 CONSOLES = ("uart", "usb-serial-jtag")
 KERNELS = ("reference", "cmsis-nn", "esp-nn")
+# How code and the model's weights reach the core from flash (the CPI rule's exposure table is keyed by these):
+# zero-wait RAM, an STM32 ART accelerator, the Cortex-M7's L1 caches, an instruction cache only, or an XIP cache
+# in front of external QSPI flash.
+FLASH_PATHS = ("sram", "art", "l1-cache", "icache", "xip-cache")
 USB_SERIAL_JTAG_ID = "303a:1001"  # Espressif's USB Serial/JTAG controller, the same on every chip that has one
 # ESP-IDF targets with a USB Serial/JTAG controller (the ESP32 and ESP32-S2 have none).
 USB_SERIAL_JTAG_TARGETS = ("esp32s3", "esp32c3", "esp32c5", "esp32c6", "esp32c61", "esp32h2", "esp32p4")
@@ -114,6 +135,19 @@ def _check_esp_idf(board: Board, where: str) -> None:
                             f"usb must be [\"{USB_SERIAL_JTAG_ID}\"] (got {list(board.usb_ids)})")
 
 
+def _wait_cycles(estimate: dict, where: str) -> tuple[float, float] | None:
+    """[estimate] flash_wait_cycles: one number (a datasheet's wait states at the board's clock) or [low, high]."""
+    if "flash_wait_cycles" not in estimate:
+        return None
+    value = estimate["flash_wait_cycles"]
+    pair = value if isinstance(value, list) else [value, value]
+    if (len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in pair)
+            or pair[0] > pair[1]):
+        raise PipelineError(f"{where}: field 'flash_wait_cycles' must be a number >= 0 or [low, high] "
+                            f"(got {value!r})")
+    return float(pair[0]), float(pair[1])
+
+
 def _table(data: dict, key: str, where: str) -> dict:
     value = data.get(key)
     if not isinstance(value, dict):
@@ -146,6 +180,9 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         runtime_ram_bytes=_require(runtime, "ram_bytes", int, where + " [runtime]"),
         runtime_source=(_require(runtime, "source", str, where + " [runtime]") if "source" in runtime
                         else "estimate"),
+        runtime_ops=tuple(_require(runtime, "ops", list, where + " [runtime]")) if "ops" in runtime else None,
+        runtime_other_ops_bytes=(_require(runtime, "other_ops_bytes", int, where + " [runtime]")
+                                 if "other_ops_bytes" in runtime else 0),
         flashers=tuple(_require(flash, "runners", list, where + " [flash]")),
         serial_baud=_require(serial, "baud", int, where + " [serial]"),
         usb_ids=tuple(usb),
@@ -162,10 +199,18 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         fast_baud=_require(serial, "fast_baud", int, where + " [serial]") if "fast_baud" in serial else None,
         arduino_fqbn=_require(data, "arduino_fqbn", str, where) if "arduino_fqbn" in data else None,
         arduino_platform=_require(data, "arduino_platform", str, where) if "arduino_platform" in data else None,
+        flash_wait_cycles=_wait_cycles(estimate, where + " [estimate]"),
+        flash_path=(_choice(estimate, "flash_path", FLASH_PATHS, "none", where + " [estimate]")
+                    if "flash_path" in estimate else None),
+        estimate_source=_require(estimate, "source", str, where + " [estimate]") if estimate else None,
         cycles_per_instruction=(_require(estimate, "cycles_per_instruction", float, where + " [estimate]")
                                 if "cycles_per_instruction" in estimate else None),
         cycles_per_instruction_source=(_require(estimate, "source", str, where + " [estimate]")
                                        if "cycles_per_instruction" in estimate else None),
+        flash_source=_require(memory, "flash_source", str, where + " [memory]") if "flash_source" in memory else None,
+        ram_source=_require(memory, "ram_source", str, where + " [memory]") if "ram_source" in memory else None,
+        arena_block_bytes=(_require(memory, "arena_block_bytes", int, where + " [memory]")
+                           if "arena_block_bytes" in memory else None),
         source=source,
     )
     if board.framework == "esp-idf":

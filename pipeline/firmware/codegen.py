@@ -4,6 +4,7 @@ model's ops, and the model's settings (arena size, shapes, quantization, labels,
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,3 +169,48 @@ def generate(model: TFLiteModel, model_name: str, arena_bytes: int, labels: list
                        (MODEL_SETTINGS_H, settings_h), (MODEL_SETTINGS_CC, settings_cc)):
         write_atomic(out_dir / name, text)
     return GenerateResult(list(GENERATED_FILES), model.ops, hash_hex)
+
+
+def namespaced(generated_dir: Path, prefix: str) -> dict[str, str]:
+    """The generated files as one model library uses them: named `<prefix>_model_*.{h,cc}` with their include
+    guards renamed and every declaration in `namespace <prefix>_model`, so the sources of several models link into
+    one firmware (their globals, e.g. g_model_data and kLabels, would clash otherwise)."""
+    renames = {name: f"{prefix}_{name}" for name in GENERATED_FILES}
+    namespace = f"{prefix}_model"
+    out = {}
+    for name in GENERATED_FILES:
+        path = generated_dir / name
+        if not path.is_file():
+            raise PipelineError(f"{generated_dir} holds no generated model ({name} is missing): run `invoke generate` first")
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            for old, new in renames.items():
+                line = line.replace(f'#include "{old}"', f'#include "{new}"')
+            guard = old_guard = name.upper().replace(".", "_") + "_"
+            if old_guard in line:
+                line = line.replace(old_guard, f"{prefix.upper()}_{guard}")
+            lines[i] = line
+        # the body starts after the last #include (or after the guard's #define) and ends before the guard's #endif
+        heads = [i for i, l in enumerate(lines) if l.startswith("#include") or l.startswith("#define") and l.endswith("_H_")]
+        start = heads[-1] + 1 if heads else 0
+        end = max(i for i, l in enumerate(lines) if l.startswith("#endif")) if name.endswith(".h") else len(lines)
+        lines = lines[:start] + ["", f"namespace {namespace} {{"] + lines[start:end] + [f"}}  // namespace {namespace}",
+                                                                                        ""] + lines[end:]
+        out[renames[name]] = "\n".join(lines).rstrip("\n") + "\n"
+    return out
+
+
+def settings(generated_dir: Path) -> dict[str, object]:
+    """The figures of a generated model_settings.h the library's header states as macros."""
+    text = (generated_dir / MODEL_SETTINGS_H).read_text()
+
+    def value(name: str) -> str:
+        found = re.search(rf"constexpr [\w ]+? {name}(?:\[\])? = ([^;]+);", text)
+        if not found:
+            raise PipelineError(f"{generated_dir / MODEL_SETTINGS_H} has no {name}: regenerate it with `invoke generate`")
+        return found.group(1).strip()
+
+    return {"arena_bytes": int(value("kTensorArenaSize")), "input_size": int(value("kInputSize")),
+            "output_size": int(value("kOutputSize")), "label_count": int(value("kLabelCount")),
+            "input_shape": value("kInputDims").strip("{}"), "output_shape": value("kOutputDims").strip("{}"),
+            "model_name": re.search(r'#define MODEL_NAME "(.*)"', text).group(1)}

@@ -6,6 +6,7 @@ One small class per framework behind one interface, chosen by the board file's `
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -13,13 +14,34 @@ from pathlib import Path
 
 from pipeline.boards import esp_partitions
 from pipeline.boards import Board
-from pipeline.firmware.codegen import GENERATED_FILES
+from pipeline.firmware import codegen, library
 from pipeline.errors import PipelineError
 
-FIRMWARE_DIR = Path(__file__).resolve().parents[2] / "firmware"
-# Copied into every rendered project: the TFLM runner and the benchmark harness core with its TFLM backend.
+FIRMWARE_DIR = library.FIRMWARE_DIR
+# Copied into every rendered project: the benchmark harness core, its TFLM backend and model_runner, a thin user of
+# the model library's C API. The library itself (firmware/library/, rendered with the model's name) is what
+# `invoke export` gives the user: the harness is built from the same sources.
 COMMON_SOURCES = ("common/model_runner.h", "common/model_runner.cc", "common/tflm_backend.h",
                   "common/tflm_backend.cc", "harness/ee_core.h", "harness/ee_core.c")
+
+
+def library_name(generated_dir: Path) -> str:
+    """The library's name where the build does not give one: the model's (the C prefix of its symbols)."""
+    return library.c_name(str(codegen.settings(generated_dir)["model_name"]))
+
+
+def render_library(board: Board, generated_dir: Path, folder: Path, source_ext: str = ".cc", tflm_prelude: str = "",
+                   name: str | None = None) -> library.LibraryFiles:
+    """The model library and the harness's way to it (model_library.h, per-operator timing on) into `folder`."""
+    return render_harness_library(generated_dir, folder, board.name, board.kernels, source_ext, tflm_prelude, name)
+
+
+def render_harness_library(generated_dir: Path, folder: Path, board_name: str, kernels: str, source_ext: str = ".cc",
+                           tflm_prelude: str = "", name: str | None = None) -> library.LibraryFiles:
+    prefix = name or library_name(generated_dir)
+    files = library.render(generated_dir, prefix, folder, board_name, kernels, source_ext, tflm_prelude)
+    library.render_harness_header(prefix, folder)
+    return files
 
 
 @dataclass
@@ -40,7 +62,9 @@ class Framework:
     def template_files(self) -> list[Path]:
         return []
 
-    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
+               library_name: str | None = None) -> None:
+        """`library_name`: the model library's (the build's name; default the model's)."""
         raise NotImplementedError
 
     def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
@@ -64,9 +88,10 @@ class EspIdf(Framework):
 
     def template_files(self) -> list[Path]:
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
-        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES]
+        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES] + list(library.TEMPLATE_FILES)
 
-    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
+               library_name: str | None = None) -> None:
         if not board.target:
             raise PipelineError(f"board {board.name}: an esp-idf board needs a 'target' field (e.g. \"esp32\")")
         partitions = esp_partitions.layout(board)  # refuses a table ESP-IDF would reject, before writing
@@ -80,6 +105,8 @@ class EspIdf(Framework):
             "CONSOLE_COMPONENT": self.CONSOLE_COMPONENTS[board.console],
             "INPUT_BYTES": str(input_bytes),
         }
+        lib = render_library(board, generated_dir, project_dir / "main", name=library_name)
+        values["LIBRARY_SOURCES"] = " ".join(lib.sources)
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
             dst = project_dir / src.relative_to(self.template)
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +114,6 @@ class EspIdf(Framework):
         (project_dir / "partitions.csv").write_text(esp_partitions.render_csv(partitions))
         for name in COMMON_SOURCES:
             shutil.copy2(FIRMWARE_DIR / name, project_dir / "main" / Path(name).name)
-        for name in GENERATED_FILES:
-            shutil.copy2(generated_dir / name, project_dir / "main" / name)
 
     # The ESP-IDF >= 5.3 driver component of each console (older versions have them all in `driver`).
     CONSOLE_COMPONENTS = {"uart": "esp_driver_uart", "usb-serial-jtag": "esp_driver_usb_serial_jtag"}
@@ -128,9 +153,10 @@ class Zephyr(Framework):
 
     def template_files(self) -> list[Path]:
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
-        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES]
+        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES] + list(library.TEMPLATE_FILES)
 
-    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
+               library_name: str | None = None) -> None:
         if board.kernels not in self.KERNELS:
             raise PipelineError(f"board {board.name}: Zephyr's TFLM module has no {board.kernels} kernels "
                                 f"(choose {' or '.join(self.KERNELS)})")
@@ -139,14 +165,14 @@ class Zephyr(Framework):
                   "KERNELS_CONFIG": self.KERNELS[board.kernels],
                   "PLATFORM": "qemu-icount" if board.qemu_machine else "device"}
         values["CLOCK_DEFINES"], values["CLOCK_NOTE"] = self.clock(board)
+        lib = render_library(board, generated_dir, project_dir / "src", name=library_name)
+        values["LIBRARY_SOURCES"] = " ".join(f"src/{name}" for name in lib.sources)
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
             dst = project_dir / src.relative_to(self.template)
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_text(_substitute(src.read_text(), values))
         for name in COMMON_SOURCES:
             shutil.copy2(FIRMWARE_DIR / name, project_dir / "src" / Path(name).name)
-        for name in GENERATED_FILES:
-            shutil.copy2(generated_dir / name, project_dir / "src" / name)
 
     def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
         return ["west", "build", "-b", board.zephyr_board if board else "BOARD", "-d", str(project_dir / "build"),
@@ -173,14 +199,15 @@ class Arduino(Framework):
 
     def template_files(self) -> list[Path]:
         files = sorted(p for p in self.template.rglob("*") if p.is_file())
-        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES]
+        return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES] + list(library.TEMPLATE_FILES)
 
     @staticmethod
     def sketch_name(name: str) -> str:
         """arduino-cli compiles .c and .cpp sketch files (not .cc): the C++ sources are renamed."""
         return name[:-3] + ".cpp" if name.endswith(".cc") else name
 
-    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+    def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
+               library_name: str | None = None) -> None:
         values = {"BOARD": board.name, "FQBN": board.arduino_fqbn, "PLATFORM": board.arduino_platform,
                   "LIBRARY": self.LIBRARY, "LIBRARY_VERSION": self.LIBRARY_VERSION,
                   "LIBRARY_HEADER": self.LIBRARY_HEADER, "BAUD": str(board.serial_baud),
@@ -194,8 +221,12 @@ class Arduino(Framework):
             f"#define EE_MAX_DB_BYTES {input_bytes}u\n")
         for name in COMMON_SOURCES:
             shutil.copy2(FIRMWARE_DIR / name, project_dir / self.sketch_name(Path(name).name))
-        for name in GENERATED_FILES:
-            shutil.copy2(generated_dir / name, project_dir / self.sketch_name(name))
+        render_library(board, generated_dir, project_dir, ".cpp", self.tflm_prelude(), library_name)
+
+    @classmethod
+    def tflm_prelude(cls) -> str:
+        """The library's first include: the TFLM library's main header, by which arduino-cli finds the library."""
+        return f"#include <{cls.LIBRARY_HEADER}>\n"
 
     def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
         return ["arduino-cli", "compile", "--fqbn", board.arduino_fqbn if board else "FQBN", "--output-dir",
@@ -206,19 +237,32 @@ FRAMEWORKS: dict[str, Framework] = {f.name: f for f in (EspIdf(), Zephyr(), Ardu
 
 # Folders a framework's own build leaves in the project; kept across a re-render so rebuilds stay incremental.
 KEEP_ON_RERENDER = ("build", "managed_components", "sdkconfig", "dependencies.lock")
+COMPILED = "build"  # the framework's build output inside the project (idf.py, west build -d, arduino-cli --output-dir)
+
+
+def model_hash_of(project_dir: Path) -> str | None:
+    """The MODEL_HASH a rendered project was rendered with (its copy of model_settings.h), or None."""
+    for header in sorted(Path(project_dir).rglob("*model_settings.h")):  # the model library's <name>_model_settings.h
+        if {COMPILED, "managed_components"} & set(header.relative_to(project_dir).parts):
+            continue
+        match = re.search(r'#define MODEL_HASH "([0-9a-f]+)"', header.read_text(errors="replace"))
+        if match:
+            return match.group(1)
+    return None
 
 
 def framework_for(board: Board) -> Framework | None:
     return FRAMEWORKS.get(board.framework)
 
 
-def render(board: Board, generated_dir: Path, project_dir: Path, input_bytes: int) -> None:
+def render(board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
+           library_name: str | None = None) -> None:
     """Render into a temporary folder and swap it in, so a failed render leaves no half-written project."""
     framework = framework_for(board)
     tmp = project_dir.with_name(f"{project_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    framework.render(board, generated_dir, tmp, input_bytes)
+    framework.render(board, generated_dir, tmp, input_bytes, library_name)
     if project_dir.exists():
         for name in KEEP_ON_RERENDER:
             if (project_dir / name).exists():

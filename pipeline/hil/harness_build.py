@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.firmware import projects
 
 FIRMWARE = Path(__file__).resolve().parent.parent.parent / "firmware"
 CORE_SOURCES = [FIRMWARE / "harness" / "ee_core.c", FIRMWARE / "harness" / "test_backend.c"]
@@ -126,13 +127,16 @@ def _build_tflm_port(cc: str, cxx: str, arch: list[str], port_sources: list[Path
     shutil.rmtree(objects, ignore_errors=True)
     objects.mkdir()
     flags = tflm_flags(tflm, library)
-    includes = [f"-I{FIRMWARE / 'harness'}", f"-I{FIRMWARE / 'common'}", f"-I{generated}"]
+    # the model library rendered from the generated files, as in every framework's project and `invoke export`
+    lib_dir = objects / "library"
+    lib = projects.render_harness_library(generated, lib_dir, what, "the TFLM library's")
+    includes = [f"-I{FIRMWARE / 'harness'}", f"-I{FIRMWARE / 'common'}", f"-I{lib_dir}"]
     common = [*arch, "-O2", "-g", "-ffunction-sections", "-fdata-sections"]
     for src in [FIRMWARE / "harness" / "ee_core.c", *port_sources]:
         _compile([cc, "-std=c99", *common, "-Wall", "-Wextra", "-Werror", "-DEE_BACKEND_TFLM", *flags, *includes,
                   "-c", str(src), "-o", str(objects / (src.name + ".o"))], what)
     for src in [FIRMWARE / "common" / "model_runner.cc", FIRMWARE / "common" / "tflm_backend.cc",
-                *sorted(generated.glob("*.cc"))]:
+                *(lib_dir / name for name in lib.sources)]:
         _compile([cxx, "-std=c++17", *common, "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics",
                   "-Wall", "-Wextra", "-Wno-unused-parameter", *flags, *includes, "-c", str(src),
                   "-o", str(objects / (src.name + ".o"))], what)

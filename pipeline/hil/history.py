@@ -4,7 +4,7 @@ One row per `invoke measure` (one transaction: a crash loses nothing committed),
 its hash, a hash of the firmware project, the project's git commit where there is one, where the figures came
 from (device, QEMU instruction count, host, emulated, test-backend) and the figures. The schema is versioned
 (PRAGMA user_version). `--baseline=history[:N]` gates against the median of the last N runs of the same board,
-model and source.
+model, model hash and source: two models that share a name are never compared.
 """
 from __future__ import annotations
 
@@ -64,10 +64,15 @@ def firmware_hash(project_dir: Path | None) -> str | None:
     """A short hash of the firmware project's sources (not its build outputs), or None without a project."""
     if project_dir is None or not Path(project_dir).is_dir():
         return None
+    project_dir = Path(project_dir)
     h = hashlib.sha256()
-    for path in sorted(p for p in Path(project_dir).rglob("*") if p.is_file() and "build" not in p.parts
-                       and "managed_components" not in p.parts):
-        h.update(str(path.relative_to(project_dir)).encode())
+    for path in sorted(project_dir.rglob("*")):
+        # Only the project's own build outputs are skipped: the parts of the path inside the project, not the
+        # folders above it (the default build/<board>/<name>/firmware has a `build` part of its own).
+        inside = path.relative_to(project_dir)
+        if not path.is_file() or {"build", "managed_components"} & set(inside.parts):
+            continue
+        h.update(str(inside).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -101,13 +106,13 @@ def record(path: Path, result: dict, firmware_dir: Path | None = None) -> int:
 
 
 def recent(path: Path, board: str | None = None, model: str | None = None, source: str | None = None,
-           last: int = 20, before_id: int | None = None) -> list[dict]:
+           last: int = 20, before_id: int | None = None, model_hash: str | None = None) -> list[dict]:
     """The most recent runs (newest first), filtered."""
     db = connect(path)
     db.row_factory = sqlite3.Row
     try:
         where, args = [], []
-        for column, value in (("board", board), ("model", model), ("source", source)):
+        for column, value in (("board", board), ("model", model), ("source", source), ("model_hash", model_hash)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
@@ -137,9 +142,27 @@ def parse_baseline(spec: str) -> int | None:
     return n
 
 
-def regressions(path: Path, result: dict, last: int, max_regression_pct: float, run_id: int) -> list[str]:
-    """Figures worse than the median of the last runs of the same board, model and source, by more than allowed."""
+def baseline_note(path: Path, result: dict, last: int, run_id: int) -> str | None:
+    """One line when earlier runs of this board, model name and source were of another model (another hash): the
+    gate compares only runs of this model's hash, and says so."""
+    model_hash = result["device"].get("model_hash")
     earlier = recent(path, result["board"], result["model"], result["source"], last, before_id=run_id)
+    others = sorted({r["model_hash"] or "unknown" for r in earlier if r["model_hash"] != model_hash})
+    if not others:
+        return None
+    same = len(recent(path, result["board"], result["model"], result["source"], last, before_id=run_id,
+                      model_hash=model_hash))
+    what = (f"compared with the last {same} runs of model hash {model_hash} only" if same else
+            f"no earlier run of model hash {model_hash}: nothing to compare, the gate passes")
+    return (f"baseline history:{last}: earlier runs of {result['model']} on {result['board']} ({result['source']}) "
+            f"are of another model (hash {', '.join(others)}); {what}")
+
+
+def regressions(path: Path, result: dict, last: int, max_regression_pct: float, run_id: int) -> list[str]:
+    """Figures worse than the median of the last runs of the same board, model, model hash and source, by more
+    than allowed."""
+    earlier = recent(path, result["board"], result["model"], result["source"], last, before_id=run_id,
+                     model_hash=result["device"].get("model_hash"))
     if not earlier:
         return []
     found = []
@@ -158,24 +181,31 @@ def regressions(path: Path, result: dict, last: int, max_regression_pct: float, 
     return found
 
 
+def series(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """The runs by board, model name, model hash and source, oldest first: two models that share a name are two
+    lines, never one."""
+    found: dict[tuple, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["id"]):
+        found.setdefault((r["board"], r["model"], r["model_hash"], r["source"]), []).append(r)
+    return found
+
+
 def plot(rows: list[dict], out: Path) -> Path:
-    """Latency (and energy where there is one) over time, one line per board/model/source."""
+    """Latency (and energy where there is one) over time, one line per board, model (name and hash) and source."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from datetime import datetime
 
-    series: dict[tuple, list[dict]] = {}
-    for r in sorted(rows, key=lambda r: r["id"]):
-        series.setdefault((r["board"], r["model"], r["source"]), []).append(r)
     with_energy = any(r["energy_uj"] is not None for r in rows)
     fig, axes = plt.subplots(2 if with_energy else 1, 1, figsize=(10, 7 if with_energy else 4), squeeze=False)
-    for (board, model, source), items in series.items():
+    for (board, model, model_hash, source), items in series(rows).items():
         when = [datetime.fromtimestamp(r["time"]) for r in items]
-        axes[0][0].plot(when, [r["latency_median_us"] for r in items], "-o", label=f"{model} on {board} ({source})")
+        name = f"{model} {(model_hash or 'hash unknown')[:8]}"
+        axes[0][0].plot(when, [r["latency_median_us"] for r in items], "-o", label=f"{name} on {board} ({source})")
         if with_energy:
-            axes[1][0].plot(when, [r["energy_uj"] for r in items], "-o", label=f"{model} on {board}")
+            axes[1][0].plot(when, [r["energy_uj"] for r in items], "-o", label=f"{name} on {board}")
     axes[0][0].set_ylabel("latency median (us)")
     axes[0][0].legend(fontsize=8)
     if with_energy:

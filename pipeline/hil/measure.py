@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import boards
+from pipeline import boards, buildfolder
 from pipeline.target import tflite_model
 from pipeline.model import validate
 from pipeline.errors import PipelineError
@@ -30,7 +30,8 @@ from pipeline.target.profile import QEMU
 @dataclass
 class MeasureOptions:
     board: str = "esp32"
-    model: str = "digits"
+    model: str | None = None  # the build of this model; None: --name's, or the only or most recent build of the board
+    name: str | None = None  # the build folder's name under build_dir/<board>/
     port: str | None = None
     data: str | None = None
     seed: int = 0
@@ -46,7 +47,7 @@ class MeasureOptions:
     max_regression: float = 10.0
     junit: Path | None = None
     profile: bool = False  # also read per-operator times (xprofile) and put them beside the estimates
-    build_folder: Path | None = None  # the build to measure; default build_dir/<board>/<model>
+    build_folder: Path | None = None  # the build to measure; default: chosen by name/model (pipeline.buildfolder)
     db: Path | None = None  # the run history; default build_dir/hil.sqlite
     fast_baud: int | None = None  # the rate for the run (xbaud); None: the board file's fast_baud; 0: stay
 
@@ -122,21 +123,22 @@ def stats(values: list[float]) -> dict:
             "min": float(arr.min()), "max": float(arr.max()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
 
 
-def _test_inputs(opts: MeasureOptions, info: tflite_model.TFLiteModel):
-    """The first --inputs examples of the model's test split (--data, or a zoo model's own), quantized as the
-    firmware expects them. A model brought with --tflite and measured without --data gets its built-in sample
-    (the input zero point everywhere), which checks latency and bit-exact outputs but not accuracy."""
+def _test_inputs(opts: MeasureOptions, holds: buildfolder.Holds, info: tflite_model.TFLiteModel):
+    """The first --inputs examples of the model's test split (--data, or the data the zoo model was built with),
+    quantized as the firmware expects them. A model brought with --tflite and measured without --data gets its
+    built-in sample (the input zero point everywhere), which checks latency and bit-exact outputs but not accuracy."""
     from pipeline.model import datasets, zoo
 
     inp = info.inputs[0]
     out_size = int(np.prod(info.outputs[0].shape))
-    if opts.model not in zoo.ZOO and opts.data is None:
+    zoo_model = holds.source == "zoo" or (holds.source == "unknown" and holds.model in zoo.ZOO)
+    if not zoo_model and opts.data is None:
         return np.full([1] + inp.shape[1:], inp.zero_point, dtype=np.int8), None
-    if opts.model in zoo.ZOO:
+    if zoo_model:
         from pipeline.build import Options, Pipeline
 
-        pipeline = Pipeline(Options(model=opts.model, board=opts.board, data=opts.data, seed=opts.seed,
-                                    build_root=opts.build_dir), log=lambda _: None)
+        pipeline = Pipeline(Options(model=holds.model, board=opts.board, data=opts.data or holds.variant.get("data"),
+                                    seed=opts.seed, build_root=opts.build_dir), log=lambda _: None)
         data = pipeline.data(tuple(inp.shape[1:]), out_size if out_size > 1 else None)
     else:
         data = datasets.load(opts.data, tuple(inp.shape[1:]), out_size if out_size > 1 else None, opts.seed)
@@ -198,21 +200,33 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
         raise PipelineError("--runs and --iterations must be at least 1, --warmup and --inputs at least 0 "
                             "(--inputs=0 measures latency only)")
     board = boards.load_board(opts.board)
-    build = opts.build_folder or opts.build_dir / board.name / opts.model
-    report_path = build / "report.json"
-    if not report_path.is_file():
-        raise PipelineError(f"no build of {opts.model} for {board.name} in {build}: run `invoke build "
-                            f"--board={board.name} --model={opts.model}` (or --tflite=FILE, whose name is the model's) "
-                            "first")
-    report = json.loads(report_path.read_text())
+    if opts.build_folder is not None:
+        holds = buildfolder.read(opts.build_folder)
+        if holds is None:
+            raise PipelineError(f"no build of {opts.model} for {board.name} in {opts.build_folder}: run `invoke "
+                                f"build --board={board.name}` first")
+    else:
+        holds, note = buildfolder.choose(opts.build_dir, board.name, opts.name, opts.model)
+        if note:
+            log(f"note: {note}")
+    build, model = holds.folder, holds.model
+    log(f"build folder: {build} ({model} on {board.name})")
+    if not (build / "report.json").is_file():
+        raise PipelineError(f"{build} holds no report.json: run `invoke build --board={board.name} "
+                            f"--name={build.name}` again")
+    report = json.loads((build / "report.json").read_text())
     model_bytes = (build / "model.tflite").read_bytes()
     info = tflite_model.read(build / "model.tflite")
     meter = energy.meter_for(opts.energy, board)
-    x_q, labels = _test_inputs(opts, info)
+    x_q, labels = _test_inputs(opts, holds, info)
     port_name = opts.port or transport.find_port(board.usb_ids, board.name)
     out_dir = opts.out_dir or build / "measure"
-    run_log = results.RunLog(out_dir / "runs.jsonl")
-    port = transport.open_port(port_name, board.serial_baud)
+    port = transport.open_port(port_name, board.serial_baud)  # a refused port creates no results folder
+    try:
+        run_log = results.RunLog(out_dir / "runs.jsonl")
+    except BaseException:
+        port.close()
+        raise
     device = Device(port, port_name, timeout=opts.timeout)
     runs: list[dict] = []
     fast = opts.fast_baud if opts.fast_baud is not None else board.fast_baud
@@ -286,7 +300,7 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
     latencies = [r["latency_us"] for r in runs]
     energies = [r["energy_uj"] for r in runs if r["energy_uj"] is not None]
     result = {
-        "model": opts.model, "board": board.name, "port": port_name, "source": source, "device": dut,
+        "model": model, "board": board.name, "port": port_name, "source": source, "device": dut,
         "latency_us": stats(latencies),
         "throughput_ips": 1e6 / statistics.median(latencies) if statistics.median(latencies) > 0 else None,
         "energy_uj": statistics.median(energies) if energies else None, "energy_source": meter.label,
@@ -302,18 +316,24 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
     }
     written = results.write_summaries(result, out_dir)
     if measured_profile is not None:
-        written += _write_profile(build, board, opts.model, measured_profile, source, out_dir)
+        written += _write_profile(build, board, model, measured_profile, source, out_dir)
     log(f"results: {', '.join(str(p) for p in written)} (runs log {run_log.path})")
     db = opts.db or opts.build_dir / "hil.sqlite"
     run_id = history.record(db, result, Path(report["firmware"]["project_dir"])
                             if (report.get("firmware") or {}).get("project_dir") else None)
     log(f"stored as run {run_id} in {db}")
-    failures = []
+    failures, note = [], None
     if opts.baseline:
         last = history.parse_baseline(opts.baseline)
-        failures = (history.regressions(db, result, last, opts.max_regression, run_id) if last
-                    else results.regressions(result, Path(opts.baseline), opts.max_regression))
-    result["regressions"] = failures
+        if last:
+            note = history.baseline_note(db, result, last, run_id)
+            failures = history.regressions(db, result, last, opts.max_regression, run_id)
+        else:
+            note = results.baseline_note(result, Path(opts.baseline))
+            failures = results.regressions(result, Path(opts.baseline), opts.max_regression)
+        if note:
+            log(f"note: {note}")
+    result["regressions"], result["baseline_note"] = failures, note
     if opts.junit:
         results.write_junit(result, failures, opts.junit)
     if failures and gate:

@@ -69,6 +69,20 @@ def markdown(result: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
+def baseline_note(result: dict, baseline_path: Path) -> str | None:
+    """One line when the baseline results.json is of another model (another model hash) than this run."""
+    try:
+        baseline = json.loads(Path(baseline_path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # regressions() names the unreadable file
+    before = (baseline.get("device") or {}).get("model_hash")
+    now = result["device"].get("model_hash")
+    if before and now and before != now:
+        return (f"baseline {baseline_path} is of another model ({baseline.get('model')} hash {before}) than this run "
+                f"({result['model']} hash {now}): the comparison is between two different models")
+    return None
+
+
 def regressions(result: dict, baseline_path: Path, max_regression_pct: float) -> list[str]:
     """Figures that got worse than the baseline's by more than max_regression_pct."""
     try:

@@ -48,6 +48,8 @@ class CostModel:
     cycles_per_instruction: float  # 1.0 for a model in cycles
     ops: dict[str, dict[str, float]] = field(default_factory=dict)  # op kind -> term -> coefficient
     path: Path | None = None
+    # A cost model in cycles: its own uncertainty as factors on the latency (low, high), where its file states one
+    latency_range: tuple[float, float] = (1.0, 1.0)
 
     def coefficients(self, op: Op) -> tuple[str, dict[str, float]]:
         """The coefficients used for `op`: its own kind (CONV_2D_1X1 falls back to CONV_2D), else `default`."""
@@ -62,13 +64,67 @@ class CostModel:
         work = features(op)
         return sum(coeffs.get(term, 0.0) * work[term] for term in TERMS)
 
-    def cpi_for(self, board: Board) -> tuple[float, str]:
-        """Cycles per instruction: the board's own figure where its file gives one, else the core-level assumption."""
+    def cpi_for(self, board: Board) -> "Cpi":
+        """Cycles per instruction on `board`: the one rule (cpi_rule) for a cost model in instructions."""
         if self.unit == "cycles":
-            return 1.0, "the cost model counts cycles"
-        if board.cycles_per_instruction:
-            return board.cycles_per_instruction, f"board {board.name}: {board.cycles_per_instruction_source}"
-        return self.cycles_per_instruction, f"cost model {self.name}'s assumption"
+            low, high = self.latency_range
+            return Cpi(1.0, low, high, "the cost model counts the chip's cycles" + (
+                f"; its stated uncertainty x{low:g}-x{high:g}" if (low, high) != (1.0, 1.0) else ""))
+        return cpi_rule(self, board)
+
+
+# ONE rule turns a cost model's instruction counts into a board's cycles, for every board:
+#
+#     CPI = core CPI + flash wait cycles x exposure
+#
+# - core CPI: the cost model's [meta] cycles_per_instruction, the core's pipeline on zero-wait memory (an assumption
+#   per core: Cortex-M4 1.25, M7 0.8, M0+ 1.4, M33 1.25; see pipeline.calibrate.CPI_NOTE);
+# - flash wait cycles: what one flash read waits at the board's clock, from its reference manual (the board file's
+#   [estimate] flash_wait_cycles with its source; a range where the datasheet does not say);
+# - exposure: the share of instructions that pay that wait behind the board's flash path (code fetches the
+#   accelerator or cache misses, weight reads that stream past it), a range per path below.
+# The instruction counts themselves are the calibration's (QEMU, TFLM 90b983c + CMSIS-NN 4ab83cc: the cost model's
+# source says which); the one fitted figure is the ART exposure, and it is fitted to another stack (microTVM +
+# CMSIS-NN), assuming both spend their time in the same CMSIS-NN kernels. The estimate carries the range the rule
+# gives (low-high) and its middle.
+FLASH_PATHS = {
+    "sram": ((0.0, 0.0), "code and weights in zero-wait RAM"),
+    "art": ((0.05, 0.10), "STM32 ART accelerator (prefetch + instruction cache, a small data cache); exposure fitted "
+                          "to the MLPerf Tiny v1.0 microTVM + CMSIS-NN results on the NUCLEO-L4R5ZI at 120 MHz and 5 "
+                          "wait states (KWS 99.8, VWW 301, IC 390, AD 8.6 ms) over this project's QEMU instruction "
+                          "counts of the same models: CPI 1.50-1.73, i.e. (CPI - 1.25) / 5"),
+    "l1-cache": ((0.02, 0.06), "Cortex-M7 L1 instruction and data caches on the AXI flash interface; exposure ASSUMED "
+                               "below the ART's (32-byte cache lines also hold the streamed weights), not measured"),
+    "icache": ((0.05, 0.15), "an instruction cache without prefetch, weight reads uncached; exposure ASSUMED from the "
+                             "ART's, wider, not measured"),
+    "xip-cache": ((0.001, 0.01), "an XIP cache in front of QSPI flash: loops hit, streamed weights miss a line at a "
+                                 "time; exposure ASSUMED, not measured"),
+}
+
+
+@dataclass
+class Cpi:
+    value: float  # the middle of the range: what the point estimate uses
+    low: float
+    high: float
+    source: str
+
+
+def cpi_rule(model: "CostModel", board: Board) -> Cpi:
+    """The rule above for `board` and an instruction-counting cost model."""
+    if board.cycles_per_instruction:  # a clock that counts instructions (QEMU -icount): a definition
+        c = board.cycles_per_instruction
+        return Cpi(c, c, c, f"board {board.name}: {board.cycles_per_instruction_source}")
+    core = model.cycles_per_instruction
+    if board.flash_wait_cycles is None or board.flash_path is None:
+        return Cpi(core, core, core, f"core CPI {core:g} of cost model {model.name} only: board {board.name} gives "
+                                     "no [estimate] flash_wait_cycles and flash_path, so flash waits are not counted")
+    (w_lo, w_hi), ((e_lo, e_hi), path_note) = board.flash_wait_cycles, FLASH_PATHS[board.flash_path]
+    low, high = core + w_lo * e_lo, core + w_hi * e_hi
+    waits = f"{w_lo:g}" if w_lo == w_hi else f"{w_lo:g}-{w_hi:g}"
+    return Cpi(round((low + high) / 2, 3), round(low, 3), round(high, 3),
+               f"rule: core {core:g} ({model.core}) + {waits} flash wait cycles at {board.clock_mhz} MHz x exposure "
+               f"{e_lo:g}-{e_hi:g} ({board.flash_path}: {path_note}); board facts: {board.estimate_source}")
 
 
 @dataclass
@@ -93,6 +149,11 @@ class Estimate:
     cycles_per_instruction: float = 1.0
     cpi_source: str = ""
     label: str = "estimate"
+    # The range the CPI rule gives (the same instructions at the low and high CPI)
+    cpi_low: float = 1.0
+    cpi_high: float = 1.0
+    latency_low_us: float = 0.0
+    latency_high_us: float = 0.0
 
 
 def load(path: Path) -> CostModel:
@@ -121,8 +182,14 @@ def load(path: Path) -> CostModel:
         ops[kind] = {k: float(v) for k, v in coeffs.items()}
     if "default" not in ops:
         raise PipelineError(f"{where}: needs an [op.default] entry for op kinds it does not list")
+    spread = meta.get("latency_range", [1.0, 1.0])
+    if (not isinstance(spread, list) or len(spread) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in spread) or spread[0] > 1
+            or spread[1] < 1):
+        raise PipelineError(f"{where} [meta]: latency_range must be [low <= 1, high >= 1] (got {spread!r})")
     return CostModel(Path(path).stem, meta["core"], meta["kernels"], meta["source"], meta["unit"],
-                     float(cpi) if meta["unit"] == "instructions" else 1.0, ops, Path(path))
+                     float(cpi) if meta["unit"] == "instructions" else 1.0, ops, Path(path),
+                     (float(spread[0]), float(spread[1])))
 
 
 def for_board(board: Board) -> CostModel:
@@ -136,11 +203,13 @@ def for_board(board: Board) -> CostModel:
 
 def estimate(graph: Graph, board: Board, model: CostModel | None = None) -> Estimate:
     model = model or for_board(board)
-    cpi, cpi_source = model.cpi_for(board)
+    cpi = model.cpi_for(board)
     per_op = []
     for op in graph.ops:
-        cycles = model.units(op) * cpi
+        cycles = model.units(op) * cpi.value
         per_op.append(OpEstimate(op.index, op.kind, model.coefficients(op)[0], cycles, cycles / board.clock_mhz))
     latency = sum(e.us for e in per_op)
     energy = board.active_power_mw * latency / 1000.0 if board.active_power_mw else None
-    return Estimate(board.name, model.name, model.source, board.clock_mhz, per_op, latency, energy, cpi, cpi_source)
+    return Estimate(board.name, model.name, model.source, board.clock_mhz, per_op, latency, energy, cpi.value,
+                    cpi.source, "estimate", cpi.low, cpi.high, latency * cpi.low / cpi.value,
+                    latency * cpi.high / cpi.value)

@@ -64,6 +64,8 @@ class Profile:
     cpi_source: str = ""
     label: str = "estimate"
     measured: dict = field(default_factory=dict)
+    cpi_low: float = 1.0
+    cpi_high: float = 1.0
 
 
 def _short(name: str) -> str:
@@ -101,14 +103,16 @@ def build(graph: Graph, board: Board, model_name: str, layer_errors: dict | None
             "tensors": [{"name": _short(t.name), "shape": list(t.shape), "bytes": t.bytes} for t in peak_tensors]}
     totals = {"ops": len(rows), "params": sum(r.params for r in rows), "weight_bytes": sum(r.weight_bytes for r in rows),
               "macs": sum(r.macs for r in rows), "est_cycles": round(sum(r.est_cycles for r in rows)),
-              "est_us": round(est.latency_us, 1), "est_energy_uj": None if est.energy_uj is None else round(est.energy_uj, 2),
+              "est_us": round(est.latency_us, 1), "est_us_low": round(est.latency_low_us, 1),
+              "est_us_high": round(est.latency_high_us, 1), "est_energy_uj": None if est.energy_uj is None else round(est.energy_uj, 2),
               "peak_live_bytes": peak["live_bytes"], "max_scratch_bytes": scratch.max_bytes}
     top = [{"index": r.index, "op": r.op, "est_us": r.est_us, "share": r.share} for r in ranked[:TOP]]
     source = cost.source
     if graph.inputs and graph.inputs[0].dtype == "INT16":
         source += " (int8 coefficients applied to an int16x8 model: not calibrated for the int16 kernels)"
     return Profile(model_name, board.name, board.clock_mhz, board.kernels, cost.name, source, rows, totals, top,
-                   peak, board.ram_bytes - board.runtime_ram_bytes, est.cycles_per_instruction, est.cpi_source)
+                   peak, board.ram_bytes - board.runtime_ram_bytes, est.cycles_per_instruction, est.cpi_source,
+                   cpi_low=est.cpi_low, cpi_high=est.cpi_high)
 
 
 QEMU = "QEMU instruction count"
@@ -138,7 +142,8 @@ def to_markdown(p: Profile) -> str:
     measured = any(r.measured_us is not None for r in p.rows)
     lines = [f"# Per-layer profile: {p.model} on {p.board} ({p.clock_mhz} MHz, {p.kernels} kernels)", "",
              f"Latency and energy are ESTIMATES from the cost model `{p.cost_model}`: {p.cost_source}.",
-             f"Cycles per instruction: {p.cycles_per_instruction:g} ({p.cpi_source}).", ""]
+             f"Cycles per instruction: {cpi_text(p.cycles_per_instruction, p.cpi_low, p.cpi_high)} "
+             f"({p.cpi_source}).", ""]
     head = ["#", "op", "output", "params", "weight B", "MACs", "act in B", "act out B", "live B", "scratch B",
             "est. cycles", "est. us", "share"]
     errors = any(r.quant_rmse_steps is not None for r in p.rows)
@@ -170,18 +175,38 @@ def to_markdown(p: Profile) -> str:
     if errors:
         lines += ["", "int8 error: each layer's output, post-training int8 against float on held-back inputs (TFLite's "
                   "quantization debugger), RMSE in int8 steps of that output: the larger, the more sensitive."]
-    lines += ["", summary(p.totals["est_us"], p.totals["est_energy_uj"], p.cost_model, p.top_latency, p.peak)]
+    lines += ["", summary(p.totals["est_us"], p.totals["est_energy_uj"], p.cost_model, p.top_latency, p.peak,
+                          latency_range(p.totals), cpi_line(asdict(p)))]
     return "\n".join(lines) + "\n"
 
 
-def summary(est_us: float, energy_uj: float | None, cost_model: str, top: list[dict], peak: dict) -> str:
-    """Two lines for the build summary: the estimate with the top layers by latency, and what sets the peak
-    arena."""
-    cost = f"{est_us / 1000:.3f} ms" + (f", {energy_uj:.1f} uJ" if energy_uj is not None else "")
+def cpi_text(cpi: float, low: float, high: float) -> str:
+    return f"{cpi:g}" if low == high else f"{cpi:g} ({low:g}-{high:g})"
+
+
+def latency_range(totals: dict) -> tuple[float, float] | None:
+    """The estimate's low-high range in microseconds, where the CPI (or the cost model) is uncertain."""
+    low, high = totals.get("est_us_low"), totals.get("est_us_high")
+    return None if low is None or high is None or low == high else (low, high)
+
+
+def cpi_line(p: dict) -> str:
+    """The CPI and its source, for the build summary (from a profile or a report)."""
+    return (f"  CPI: {cpi_text(p['cycles_per_instruction'], p['cpi_low'], p['cpi_high'])} at {p['clock_mhz']} MHz: "
+            f"{p['cpi_source']}")
+
+
+def summary(est_us: float, energy_uj: float | None, cost_model: str, top: list[dict], peak: dict,
+            span: tuple[float, float] | None = None, cpi: str | None = None) -> str:
+    """The build summary's lines: the estimate (with its range) and the top layers by latency, the CPI and its
+    source, and what sets the peak arena."""
+    cost = f"{est_us / 1000:.3f} ms" + (f" ({span[0] / 1000:.3f}-{span[1] / 1000:.3f})" if span else "") + (
+        f", {energy_uj:.1f} uJ" if energy_uj is not None else "")
     layers = ", ".join(f"#{t['index']} {t['op']} {100 * t['share']:.0f}%" for t in top)
     pair = " + ".join(f"{t['name']} {_fmt_shape(t['shape'])} ({t['bytes']} B)" for t in peak["tensors"][:2])
     return (f"  latency: {cost} per inference (ESTIMATE, cost model {cost_model}); top layers: {layers}\n"
-            f"  peak activations: {peak['live_bytes']} bytes at #{peak['step']} {peak['op']}: {pair}")
+            + (cpi + "\n" if cpi else "")
+            + f"  peak activations: {peak['live_bytes']} bytes at #{peak['step']} {peak['op']}: {pair}")
 
 
 def to_csv(p: Profile) -> str:

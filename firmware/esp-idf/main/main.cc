@@ -10,7 +10,6 @@
 #include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
 #include "model_runner.h"
-#include "model_settings.h"
 #include "sdkconfig.h"
 #include "tflm_backend.h"
 
@@ -96,15 +95,15 @@ extern "C" void app_main(void) {
   }
   // From the heap, not a static array: the ESP32's statically allocatable DRAM is far smaller than its heap.
   auto* arena = static_cast<uint8_t*>(
-      heap_caps_aligned_alloc(16, kTensorArenaSize, MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT));
+      heap_caps_aligned_alloc(16, model_runner::kArenaSize, MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT));
   if (arena == nullptr) {
     char reason[128];
     snprintf(reason, sizeof(reason), "cannot allocate a %u-byte arena: largest free internal block %u bytes",
-             static_cast<unsigned>(kTensorArenaSize),
+             static_cast<unsigned>(model_runner::kArenaSize),
              static_cast<unsigned>(heap_caps_get_largest_free_block(MALLOC_CAP_INTERNAL | MALLOC_CAP_8BIT)));
     Halt(reason);
   }
-  if (!model_runner::Setup(arena, kTensorArenaSize, Micros)) {
+  if (!model_runner::Setup(arena, model_runner::kArenaSize, Micros)) {
     // TFLM printed why above (e.g. a kernel's scratch buffer that does not fit the arena).
     char reason[128];
     model_runner::SetupFailureReason(reason, sizeof(reason));

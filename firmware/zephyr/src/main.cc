@@ -15,7 +15,6 @@
 
 #include "ee_core.h"
 #include "model_runner.h"
-#include "model_settings.h"
 #include "tflm_backend.h"
 
 namespace {
@@ -23,7 +22,7 @@ namespace {
 const struct device* const kConsole = DEVICE_DT_GET(DT_CHOSEN(zephyr_console));
 
 // Static and aligned: the arena is sized by mcu-deploy for this model and the board's kernels.
-alignas(16) uint8_t tensor_arena[kTensorArenaSize];
+alignas(16) uint8_t tensor_arena[model_runner::kArenaSize];
 
 // Bytes received by the UART interrupt, waiting for the harness: one whole default xdb frame.
 RING_BUF_DECLARE(rx_ring, 4096);
@@ -108,7 +107,7 @@ int main(void) {
     for (;;) k_sleep(K_SECONDS(1));  // nowhere to say it
   }
   StartClock();
-  if (!model_runner::Setup(tensor_arena, kTensorArenaSize, Micros)) {
+  if (!model_runner::Setup(tensor_arena, model_runner::kArenaSize, Micros)) {
     char reason[96];
     model_runner::SetupFailureReason(reason, sizeof(reason));
     Halt(reason);

@@ -1,0 +1,17 @@
+// Example Arduino sketch (rendered by mcu-deploy): runs each exported model on its built-in test sample and prints
+// the class, the time (micros()) and the arena used on Serial.
+#include "example_models.h"
+
+static uint32_t Micros(void) { return static_cast<uint32_t>(micros()); }
+
+static void Print(const char* line) { Serial.println(line); }
+
+void setup() {
+  Serial.begin(115200);
+  const unsigned long start = millis();
+  while (!Serial && millis() - start < 3000) {
+  }
+  example_report(Micros, Print);
+}
+
+void loop() {}

@@ -1,0 +1,243 @@
+// @NAME@: the C API of model.h over TensorFlow Lite Micro, rendered by mcu-deploy from firmware/library/model.cc.
+// Everything but the API's @P@_* functions has internal linkage or lives in namespace @P@_model, so libraries
+// of several models link into one firmware. No printing here (TFLM itself may log through MicroPrintf).
+@TFLM_PRELUDE@#include "@P@.h"
+
+#include <cstring>
+#include <new>
+
+// A build that cannot pass -D flags (an Arduino sketch) sets @PU@_PROFILE_MAX_OPS in @P@_config.h instead.
+#if defined(__has_include)
+#if __has_include("@P@_config.h")
+#include "@P@_config.h"
+#endif
+#endif
+#ifndef @PU@_PROFILE_MAX_OPS
+#define @PU@_PROFILE_MAX_OPS 0
+#endif
+
+#include "@P@_model_data.h"
+#include "@P@_model_ops.h"
+#include "@P@_model_settings.h"
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/micro/micro_profiler_interface.h"
+#include "tensorflow/lite/schema/schema_generated.h"
+
+using namespace @P@_model;
+
+namespace {
+
+#if @PU@_PROFILE_MAX_OPS > 0
+// Times each operator with the caller's clock: TFLM calls BeginEvent/EndEvent around every operator's Invoke.
+class OpProfiler : public tflite::MicroProfilerInterface {
+ public:
+  explicit OpProfiler(uint32_t (*clock)(void)) : clock_(clock) {}
+
+  uint32_t BeginEvent(const char* tag) override {
+    if (count_ >= @PU@_PROFILE_MAX_OPS) return @PU@_PROFILE_MAX_OPS;
+    tags_[count_] = tag;
+    start_[count_] = clock_();
+    us_[count_] = 0;
+    return static_cast<uint32_t>(count_++);
+  }
+
+  void EndEvent(uint32_t handle) override {
+    if (handle < count_) us_[handle] = clock_() - start_[handle];
+  }
+
+  void Reset() { count_ = 0; }
+  size_t count() const { return count_; }
+  const char* tag(size_t i) const { return tags_[i]; }
+  uint32_t us(size_t i) const { return us_[i]; }
+
+ private:
+  uint32_t (*clock_)(void);
+  size_t count_ = 0;
+  const char* tags_[@PU@_PROFILE_MAX_OPS] = {};
+  uint32_t start_[@PU@_PROFILE_MAX_OPS] = {};
+  uint32_t us_[@PU@_PROFILE_MAX_OPS] = {};
+};
+alignas(OpProfiler) uint8_t profiler_storage[sizeof(OpProfiler)];
+OpProfiler* profiler = nullptr;
+#endif
+
+// Constructed in place by init: no heap, and no global constructor or destructor (bare-metal start-up code need
+// not run them).
+alignas(ModelOpResolver) uint8_t resolver_storage[sizeof(ModelOpResolver)];
+alignas(tflite::MicroInterpreter) uint8_t interpreter_storage[sizeof(tflite::MicroInterpreter)];
+ModelOpResolver* op_resolver = nullptr;
+tflite::MicroInterpreter* interpreter = nullptr;
+uint32_t (*profile_clock)(void) = nullptr;
+
+const int32_t kInputShape[] = {@INPUT_SHAPE@};
+const int32_t kOutputShape[] = {@OUTPUT_SHAPE@};
+
+int8_t Quantize(float value, float scale, int zero_point) {
+  const float scaled = value / scale;
+  // round half away from zero, as TFLite's quantizer (std::round), without libm
+  const long rounded = static_cast<long>(scaled >= 0.0f ? scaled + 0.5f : scaled - 0.5f) + zero_point;
+  return static_cast<int8_t>(rounded < -128 ? -128 : (rounded > 127 ? 127 : rounded));
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* @P@_status_text(@P@_status status) {
+  switch (status) {
+    case @PU@_OK:
+      return "ok";
+    case @PU@_ERROR_ARGUMENT:
+      return "a NULL pointer or a wrong element count was passed";
+    case @PU@_ERROR_NOT_INITIALIZED:
+      return "the model is not set up: call @P@_init() first";
+    case @PU@_ERROR_ARENA_ALIGNMENT:
+      return "the arena is not 16-byte aligned";
+    case @PU@_ERROR_ARENA_TOO_SMALL:
+      return "TFLM could not allocate the tensors in the arena: give it @PU@_ARENA_SIZE bytes or more";
+    case @PU@_ERROR_SCHEMA_VERSION:
+      return "the model's schema version is not the one this TFLM library reads";
+    case @PU@_ERROR_OP_REGISTRATION:
+      return "an operator of the model could not be registered with TFLM";
+    case @PU@_ERROR_TENSOR_MISMATCH:
+      return "the model's input or output tensor is not what the library was generated for";
+    case @PU@_ERROR_INVOKE:
+      return "an operator failed during the inference";
+  }
+  return "unknown status";
+}
+
+@P@_status @P@_init_with_arena(void* arena, size_t arena_size) {
+  interpreter = nullptr;
+  if (arena == nullptr || arena_size == 0) return @PU@_ERROR_ARGUMENT;
+  if (reinterpret_cast<uintptr_t>(arena) % @PU@_ARENA_ALIGNMENT != 0) return @PU@_ERROR_ARENA_ALIGNMENT;
+  const tflite::Model* model = tflite::GetModel(g_model_data);
+  if (model->version() != TFLITE_SCHEMA_VERSION) return @PU@_ERROR_SCHEMA_VERSION;
+  op_resolver = new (resolver_storage) ModelOpResolver();
+  if (RegisterModelOps(*op_resolver) != kTfLiteOk) return @PU@_ERROR_OP_REGISTRATION;
+  tflite::MicroProfilerInterface* timing = nullptr;
+#if @PU@_PROFILE_MAX_OPS > 0
+  profiler = profile_clock ? new (profiler_storage) OpProfiler(profile_clock) : nullptr;
+  timing = profiler;
+#endif
+  auto* candidate = new (interpreter_storage) tflite::MicroInterpreter(
+      model, *op_resolver, static_cast<uint8_t*>(arena), arena_size, nullptr, timing);
+  if (candidate->AllocateTensors() != kTfLiteOk) return @PU@_ERROR_ARENA_TOO_SMALL;
+  const TfLiteTensor* input = candidate->input(0);
+  const TfLiteTensor* output = candidate->output(0);
+  if (input == nullptr || output == nullptr || input->type != kTfLiteInt8 || output->type != kTfLiteInt8 ||
+      input->bytes != static_cast<size_t>(kInputSize) || output->bytes != static_cast<size_t>(kOutputSize)) {
+    return @PU@_ERROR_TENSOR_MISMATCH;
+  }
+  interpreter = candidate;
+  return @PU@_OK;
+}
+
+@P@_status @P@_invoke(void) {
+  if (interpreter == nullptr) return @PU@_ERROR_NOT_INITIALIZED;
+#if @PU@_PROFILE_MAX_OPS > 0
+  if (profiler) profiler->Reset();
+#endif
+  return interpreter->Invoke() == kTfLiteOk ? @PU@_OK : @PU@_ERROR_INVOKE;
+}
+
+@P@_status @P@_run_int8(const int8_t* input, size_t input_count, int8_t* output, size_t output_count) {
+  if (input == nullptr || output == nullptr || input_count != static_cast<size_t>(kInputSize) ||
+      output_count != static_cast<size_t>(kOutputSize)) {
+    return @PU@_ERROR_ARGUMENT;
+  }
+  if (interpreter == nullptr) return @PU@_ERROR_NOT_INITIALIZED;
+  std::memcpy(interpreter->input(0)->data.int8, input, input_count);
+  const @P@_status status = @P@_invoke();
+  if (status != @PU@_OK) return status;
+  std::memcpy(output, interpreter->output(0)->data.int8, output_count);
+  return @PU@_OK;
+}
+
+@P@_status @P@_run(const float* input, size_t input_count, float* output, size_t output_count) {
+  if (input == nullptr || output == nullptr || input_count != static_cast<size_t>(kInputSize) ||
+      output_count != static_cast<size_t>(kOutputSize)) {
+    return @PU@_ERROR_ARGUMENT;
+  }
+  if (interpreter == nullptr) return @PU@_ERROR_NOT_INITIALIZED;
+  int8_t* in = interpreter->input(0)->data.int8;
+  for (size_t i = 0; i < input_count; ++i) in[i] = Quantize(input[i], kInputScale, kInputZeroPoint);
+  const @P@_status status = @P@_invoke();
+  if (status != @PU@_OK) return status;
+  const int8_t* out = interpreter->output(0)->data.int8;
+  for (size_t i = 0; i < output_count; ++i) output[i] = (out[i] - kOutputZeroPoint) * kOutputScale;
+  return @PU@_OK;
+}
+
+int8_t* @P@_input_data(void) { return interpreter ? interpreter->input(0)->data.int8 : nullptr; }
+
+const int8_t* @P@_output_data(void) { return interpreter ? interpreter->output(0)->data.int8 : nullptr; }
+
+size_t @P@_top_index(void) {
+  const int8_t* out = @P@_output_data();
+  size_t top = 0;
+  for (size_t i = 1; out != nullptr && i < static_cast<size_t>(kOutputSize); ++i) {
+    if (out[i] > out[top]) top = i;
+  }
+  return top;
+}
+
+size_t @P@_input_size(void) { return kInputSize; }
+size_t @P@_output_size(void) { return kOutputSize; }
+
+const int32_t* @P@_input_shape(size_t* rank) {
+  if (rank) *rank = sizeof(kInputShape) / sizeof(kInputShape[0]);
+  return kInputShape;
+}
+
+const int32_t* @P@_output_shape(size_t* rank) {
+  if (rank) *rank = sizeof(kOutputShape) / sizeof(kOutputShape[0]);
+  return kOutputShape;
+}
+
+float @P@_input_scale(void) { return kInputScale; }
+int32_t @P@_input_zero_point(void) { return kInputZeroPoint; }
+float @P@_output_scale(void) { return kOutputScale; }
+int32_t @P@_output_zero_point(void) { return kOutputZeroPoint; }
+
+size_t @P@_label_count(void) { return kLabelCount; }
+
+const char* @P@_label(size_t index) { return index < static_cast<size_t>(kLabelCount) ? kLabels[index] : nullptr; }
+
+size_t @P@_arena_size(void) { return kTensorArenaSize; }
+
+size_t @P@_arena_used(void) { return interpreter ? interpreter->arena_used_bytes() : 0; }
+
+const char* @P@_model_name(void) { return MODEL_NAME; }
+const char* @P@_model_hash(void) { return MODEL_HASH; }
+
+const int8_t* @P@_sample_input(void) { return kSampleInput; }
+const int8_t* @P@_sample_expected_output(void) { return kSampleExpectedOutput; }
+const char* @P@_sample_label(void) { return SAMPLE_LABEL; }
+
+void @P@_set_profile_clock(uint32_t (*micros)(void)) { profile_clock = micros; }
+
+size_t @P@_profile_count(void) {
+#if @PU@_PROFILE_MAX_OPS > 0
+  return profiler ? profiler->count() : 0;
+#else
+  return 0;
+#endif
+}
+
+void @P@_profile_entry(size_t index, const char** op, uint32_t* us) {
+  const char* name = "";
+  uint32_t time = 0;
+#if @PU@_PROFILE_MAX_OPS > 0
+  if (profiler && index < profiler->count()) {
+    name = profiler->tag(index);
+    time = profiler->us(index);
+  }
+#else
+  (void)index;
+#endif
+  if (op) *op = name;
+  if (us) *us = time;
+}
+
+}  // extern "C"
