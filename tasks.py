@@ -201,7 +201,7 @@ def _print_export(result: dict) -> None:
 @cli_errors
 def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, out=None, form=None, data=None, epochs=None,
            seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude",
-           qat=True, max_drop="2.0", precision="int8", memory_plan="offline"):
+           qat=True, max_drop="2.0", precision="int8", memory_plan="offline", trust_model=False):
     """The model as a library for your own firmware, in the board's framework's form, with a README and an example.
 
     ESP-IDF component (esp32 boards), Zephyr module (Zephyr boards), Arduino library (nano33ble-arduino) or a
@@ -213,7 +213,7 @@ def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, 
 
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
                   teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
-                  precision=precision, memory_plan=memory_plan, name=name)
+                  precision=precision, memory_plan=memory_plan, name=name, trust_model=trust_model)
     export_mod.form_for(boards.load_board(board), form)  # a form that does not fit is refused before any work
     if out:
         export_mod.check_out_dir(Path(out))
