@@ -491,6 +491,7 @@ class Pipeline:
                    "data": o.data, "memory_plan": o.memory_plan}
         if self.user:  # the user's file, by path and content: another file of the same stem is another variant
             variant.update(file=str(Path(o.model).resolve()), file_sha256=user_model.digest(o.model))
+            return buildfolder.Holds(board_dir, board_dir.name, board.name, self.model_name, "file", variant)
         return buildfolder.Holds(board_dir, board_dir.name, board.name, self.model_name, "zoo", variant)
 
     def enter_folder(self, board: boards.Board, board_dir: Path) -> tuple[buildfolder.Holds, buildfolder.Holds | None]:
