@@ -38,7 +38,25 @@ COMMON_HELP = {
     "depth": "number of blocks (conv layers, separable blocks, residual stacks ...; default: the model's own)",
     "build_dir": "where build outputs go (default build/)",
     "name": "the build folder's name, build/<board>/NAME/ (default: the model's name): keeps variants side by side",
+    "verbose": "show TensorFlow's own logs and warnings and Keras' per-epoch output (default: only this project's lines)",
+    "fail_on": "budget: exit non-zero when the model does not fit or exceeds a --max-* limit; warning: also on any "
+               "warning finding (findings.json and report.html are written first, for CI to read why)",
+    "max_latency_ms": "budget: the latency ESTIMATE per inference, ms (a finding; fails the build with --fail-on=budget)",
+    "max_ram_kb": "budget: RAM (arena + input + runtime), KiB (a finding; fails with --fail-on=budget)",
+    "max_flash_kb": "budget: flash (model + sample + runtime), KiB (a finding; fails with --fail-on=budget)",
+    "max_energy_uj": "budget: the energy ESTIMATE per inference, uJ (a finding; fails with --fail-on=budget)",
+    "elf": "a firmware ELF you built (e.g. build/zephyr/zephyr.elf), or its GNU ld linker map: its real "
+           "text/data/bss against the fit "
+           "estimate, in the summary, report.json (elf_check) and the findings",
 }
+GATE_OPTS = ("fail_on", "max_latency_ms", "max_ram_kb", "max_flash_kb", "max_energy_uj", "elf")
+
+
+def _quiet(verbose: bool) -> None:
+    """Only this project's lines unless --verbose (pipeline/quiet.py): before anything loads TensorFlow."""
+    from pipeline import quiet
+
+    quiet.setup(bool(verbose))
 
 
 def cli_errors(fn):
@@ -63,8 +81,13 @@ def _number(option: str, value, kind=float):
 
 def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, prune="magnitude", qat=True, seed=0,
              max_drop=2.0, width=1.0, depth=None, teacher=None, build_dir="build", tflite=None, compile_firmware=True,
-             memory_plan="offline", precision="int8", name=None, trust_model=False):
+             memory_plan="offline", precision="int8", name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None,
+             max_flash_kb=None, max_energy_uj=None, elf=None, trust_model=False):
     from pipeline.build import Options
+    from pipeline.report.findings import Limits
+
+    def limit(name, value):
+        return None if value is None else _number(name, value)
 
     return Options(model=model, board=board, data=data,
                    epochs=_number("epochs", epochs, int) if epochs not in (None, "") else None,
@@ -73,7 +96,9 @@ def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5
                    depth=_number("depth", depth, int) if depth is not None else None,
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir), memory_plan=memory_plan,
                    teacher=teacher, precision=precision, name=name, trust_model=trust_model,
-                   compile_firmware=compile_firmware)
+                   compile_firmware=compile_firmware, fail_on=fail_on, elf=Path(elf) if elf else None,
+                   limits=Limits(limit("max_latency_ms", max_latency_ms), limit("max_ram_kb", max_ram_kb),
+                                 limit("max_flash_kb", max_flash_kb), limit("max_energy_uj", max_energy_uj)))
 
 
 def _pipeline(**kwargs):
@@ -89,14 +114,25 @@ def _folder(model: str) -> str:
     return folder_name(model)
 
 
-def _print_board_outcome(outcome):
+def _print_board_outcome(outcome, pipeline=None):
+    """The summary, the findings worth reading, where the report is; then the --fail-on gate, if any."""
     from pipeline.build import summary
+    from pipeline.report import elf
 
     print(summary(outcome.report))
-    print(f"report: {outcome.report_path}")
+    if outcome.report.get("elf_check"):
+        print(elf.summary(outcome.report["elf_check"]))
+    counts = {s: sum(f.severity == s for f in outcome.findings) for s in ("error", "warning", "info")}
+    for f in outcome.findings:
+        if f.severity != "info":
+            print(f"  {f.severity}: {f.message}" + (f" -> {f.recommendation}" if f.recommendation else ""))
+    print(f"report: {outcome.report_path}, {outcome.page_path} (findings.json: {counts['error']} errors, "
+          f"{counts['warning']} warnings, {counts['info']} notes)")
+    if pipeline is not None:
+        pipeline.gate(outcome)
 
 
-MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir", "trust_model")
+MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir", "verbose", "trust_model")
 OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
 CONVERT_OPTS = OPT_OPTS + ("max_drop", "precision")
 BOARD_OPTS = CONVERT_OPTS + ("board", "memory_plan", "name")
@@ -108,8 +144,9 @@ def _help(names, **extra):
 
 @task(help=_help(MODEL_OPTS))
 @cli_errors
-def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", trust_model=False):
+def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", verbose=False, trust_model=False):
     """Stage 1: train the float Keras model (seeded, early stopping)."""
+    _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   trust_model=trust_model)
     print(f"stage folder: {p.train_dir}")
@@ -118,8 +155,9 @@ def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", dept
 
 @task(help=_help(OPT_OPTS))
 @cli_errors
-def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, trust_model=False):
+def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, verbose=False, trust_model=False):
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
+    _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat, trust_model=trust_model)
     print(f"stage folder: {p.model_dir}")
@@ -129,8 +167,9 @@ def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", d
 @task(help=_help(CONVERT_OPTS))
 @cli_errors
 def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
-            max_drop="2.0", precision="int8", trust_model=False):
+            max_drop="2.0", precision="int8", verbose=False, trust_model=False):
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
+    _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
                   sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision, trust_model=trust_model)
     print(f"stage folder: {p.model_dir}")
@@ -138,21 +177,23 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
     print(f"model: {p.tflite_path}")
 
 
-@task(help=_help(BOARD_OPTS,
+@task(help=_help(BOARD_OPTS + GATE_OPTS,
                  tflite="an int8 .tflite trained elsewhere: skip training and generate from it (--data then "
                         "measures its accuracy)"))
 @cli_errors
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
              build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
-             name=None, trust_model=False):
-    """Firmware inputs: C array, op resolver, arena size, model header; board fit check and report.json."""
+             name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, max_energy_uj=None, elf=None, verbose=False, trust_model=False):
+    """Firmware inputs: C array, op resolver, arena size, model header; board fit check, report.json and report.html."""
+    _quiet(verbose)
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                  memory_plan=memory_plan, name=name, trust_model=trust_model)
-    _print_board_outcome(p.run_board(with_firmware=False))
+                  memory_plan=memory_plan, name=name, fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb,
+                  max_flash_kb=max_flash_kb, max_energy_uj=max_energy_uj, elf=elf, trust_model=trust_model)
+    _print_board_outcome(p.run_board(with_firmware=False), p)
 
 
-@task(help=_help(BOARD_OPTS,
+@task(help=_help(BOARD_OPTS + GATE_OPTS,
                  tflite="build firmware for an int8 .tflite trained elsewhere instead of a zoo model",
                  compile="run the framework's build tool (idf.py) when it is on PATH (default on)",
                  from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number",
@@ -160,23 +201,31 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
 @cli_errors
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
           build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline",
-          name=None, export=False, trust_model=False):
+          name=None, export=False, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None,
+          max_energy_uj=None, elf=None, verbose=False, trust_model=False):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
-    Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json; with
-    --export also the model as a library for your own firmware in export/ (see `invoke export`).
+    Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json,
+    report.html and findings.json; with --export also the model as a library for your own firmware in export/ (see
+    `invoke export`).
     """
+    _quiet(verbose)
+    gates = dict(fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb, max_flash_kb=max_flash_kb,
+                 max_energy_uj=max_energy_uj, elf=elf)
     if from_explore:
+        from dataclasses import replace
+
         from pipeline import explore as explore_mod
 
         p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile, name,
                                trust_model)
+        gated = _options(**gates)
+        p = type(p)(replace(p.opts, limits=gated.limits, fail_on=gated.fail_on, elf=gated.elf))
     else:
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
                       depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                      compile_firmware=compile, memory_plan=memory_plan, name=name,
-                      trust_model=trust_model)
-    _print_board_outcome(p.run_board(with_firmware=True))
+                      compile_firmware=compile, memory_plan=memory_plan, name=name, trust_model=trust_model, **gates)
+    _print_board_outcome(p.run_board(with_firmware=True), p)
     if export:
         _print_export(p.export(p.export_models()))
 
@@ -201,13 +250,14 @@ def _print_export(result: dict) -> None:
 @cli_errors
 def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, out=None, form=None, data=None, epochs=None,
            seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude",
-           qat=True, max_drop="2.0", precision="int8", memory_plan="offline", trust_model=False):
+           qat=True, max_drop="2.0", precision="int8", memory_plan="offline", verbose=False, trust_model=False):
     """The model as a library for your own firmware, in the board's framework's form, with a README and an example.
 
     ESP-IDF component (esp32 boards), Zephyr module (Zephyr boards), Arduino library (nano33ble-arduino) or a
     CMake library (other boards): a C API (init, run on float or int8, sizes, labels, arena used, status texts),
     every symbol prefixed by --name. The benchmark harness `invoke build` renders is built from the same library.
     """
+    _quiet(verbose)
     from pipeline import boards
     from pipeline.firmware import export as export_mod
 
@@ -238,7 +288,7 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
     if trial is None or not trial.get("params"):
         raise PipelineError(f"--from-explore={which}: no such trial with results in {opts.out_dir} "
                             "(best needs a feasible one; see trials.csv)")
-    print(f"building explored trial #{trial['number']}: {trial['params']}")
+    print(f"building explored trial #{trial['number']}: {explore_mod.describe(trial['params'])}")
     return Pipeline(replace(explore_mod.pipeline_options(opts, trial["params"]), max_drop=2.0,
                             compile_firmware=compile_firmware, name=name))
 
@@ -248,18 +298,60 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
 @cli_errors
 def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
-            name=None, trust_model=False):
+            name=None, verbose=False, trust_model=False):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots, int8 error.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/, or --name). Latency and energy are
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
     """
+    _quiet(verbose)
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                   memory_plan=memory_plan, name=name, trust_model=trust_model)
     _, out_dir = p.run_profile()
     print((out_dir / "profile.md").read_text())
     print(f"profile: {out_dir / 'profile.md'} (.json, .csv, .png)")
+
+
+@task(help=_help(CONVERT_OPTS + ("memory_plan",),
+                 boards="comma-separated board names or .toml paths (default: every board in boards/)",
+                 tflite="compare an int8 .tflite trained elsewhere instead of a zoo model",
+                 rate="inferences the application runs, per s, min or h, e.g. 10/s, 30/min (default 1/s): for the "
+                      "battery life, sleeping at the board's [power] sleep_mw in between",
+                 battery_mah="battery capacity, mAh (default 1000)",
+                 battery_v="battery voltage, V (default 3.7, a LiPo cell's nominal)",
+                 sort="order of the rows: latency (default), energy, headroom (the tighter of flash and RAM) or battery",
+                 out="folder for compare.json/.md/.html (default build/compare/<model>)"))
+@cli_errors
+def compare(c, model="digits", boards=None, tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
+            teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0",
+            precision="int8", memory_plan="offline", rate="1/s", battery_mah="1000", battery_v="3.7", sort="latency",
+            out=None, verbose=False, trust_model=False):
+    """Which board for this model: fits, flash/RAM headroom, arena, latency and energy ESTIMATES, battery life.
+
+    One row per board, in a table and compare.html. The model is trained once (stage cache); only the board
+    stages (arena with the board's kernels, cost model) run per board.
+    """
+    _quiet(verbose)
+    from pipeline import compare as compare_mod
+
+    opts = compare_mod.CompareOptions(
+        pipeline=_options(model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
+                          teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat,
+                          max_drop=max_drop, precision=precision, memory_plan=memory_plan, compile_firmware=False,
+                          trust_model=trust_model),
+        boards=[b.strip() for b in boards.split(",") if b.strip()] if boards else [],
+        rate_per_s=compare_mod.parse_rate(rate), battery_mah=_number("battery_mah", battery_mah),
+        battery_v=_number("battery_v", battery_v), sort=sort, out_dir=Path(out) if out else None)
+    from pipeline.build import _check_options
+
+    _check_options(opts.pipeline)
+    compare_mod.check(opts)
+    result = compare_mod.run(opts)
+    rows = [compare_mod.Row(**{k: v for k, v in r.items() if k in compare_mod.Row.__dataclass_fields__})
+            for r in result["rows"]]
+    print(compare_mod.table(result, rows), end="")
+    print(f"compare: {result['out_dir']}/compare.html (compare.json, compare.md)")
 
 
 @task(help={"model": COMMON_HELP["model"], "board": COMMON_HELP["board"], "data": COMMON_HELP["data"],
@@ -277,15 +369,17 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
                        "trial's firmware is built and flashed first); plotted beside the estimates",
             "heartbeat": "seconds between a running trial's heartbeats in the study's database (default 30); a trial "
                          "silent for twice that (its worker died) is marked failed and run again by another worker",
-            "build_dir": COMMON_HELP["build_dir"], "trust_model": COMMON_HELP["trust_model"]})
+            "build_dir": COMMON_HELP["build_dir"], "verbose": COMMON_HELP["verbose"],
+            "trust_model": COMMON_HELP["trust_model"]})
 @cli_errors
 def explore(c, model="digits", board="esp32", data=None, trials="30", objectives="accuracy,latency,ram",
             max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, min_accuracy=None, epochs=None, seed="0",
-            storage=None, build_dir="build", measure=None, heartbeat="30", trust_model=False):
+            storage=None, build_dir="build", measure=None, heartbeat="30", verbose=False, trust_model=False):
     """Search width, depth, pruning and QAT under the board's budget: Pareto front, report.html, the pick.
 
     Build the pick with `invoke build --from-explore=best` (or a trial number).
     """
+    _quiet(verbose)
     from pipeline import explore as explore_mod
 
     opts = explore_mod.ExploreOptions(
@@ -303,7 +397,7 @@ def explore(c, model="digits", board="esp32", data=None, trials="30", objectives
     best = result["best"]
     if best:
         m = best["metrics"]
-        print(f"pick: trial #{best['number']} {best['params']}: {m['metric_name']} {m['accuracy']:.2f}, "
+        print(f"pick: trial #{best['number']} ({explore_mod.describe(best['params'])}): {m['metric_name']} {m['accuracy']:.2f}, "
               f"{m['latency_ms']:.3f} ms (estimate), RAM {m['ram_kb']:.1f} KiB, flash {m['flash_kb']:.1f} KiB")
         print(f"build it: invoke build --board={board} --model={model} --from-explore=best")
     else:

@@ -10,13 +10,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The layout, lowest layer first; a module imports only from its own layer or the ones above it in this list
 # (tests/test_layout.py checks it):
-#   errors, cache          the one error type; stage keys and atomic writes
+#   errors, cache, quiet   the one error type; stage keys and atomic writes; TensorFlow's noise kept off the console
 #   boards/                board files (data) and the rules they must meet (ESP-IDF partition table)
 #   buildfolder            what a build folder holds (its manifest, read only here), names, clean's plan
 #   target/                the .tflite on the target: graph, kernels' scratch, arena, memory plan, cost model, profile, fit
 #   model/                 TensorFlow side: datasets, zoo, train, prune, QAT, convert, validate
 #   firmware/              generated C sources and the framework projects
+#   report/                what a build means: findings and budget gates, report.html, a firmware ELF's real sizes
 #   build                  the pipeline: stages from data to firmware, keyed in the stage cache
 #   hil/                   devices on a serial port: protocol, measure, emulate, flash, history, rigs
 #   calibrate              re-measures a cost model under QEMU
-#   explore, bench         the workflows built on all of the above
+#   explore, bench, compare  the workflows built on all of the above

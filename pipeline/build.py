@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +24,8 @@ from pipeline.firmware import codegen, projects
 from pipeline.model import datasets, user_model, validate
 from pipeline.target import fit, graph, kernels, memplan, tflite_model
 from pipeline.errors import PipelineError
+from pipeline.report import findings as findings_mod
+from pipeline.report.findings import Limits
 
 PIPELINE_DIR = Path(__file__).resolve().parent
 STAGES = ("train", "optimize", "convert", "validate", "generate", "fit", "profile", "firmware")
@@ -58,12 +60,17 @@ class Options:
     trust_model: bool = False  # a user's model file may run code it carries (Lambda, custom objects)
     build_root: Path = Path("build")
     compile_firmware: bool = True
+    limits: Limits = field(default_factory=Limits)  # --max-latency-ms, --max-ram-kb, ... (findings; gates with fail_on)
+    fail_on: str | None = None  # "budget": exit non-zero when a budget finding is an error; "warning": on any warning
+    elf: Path | None = None  # a firmware image the user built: its real sizes against the fit estimate
 
 
 @dataclass
 class Outcome:
     report: dict
     report_path: Path | None
+    findings: list = field(default_factory=list)  # findings_mod.Finding, most severe first
+    page_path: Path | None = None
 
 
 def _code(*names: str) -> list[Path]:
@@ -88,6 +95,11 @@ def _check_options(opts: Options) -> None:
         raise PipelineError(f"--memory-plan must be offline or tflm (got {opts.memory_plan!r})")
     if opts.prune not in PRUNE_KINDS:
         raise PipelineError(f"--prune must be one of {', '.join(PRUNE_KINDS)} (got {opts.prune!r})")
+    opts.limits.check()
+    findings_mod.check_fail_on(opts.fail_on)
+    if opts.elf is not None and not Path(opts.elf).is_file():
+        raise PipelineError(f"--elf={opts.elf}: no such file (give the firmware image your build wrote, e.g. "
+                            "build/zephyr/zephyr.elf or build/<project>.elf)")
     if opts.name is not None:
         buildfolder.check_name("name", opts.name)
 
@@ -308,7 +320,7 @@ class Pipeline:
         info = self.model_info(firmware=False)
         float_path = None if self.byo else self.float_path
         inputs = [self.tflite_path] + ([float_path] if float_path else [])
-        key = cache.stage_key("validate", {"data": self.fingerprint()}, inputs, _code("model/validate"))
+        key = cache.stage_key("validate", {"data": self.fingerprint()}, inputs, _code("model/validate", "target/arena"))
 
         def run():
             out_size = int(np.prod(info.outputs[0].shape))
@@ -323,8 +335,9 @@ class Pipeline:
         return result
 
     # -- board stages ----------------------------------------------------------------------------------
-    def sample(self, info: tflite_model.TFLiteModel) -> codegen.Sample:
-        """The first test example (or the input zero point without data) and the host TFLM output for it."""
+    def sample(self, info: tflite_model.TFLiteModel, arena_bytes: int) -> codegen.Sample:
+        """The first test example (or the input zero point without data) and the host TFLM output for it, run in the
+        measured arena."""
         inp = info.inputs[0]
         if self.data_source is not None:
             out_size = int(np.prod(info.outputs[0].shape))
@@ -334,7 +347,7 @@ class Pipeline:
         else:
             x_q = np.full([1] + inp.shape[1:], inp.zero_point, dtype=np.int8)
             label = None
-        expected = validate.run_tflm(info.path.read_bytes(), x_q)
+        expected = validate.run_tflm(info.path.read_bytes(), x_q, arena_bytes)
         return codegen.Sample(x_q[0], expected[0], label)
 
     def labels(self, info: tflite_model.TFLiteModel) -> list[str]:
@@ -375,11 +388,12 @@ class Pipeline:
                      if scratch.max_op is not None else None)
             measured = arena_mod.with_kernel_scratch(host, scratch.max_bytes, where, scratch.kernels,
                                                      scratch.margin_bytes)
-            sample = self.sample(final_info)
+            sample = self.sample(final_info, measured.arena_bytes)
             result = codegen.generate(final_info, self.model_name, measured.arena_bytes, self.labels(final_info),
                                       sample, generated)
             return {"arena": asdict(measured), "files": result.files, "ops": result.ops, "memory_plan": plan_report,
-                    "model_hash": result.model_hash, "sample_bytes": int(sample.input_q.size)}
+                    "model_hash": result.model_hash, "sample_bytes": int(sample.input_q.size),
+                    "labels": self.labels(final_info)}
 
         return self.stage(5, "generate", board_dir, key, [generated / f for f in codegen.GENERATED_FILES]
                           + [board_dir / "model.tflite"], run)
@@ -394,7 +408,6 @@ class Pipeline:
         self.log(f"[6/{len(STAGES)}] fit: flash {fit.kib(result.flash_bytes)} of {fit.kib(result.flash_budget)} "
                  f"({result.flash_percent:.1f}%), RAM {fit.kib(result.ram_bytes)} of {fit.kib(result.ram_budget)} "
                  f"({result.ram_percent:.1f}%)")
-        fit.require(result, board, info.size_bytes, generated["arena"]["arena_bytes"])
         return result
 
     @property
@@ -456,7 +469,7 @@ class Pipeline:
             result = projects.FirmwareResult(framework.name, str(project), False,
                                              " ".join(framework.build_command(project, board)), "compile skipped")
         else:
-            result = projects.compile_project(board, project)
+            result = projects.compile_project(board, project, self.log)
             self.log(f"[8/{len(STAGES)}] firmware: {result.message}")
         compiled = project / projects.COMPILED
         if "firmware" not in self.cached and not result.compiled and compiled.exists():
@@ -548,8 +561,17 @@ class Pipeline:
         # changes nothing a user relies on. The stages create the folder when their work starts.
         metrics = self.validate()
         generated = self.generate(board, board_dir)
+        if not self.byo and self.opts.precision == "int8":  # which layers int8 hurts most: profile and findings
+            self.quant_debug()
         fit_result = self.fit(board, generated)
         profile = self.profile(board, board_dir)
+        if not fit_result.fits:  # the page and findings show why (report.json stays the last good build's)
+            report = self.report(board, metrics, generated, fit_result, None, profile)
+            page = self.write_page(board_dir, report, self.findings(report, profile))
+            try:
+                fit.require(fit_result, board, report["tflite_bytes"], report["arena_bytes"])
+            except PipelineError as exc:
+                raise PipelineError(f"{exc}; see {page}") from None
         firmware_result = self.firmware(board, board_dir, generated) if with_firmware else None
         report = self.report(board, metrics, generated, fit_result, firmware_result, profile)
         report["pruning"] = self.pruning(board, metrics)
@@ -557,11 +579,45 @@ class Pipeline:
         if not with_firmware:
             report["firmware"] = self.kept_firmware(board_dir, generated["model_hash"])
         self.drop_stale_harnesses(board_dir, generated["model_hash"])
+        if self.opts.elf is not None:
+            from pipeline.report import elf
+
+            report["elf_check"] = asdict(elf.check(Path(self.opts.elf), report))
+        found = self.findings(report, profile)
         report["brought"] = self.brought(metrics)
         cache.write_atomic(report_path, json.dumps(report, indent=2))
         holds.model_hash = generated["model_hash"]
         buildfolder.write(holds)
-        return Outcome(report, report_path)
+        page = self.write_page(board_dir, report, found)
+        return Outcome(report, report_path, found, page)
+
+    def findings(self, report: dict, profile: dict) -> list:
+        """Budget gates and what the numbers say, most severe first; findings.json beside report.json."""
+        from pipeline.target.graph import read as read_graph
+
+        found = findings_mod.budget_findings(report, self.opts.limits)
+        if report.get("elf_check"):
+            from pipeline.report import elf
+
+            found += elf.findings(report["elf_check"])
+        found += findings_mod.model_findings(report, profile, read_graph(self.tflite_path),
+                                             None if self.byo else self.opts.sparsity)
+        return findings_mod.rank(found)
+
+    def write_page(self, board_dir: Path, report: dict, found: list) -> Path:
+        from pipeline.report import page
+
+        findings_mod.write(board_dir / "findings.json", found, {"model": report["model"], "board": report["board"],
+                                                               "fail_on": self.opts.fail_on})
+        labels = report.get("labels") if report.get("metric") == "accuracy" else None
+        return page.write(board_dir, report, found, labels)
+
+    def gate(self, outcome: Outcome) -> None:
+        """--fail-on: after the report is written and printed (so CI can read why), an error naming what failed."""
+        failed = findings_mod.failed(outcome.findings, self.opts.fail_on)
+        if failed:
+            raise PipelineError(f"--fail-on={self.opts.fail_on}: " + "; ".join(f.message for f in failed)
+                                + f" (see {outcome.page_path} and findings.json)")
 
     @property
     def library_name(self) -> str:
@@ -708,6 +764,7 @@ class Pipeline:
             "arena_kernel_scratch_op": generated["arena"]["kernel_scratch_op"],
             "kernels": generated["arena"]["kernels"],
             "ops": generated["ops"],
+            "labels": generated.get("labels"),
             "model_hash": generated["model_hash"],
             "flash_bytes": fit_result.flash_bytes,
             "flash_budget_bytes": fit_result.flash_budget,

@@ -140,6 +140,36 @@ def sample(trial, spec: zoo.ModelSpec) -> dict:
     return params
 
 
+def teacher_text(teacher: str | None) -> str:
+    """A trial's teacher as a reader knows it: "teacher width 2.0" (a wider model of the space) or its file name."""
+    if not teacher:
+        return ""
+    try:
+        return f"teacher width {float(teacher):.1f}"
+    except ValueError:
+        return f"teacher {Path(teacher).name}"
+
+
+def describe(params: dict | None) -> str:
+    """One trial's configuration in words, e.g. "width 0.5, depth 2, structured pruning 0.3, QAT, teacher width 2.0,
+    int8"."""
+    if not params:
+        return "-"
+    parts = [f"width {params['width']:g}", f"depth {params['depth']}"]
+    parts.append("no pruning" if params["prune"] == "none" else f"{params['prune']} pruning {params['sparsity']:g}")
+    parts.append("QAT" if params["qat"] else "post-training quantization")
+    if params.get("teacher"):
+        parts.append(teacher_text(params["teacher"]))
+    precision = params.get("precision", "int8")
+    parts.append(precision if precision == "int8" else f"{precision} ({HOST_ONLY})")
+    return ", ".join(parts)
+
+
+# Trials of another precision than int8: measured on the host TFLM runtime (accuracy, arena, size), but no firmware is
+# built for them and no cost model covers their 16-bit kernels, so they get no latency or energy estimate.
+HOST_ONLY = "host only, not buildable"
+
+
 def pipeline_options(opts: ExploreOptions, params: dict):
     """The build options of one trial (and of `invoke build --from-explore`)."""
     from pipeline.build import Options
@@ -171,10 +201,17 @@ def evaluate(opts: ExploreOptions, params: dict, board: boards.Board) -> dict:
     sample_bytes = int(math.prod(info.inputs[0].shape[1:])) * (2 if params.get("precision") == "int16x8" else 1)
     fitted = fit.check(board, figures["tflite_bytes"], figures["arena_bytes"], sample_bytes, figures["ops"])
     latency_us = figures["latency_estimate_us"]
+    host_only = params.get("precision", "int8") != "int8"
+    energy_uj = board.active_power_mw * latency_us / 1000.0 if board.active_power_mw else None
     return {
         "metric_name": metrics["metric_name"], "accuracy": metrics["tflm_metric"],
-        "float_metric": metrics["float_metric"], "latency_ms": latency_us / 1000.0,
-        "energy_uj": board.active_power_mw * latency_us / 1000.0 if board.active_power_mw else None,
+        "float_metric": metrics["float_metric"],
+        # The cost model is of the board's int8 kernels: for an int16x8 model it would give the int8 figure.
+        "latency_ms": None if host_only else latency_us / 1000.0, "energy_uj": None if host_only else energy_uj,
+        "host_only": f"{params['precision']}: {HOST_ONLY} (no firmware or cost model for its kernels yet)"
+                     if host_only else None,
+        # Only what the study's sampler is steered by where there is no estimate (never reported as a latency).
+        "sampler_latency_ms": latency_us / 1000.0, "sampler_energy_uj": energy_uj,
         "ram_kb": fitted.ram_bytes / 1024, "flash_kb": fitted.flash_bytes / 1024, "arena_bytes": figures["arena_bytes"],
         "tflite_bytes": figures["tflite_bytes"], "macs": figures["macs"], "fits_board": fitted.fits,
         "ram_budget_kb": board.ram_bytes / 1024, "flash_budget_kb": board.flash_bytes / 1024,
@@ -190,7 +227,10 @@ def violations(opts: ExploreOptions, m: dict) -> dict[str, float]:
         limits["flash_kb"] = min(limits["flash_kb"], opts.max_flash_kb)
     found = {key: m[key] - limit for key, limit in limits.items()}
     if opts.max_latency_ms is not None:
-        found["latency_ms"] = m["latency_ms"] - opts.max_latency_ms
+        if m.get("latency_ms") is None:  # host only: nothing shows it meets the limit
+            found["latency_unknown"] = 1.0
+        else:
+            found["latency_ms"] = m["latency_ms"] - opts.max_latency_ms
     if opts.min_accuracy is not None and m["metric_name"] == "accuracy":
         found["accuracy"] = opts.min_accuracy - m["accuracy"]
     return found
@@ -199,14 +239,22 @@ def violations(opts: ExploreOptions, m: dict) -> dict[str, float]:
 def why_infeasible(v: dict[str, float]) -> list[str]:
     units = {"ram_kb": "KiB of RAM", "flash_kb": "KiB of flash", "latency_ms": "ms of latency",
              "accuracy": "accuracy points"}
-    return [f"{value:.2f} {units[key]} over the limit" for key, value in v.items() if value > 0]
+    return [f"no latency estimate ({HOST_ONLY}) to hold to the latency limit" if key == "latency_unknown" else
+            f"{value:.2f} {units[key]} over the limit" for key, value in v.items() if value > 0]
 
 
 OBJECTIVE_KEYS = {"latency": "latency_ms", "ram": "ram_kb", "flash": "flash_kb", "energy": "energy_uj"}
 
 
 def objective_values(opts: ExploreOptions, m: dict) -> list[float]:
-    return [m["accuracy"] if o == "accuracy" else m[OBJECTIVE_KEYS[o]] for o in opts.objectives]
+    """What the sampler minimises; a host-only trial, which has no latency or energy estimate, steers it by its
+    int8 kernels' figure (kept out of every output)."""
+    def value(o):
+        if o == "accuracy":
+            return m["accuracy"]
+        key = OBJECTIVE_KEYS[o]
+        return m[key] if m.get(key) is not None else m.get(f"sampler_{key}")
+    return [value(o) for o in opts.objectives]
 
 
 def directions(opts: ExploreOptions, spec: zoo.ModelSpec) -> list[str]:
@@ -263,11 +311,13 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
             trial.set_constraint("error", 1.0)
             raise optuna.TrialPruned(str(exc)) from None
         v = violations(opts, m)
+        values = objective_values(opts, m)
+        m = {key: value for key, value in m.items() if not key.startswith("sampler_")}
         trial.set_user_attr("metrics", m)
         for key, value in v.items():  # <= 0 is feasible; Optuna's samplers steer away from the rest
             trial.set_constraint(key, value)
         trial.set_user_attr("why", "; ".join(why_infeasible(v)))
-        return objective_values(opts, m)
+        return values
 
     def report(trial):
         progress.done_here += 1
@@ -276,14 +326,16 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
         left = max(0, opts.trials - done)
         eta = elapsed / progress.done_here * left
         m = trial.user_attrs.get("metrics")
-        what = (f"{m['metric_name']} {m['accuracy']:.2f}, {m['latency_ms']:.2f} ms (estimate), RAM {m['ram_kb']:.1f} KiB, "
+        latency = (f"{m['latency_ms']:.2f} ms (estimate)" if m.get("latency_ms") is not None
+                   else f"no latency estimate ({HOST_ONLY})") if m else ""
+        what = (f"{m['metric_name']} {m['accuracy']:.2f}, {latency}, RAM {m['ram_kb']:.1f} KiB, "
                 f"flash {m['flash_kb']:.1f} KiB" if m else trial.user_attrs.get("why", trial.state.name.lower()))
         feasible = m is not None and not trial.user_attrs.get("why")
         best = pick(collect(study, opts), "best")
         best_text = (f"best feasible #{best['number']}: {best['metrics']['accuracy']:.2f} at "
                      f"{best['metrics']['latency_ms']:.2f} ms" if best else "no feasible trial yet")
         log(f"trial {trial.number}: {'feasible' if feasible else 'INFEASIBLE' if m else trial.state.name.lower()} "
-            f"{trial.user_attrs.get('params')} -> {what} | {done}/{opts.trials} done, {best_text} | "
+            f"({describe(trial.user_attrs.get('params'))}) -> {what} | {done}/{opts.trials} done, {best_text} | "
             f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s")
 
     if progress.total:
@@ -367,7 +419,7 @@ def run_trial(study, trial, spec: zoo.ModelSpec, objective, log: Callable[[str],
             retry_of = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
             params = sample(trial, spec)
             trial.set_user_attr("params", params)
-            log(f"trial {trial.number}: started {params}"
+            log(f"trial {trial.number}: started ({describe(params)})"
                 + (f" (retry of trial {retry_of}, whose worker stopped)" if retry_of is not None else ""))
             values, outcome = objective(trial, params), state.COMPLETE
         except optuna.TrialPruned:
@@ -545,8 +597,9 @@ def collect(study, opts: ExploreOptions) -> list[dict]:
 
 
 def pareto(rows: list[dict], objectives: tuple[str, ...], maximize_accuracy: bool = True) -> list[dict]:
-    """The feasible trials no other feasible trial beats on every objective."""
-    feasible = [r for r in rows if r["feasible"]]
+    """The feasible trials firmware can be built for that no other such trial beats on every objective (host-only
+    trials have no latency to compare)."""
+    feasible = [r for r in rows if r["feasible"] and buildable(r)]
 
     def values(r):
         m = r["metrics"]
@@ -632,48 +685,87 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _plot(opts, board, rows, front, best) -> bytes:
+def _axis_range(values: list[float], limit: float | None) -> tuple[tuple[float, float], str | None]:
+    """The x range of one panel, zoomed to its points, and how its limit is marked: "line" where it falls inside
+    (or close to) the points' range, "note" where drawing it would squash the points into a corner, None without
+    one."""
+    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 0.5)
+    lo, hi = lo - pad, hi + pad
+    if limit is None:
+        return (lo, hi), None
+    if limit <= hi + (hi - lo):  # within one more range width: draw it and show it
+        return (min(lo, limit - pad), max(hi, limit + pad)), "line"
+    return (lo, hi), "note"
+
+
+def _figure(opts, board, rows, front, best):
+    """The three panels of pareto.png (accuracy against latency, RAM and flash), as a matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     measured = [r for r in rows if r["metrics"]]
-    panels = [("latency_ms", "latency (ms, ESTIMATE)", opts.max_latency_ms),
+    units = {"latency_ms": "ms", "ram_kb": "KiB", "flash_kb": "KiB"}
+    panels = [("latency_ms", "latency (ms, ESTIMATE)", opts.max_latency_ms, "limit"),
               ("ram_kb", "RAM (KiB: arena + input + runtime)", min(v for v in (board.ram_bytes / 1024, opts.max_ram_kb)
-                                                                     if v is not None)),
+                                                                     if v is not None), "budget"),
               ("flash_kb", "flash (KiB: model + runtime)", min(v for v in (board.flash_bytes / 1024, opts.max_flash_kb)
-                                                                if v is not None))]
+                                                                if v is not None), "budget")]
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     metric = measured[0]["metrics"]["metric_name"] if measured else "accuracy"
-    for ax, (key, label, limit) in zip(axes, panels):
-        ok = [r for r in measured if r["feasible"]]
-        bad = [r for r in measured if not r["feasible"]]
-        ax.scatter([r["metrics"][key] for r in bad], [r["metrics"]["accuracy"] for r in bad], c="lightgray",
-                   label="infeasible", s=25)
-        ax.scatter([r["metrics"][key] for r in ok], [r["metrics"]["accuracy"] for r in ok], c="tab:blue",
-                   label="feasible", s=25)
+    for ax, (key, label, limit, kind) in zip(axes, panels):
+        plotted = [r for r in measured if r["metrics"].get(key) is not None]
+        groups = [("infeasible", [r for r in plotted if not r["feasible"]], dict(c="lightgray", s=25)),
+                  ("feasible", [r for r in plotted if r["feasible"] and buildable(r)], dict(c="tab:blue", s=25)),
+                  (f"int16x8: {HOST_ONLY}", [r for r in plotted if r["feasible"] and not buildable(r)],
+                   dict(marker="D", facecolors="none", edgecolors="tab:purple", s=30))]
+        for name, group, style in groups:
+            if group:  # a legend entry only for what is drawn
+                ax.scatter([r["metrics"][key] for r in group], [r["metrics"]["accuracy"] for r in group],
+                           label=name, **style)
         line = sorted(front, key=lambda r: r["metrics"][key])
-        ax.plot([r["metrics"][key] for r in line], [r["metrics"]["accuracy"] for r in line], "-o", c="tab:orange",
-                label="Pareto front", ms=6)
+        if line:
+            ax.plot([r["metrics"][key] for r in line], [r["metrics"]["accuracy"] for r in line], "-o", c="tab:orange",
+                    label="Pareto front", ms=6)
         for r in line:
             ax.annotate(f"#{r['number']}", (r["metrics"][key], r["metrics"]["accuracy"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         if best:
             ax.scatter([best["metrics"][key]], [best["metrics"]["accuracy"]], marker="*", s=220, c="tab:red",
                        label=f"pick #{best['number']}", zorder=5)
-        timed = [r for r in front if r.get("measured", {}).get("latency_ms") is not None]
+        xs = [r["metrics"][key] for r in plotted]
+        timed = [r for r in front if (r.get("measured") or {}).get("latency_ms") is not None]
         if key == "latency_ms" and timed:
             sources = sorted({r["measured"]["source"] for r in timed})
             ax.scatter([r["measured"]["latency_ms"] for r in timed], [r["metrics"]["accuracy"] for r in timed],
                        marker="x", s=60, c="black", label=f"measured ({', '.join(sources)})", zorder=6)
-        if limit is not None:
-            ax.axvline(limit, color="tab:red", linestyle="--", label=f"budget {limit:g}")
+            xs += [r["measured"]["latency_ms"] for r in timed]
+        unestimated = len(measured) - len(plotted)
+        if unestimated:
+            ax.text(0.01, 0.01, f"{unestimated} trial(s) not shown: {HOST_ONLY}, no estimate", fontsize=7,
+                    transform=ax.transAxes, color="tab:purple")
+        (lo, hi), mark = _axis_range(xs, limit)
+        ax.set_xlim(lo, hi)
+        if mark == "line":
+            ax.axvline(limit, color="tab:red", linestyle="--", label=f"{kind} {limit:g} {units[key]}")
+        elif mark == "note":  # off the scale: an arrow at the right edge says where it is
+            ax.annotate(f"{kind} {limit:g} {units[key]} →", xy=(1.0, 1.01), xycoords="axes fraction", ha="right",
+                        va="bottom", fontsize=8, color="tab:red")
         ax.set_xlabel(label)
         ax.set_ylabel(f"{metric} (int8, TFLM host)")
-        ax.legend(fontsize=7, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{opts.model} on {board.name}: {len(measured)} trials, {len(front)} on the Pareto front")
     fig.tight_layout()
+    return fig
+
+
+def _plot(opts, board, rows, front, best) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig = _figure(opts, board, rows, front, best)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
@@ -682,6 +774,11 @@ def _plot(opts, board, rows, front, best) -> bytes:
 
 def _html(opts, board, rows, front, best, png: bytes) -> str:
     esc = html.escape
+
+    def feasibility(r):
+        if not r["feasible"]:
+            return esc(r["why"] or r["state"])
+        return "yes" if buildable(r) else f"yes, but {esc(HOST_ONLY)}: no latency estimate"
 
     def table(items, title):
         head = ("<tr><th>#</th><th>width</th><th>depth</th><th>prune</th><th>sparsity</th><th>QAT</th><th>teacher</th><th>precision</th>"
@@ -697,12 +794,12 @@ def _html(opts, board, rows, front, best, png: bytes) -> str:
             cls = ' class="pick"' if best and r["number"] == best["number"] else ""
             body.append(f"<tr{cls}><td>{r['number']}</td><td>{p.get('width', '')}</td><td>{p.get('depth', '')}</td>"
                         f"<td>{esc(str(p.get('prune', '')))}</td><td>{p.get('sparsity', '')}</td>"
-                        f"<td>{p.get('qat', '')}</td><td>{esc(str(p.get('teacher') or ''))}</td>"
+                        f"<td>{p.get('qat', '')}</td><td>{esc(teacher_text(p.get('teacher')))}</td>"
                         f"<td>{esc(str(p.get('precision', 'int8')))}</td>"
                         f"<td>{num('accuracy', '.2f')}</td><td>{num('latency_ms', '.3f')}</td>"
                         f"<td>{num('energy_uj', '.1f')}</td><td>{num('ram_kb', '.1f')}</td>"
                         f"<td>{num('flash_kb', '.1f')}</td><td>{num('macs', 'd')}</td>"
-                        f"<td>{'yes' if r['feasible'] else esc(r['why'] or r['state'])}</td></tr>")
+                        f"<td>{feasibility(r)}</td></tr>")
         return f"<h2>{esc(title)}</h2><table>{head}{''.join(body)}</table>"
 
     limits = ", ".join(f"{k} {v}" for k, v in (("max latency ms", opts.max_latency_ms), ("max RAM KiB", opts.max_ram_kb),

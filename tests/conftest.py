@@ -81,3 +81,16 @@ def standin_tool(folder, name: str, why: str, on_build: str):
     script.write_text(f"#!/bin/sh\n# STAND-IN for {name} ({why})\necho \"$@\" >> {calls}\n{on_build}\n")
     script.chmod(0o755)
     return bin_dir, calls
+
+
+def configure_fails_once(build: str, flag, product: str) -> str:
+    """Shell for a STAND-IN build tool over CMake and Ninja (standin_tool's on_build): the first build fails in the
+    configure, leaving `build`/CMakeCache.txt and no build.ninja; with that left in place a build goes straight to
+    Ninja, which cannot load build.ninja (as west and idf.py do); from a clean folder it configures and leaves
+    `product` (a path under `build`)."""
+    return (f'if [ -f "{build}/CMakeCache.txt" ] && [ ! -f "{build}/build.ninja" ]; then\n'
+            '  echo "ninja: error: loading build.ninja: No such file or directory" >&2; exit 1; fi\n'
+            f'mkdir -p "{build}/CMakeFiles" && echo cache > "{build}/CMakeCache.txt"\n'
+            f'if [ ! -f {flag} ]; then touch {flag}; echo "CMake Error: configure failed" >&2; exit 1; fi\n'
+            f'echo rules > "{build}/build.ninja" && mkdir -p "$(dirname "{build}/{product}")" && '
+            f'echo image > "{build}/{product}"\n')

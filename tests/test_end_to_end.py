@@ -4,7 +4,7 @@ import os
 import re
 import shutil
 
-from conftest import run_invoke
+from conftest import assert_clean_error, configure_fails_once, run_invoke, standin_tool
 from pipeline.target import tflite_model
 
 REQUIRED_FIELDS = ("model", "board", "float_metric", "int8_metric", "tflm_metric", "sparsity", "tflite_bytes",
@@ -78,6 +78,25 @@ def test_changed_option_reruns_only_what_depends_on_it(esp32_build, tmp_path):
     assert report["board"] == "esp32s3" and report["firmware"] is None
 
 
+def test_a_failed_idf_py_configure_does_not_break_the_next_build(esp32_build, tmp_path):
+    """STAND-IN idf.py (named as such, conftest.configure_fails_once): its first configure fails and leaves a
+    half-made build folder, in which a later build would fail in Ninja."""
+    fake_bin, calls = standin_tool(tmp_path, "idf.py", "ESP-IDF's idf.py: not installable by the tests",
+                                   configure_fails_once("$2/build", tmp_path / "failed-once", "digits.bin"))
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    build_dir = tmp_path / "b"
+    shutil.copytree(esp32_build["build_dir"], build_dir)
+    first = run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", env=env)
+    assert_clean_error(first, "firmware build failed", "idf.py")
+    idf_build = build_dir / "esp32" / "digits" / "firmware" / "build"
+    assert (idf_build / "CMakeCache.txt").is_file() and not (idf_build / "build.ninja").exists()
+    again = run_invoke("build", "--board=esp32", f"--build-dir={build_dir}", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{idf_build} holds no complete configure" in again.stdout
+    assert (idf_build / "build.ninja").is_file() and (idf_build / "digits.bin").is_file()
+    assert len(calls.read_text().splitlines()) == 2
+
+
 def test_build_compiles_when_idf_py_is_on_path(esp32_build, tmp_path):
     """ESP-IDF cannot be installed here, so a STAND-IN idf.py (named as such) records how it is called."""
     fake_bin = tmp_path / "bin"
@@ -122,7 +141,7 @@ def test_generate_from_a_model_trained_elsewhere(esp32_build, tmp_path):
 
 def test_every_task_has_help():
     listing = run_invoke("--list").stdout
-    for name in ("train", "optimize", "convert", "generate", "build", "boards", "clean", "bench"):
+    for name in ("train", "optimize", "convert", "generate", "build", "boards", "clean", "bench", "compare"):
         assert re.search(rf"^\s+{name}\s+\S", listing, re.M), f"{name} has no help line"
         helptext = run_invoke("--help", name).stdout
         options = re.findall(r"^\s+(-\w, )?--(\[no-\])?[\w-]+(=\w+)?\s*$", helptext, re.M)

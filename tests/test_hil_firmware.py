@@ -9,7 +9,7 @@ from conftest import harness_args
 from pipeline.hil import transport
 from pipeline.hil.dut import Device
 from pipeline.hil.errors import DeviceError
-from pipeline.hil.harness_build import HostDevice, QemuDevice, build_fuzzer, build_qemu
+from pipeline.hil.harness_build import QEMU_CPUS, HostDevice, QemuDevice, build_fuzzer, build_qemu, free_tcp_port
 from pipeline.hil.measure import MeasureOptions, measure
 
 MALFORMED = [
@@ -214,3 +214,43 @@ def test_measure_goes_on_at_the_board_rate_when_the_fast_one_fails(host_harness,
     assert result["bit_exact"] == 3
     assert any("switch to 921600 baud failed" in line and "went back to 115200" in line for line in said), said
     assert any("xdb frames, 115200 baud" in line for line in said), said
+
+
+def test_a_clock_that_steps_back_drops_no_frame_and_reverts_no_baud_switch(host_harness):
+    """Every other clock reading of this host device is 999 us behind the one before (as the QEMU port's clock was,
+    read around SysTick's reload): the core's frame and baud timeouts must read that as no time, not as 4.29e9 us."""
+    report = {"model": "test", "model_hash": "0" * 16}  # the test backend: no model needed
+    host, port, dev = _host_device(host_harness, report, 4096, "--clock-back-us", "999")
+    try:
+        data = bytes(range(256)) * 16
+        acks = [l.values for l in dev.load_frames(data, frame_bytes=512, attempts=1) if l.kind == "x_number"]
+        assert acks[-1] == ("db-ok", "4096")
+        assert [l.values[0] for l in dev.command("db print 8 4088") if l.kind == "buffer"] == ["f8-f9-fa-fb-fc-fd-fe-ff"]
+        assert dev.switch_baud(921600)
+        assert [l.values for l in dev.command("name") if l.kind == "name"] == [("mcu-deploy",)]
+        assert dev.switch_baud(115200)
+        assert len(dev.infer(1, 0).results) == 10
+    finally:
+        _close(host, port)
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+                    reason="needs qemu-system-arm and gcc-arm-none-eabi (.ci/run installs them)")
+@pytest.mark.parametrize("cpu", list(QEMU_CPUS))
+def test_qemu_port_clock_never_steps_back(cpu, tmp_path):
+    """The QEMU port reads its clock 300,000 times once the host is there (EE_CLOCK_CHECK) and says how often it stepped
+    back: SysTick reads as reloaded before its interrupt is taken, which once stepped back 999 us every millisecond."""
+    import time
+
+    image = build_qemu(tmp_path / "ee.elf", 64, 10, "test", "0" * 16, cpu=cpu, switches=("EE_CLOCK_CHECK=300000u",))
+    machine = QEMU_CPUS[cpu][1]
+    with QemuDevice(image, free_tcp_port(), machine=machine) as qemu:
+        port = transport.open_port(qemu.url, 115200, timeout=0.2)
+        port.write(b"name%")  # the check starts when something arrives
+        text, deadline = b"", time.monotonic() + 60
+        while b"m-x-clock-back-" not in text or not text.endswith(b"\n"):
+            assert time.monotonic() < deadline, text
+            text += port.read(256)
+        port.close()
+    line = next(l for l in text.decode().splitlines() if l.startswith("m-x-clock-back-"))
+    assert line.strip() == "m-x-clock-back-0-worst-0-us"

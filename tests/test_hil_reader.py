@@ -117,6 +117,28 @@ def test_measure_cli_against_the_host_harness(host_harness, esp32_build, tmp_pat
     assert 'failures="0"' in (tmp_path / "junit.xml").read_text()
 
 
+def test_firmware_without_extensions_is_unknown_source_without_energy_and_skips_the_profile(esp32_build, tmp_path):
+    """The harness core built with EE_EXTENSIONS=0 answers only MLPerf Tiny's commands, as MLCommons' own device code
+    does: no xinfo says what timed the inferences, so the latency is of unknown source, has no energy estimate, and
+    --profile (no xprofile) is skipped with a note instead of stopping after the runs."""
+    from pipeline.hil.harness_build import build_host
+
+    reference_like = build_host(tmp_path / "ee_plain", sanitize=True, extensions=False)
+    with HostDevice(reference_like, *harness_args(esp32_build["report"])) as dev:
+        proc = run_invoke("measure", "--board=esp32", f"--port={dev.port}", f"--build-dir={esp32_build['build_dir']}",
+                          "--runs=3", "--inputs=2", "--profile", f"--out={tmp_path / 'out'}",
+                          f"--db={tmp_path / 'hil.sqlite'}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(r"^\[unknown source\] latency \(unknown source\): median [\d.]+ us", proc.stdout, re.M)
+    assert "energy per inference" not in proc.stdout
+    assert "--profile skipped: the firmware has no xprofile extension" in proc.stdout
+    assert "(device)" not in proc.stdout
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert result["source"] == "unknown source" and result["energy_uj"] is None
+    assert result["energy_source"].startswith("none") and result["bit_exact"] is None
+    assert not (tmp_path / "out" / "profile.json").exists()
+
+
 # -- the emulator ----------------------------------------------------------------------------------------
 def test_emulated_device_answers_with_tflm_outputs(esp32_build, tmp_path):
     board = boards.load_board("esp32")

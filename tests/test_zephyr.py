@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from conftest import assert_clean_error, run_invoke, standin_tool
+from conftest import assert_clean_error, configure_fails_once, run_invoke, standin_tool
 from pipeline import boards
 from pipeline.firmware import projects
 
@@ -67,6 +67,26 @@ def test_build_and_flash_run_west_with_the_board(zephyr_builds, tmp_path):
     proc = run_invoke("flash", "--board=nucleo-l4r5zi", f"--build-dir={build_dir}", "--port=0670FF", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert calls.read_text().splitlines()[-1].split() == ["flash", "-d", str(project / "build"), "--runner", "openocd"]
+
+
+def test_a_failed_west_configure_does_not_break_the_next_build(zephyr_builds, tmp_path):
+    """STAND-IN west (named as such, conftest.configure_fails_once): its first configure fails and leaves a
+    half-made build folder, in which a later build would fail in Ninja."""
+    fake_bin, calls = standin_tool(tmp_path, "west", "Zephyr's west: a Zephyr workspace is not installable by the tests",
+                                   'if [ "$1" = build ]; then\n'
+                                   + configure_fails_once("$5", tmp_path / "failed-once", "zephyr/zephyr.elf") + "fi")
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "ZEPHYR_BASE": str(tmp_path / "zephyr")}
+    build_dir = tmp_path / "b"
+    shutil.copytree(zephyr_builds, build_dir)
+    first = run_invoke("build", "--board=nucleo-l4r5zi", f"--build-dir={build_dir}", env=env)
+    assert_clean_error(first, "firmware build failed", "west build")
+    west_build = build_dir / "nucleo-l4r5zi" / "digits" / "firmware" / "build"
+    assert (west_build / "CMakeCache.txt").is_file() and not (west_build / "build.ninja").exists()
+    again = run_invoke("build", "--board=nucleo-l4r5zi", f"--build-dir={build_dir}", env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "holds no complete configure" in again.stdout
+    assert (west_build / "build.ninja").is_file() and (west_build / "zephyr" / "zephyr.elf").is_file()
+    assert len(calls.read_text().splitlines()) == 2
 
 
 def test_without_west_the_build_prints_the_command_and_hil_stops_before_flashing(zephyr_builds):

@@ -23,6 +23,8 @@ void ConsoleWrite(const char* text, size_t len) {
   Serial.write(reinterpret_cast<const uint8_t*>(text), len);
 }
 
+// The core's micros(): a hardware microsecond timer on the mbed cores and esp_timer on the ESP32 core, monotonic and
+// wrapping at 2^32, which the harness core's differences allow for.
 uint32_t Micros() { return static_cast<uint32_t>(micros()); }
 
 void Halt(const char* reason) {

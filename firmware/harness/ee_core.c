@@ -12,6 +12,11 @@
 #ifndef EE_VENDOR
 #define EE_VENDOR "mcu-deploy"
 #endif
+/* 0: the MLPerf Tiny commands only, as MLCommons' own device code answers (every x- command is unknown), so the
+ * reader's path for firmware without this project's extensions can be tested with the real core. */
+#ifndef EE_EXTENSIONS
+#define EE_EXTENSIONS 1
+#endif
 
 void ee_printf(ee_ctx_t *ctx, const char *fmt, ...) {
   char line[EE_LINE_SIZE];
@@ -254,9 +259,16 @@ static void frame_byte(ee_ctx_t *ctx, uint8_t byte) {
   ee_printf(ctx, "m-ready");
 }
 
+/* Microseconds from `since` to `now` on the port's clock, across its 2^32 wrap; a clock that stepped back (a port
+ * whose millisecond count and sub-millisecond counter were read apart) gives 0, never a gap of 4.29e9 us. */
+static uint32_t elapsed_us(uint32_t now, uint32_t since) {
+  int32_t diff = (int32_t)(now - since);
+  return diff < 0 ? 0u : (uint32_t)diff;
+}
+
 /* A frame whose next byte is late is dropped with its reply, so the host can resend it. */
 static void frame_expire(ee_ctx_t *ctx, uint32_t now) {
-  if (!ctx->frame_active || now - ctx->frame_last_us <= EE_FRAME_TIMEOUT_US) return;
+  if (!ctx->frame_active || elapsed_us(now, ctx->frame_last_us) <= EE_FRAME_TIMEOUT_US) return;
   ctx->frame_active = 0;
   ee_printf(ctx, "e-[xdb frame timed out after %lu of %lu bytes: dropped, db at %lu]",
             (unsigned long)ctx->frame_got, (unsigned long)ctx->frame_len, (unsigned long)ctx->db_pos);
@@ -274,7 +286,7 @@ static void baud_revert(ee_ctx_t *ctx) {
 }
 
 static void baud_expire(ee_ctx_t *ctx, uint32_t now) {
-  if (!ctx->baud_pending || now - ctx->baud_since <= EE_BAUD_CONFIRM_US) return;
+  if (!ctx->baud_pending || elapsed_us(now, ctx->baud_since) <= EE_BAUD_CONFIRM_US) return;
   baud_revert(ctx);
   ee_printf(ctx, "m-ready");
   ++ctx->unsolicited;
@@ -302,6 +314,14 @@ static void cmd_xbaud(ee_ctx_t *ctx, char *rate_arg) {
   ee_printf(ctx, "m-ready");
 }
 
+/* Echoes at most 40 characters, non-printable ones as '?', so a reply line is always plain ASCII. */
+static void unknown_command(ee_ctx_t *ctx, char *tok) {
+  size_t n = 0;
+  for (; tok[n] && n < 40; ++n) tok[n] = printable(tok[n]);
+  tok[n] = '\0';
+  ee_printf(ctx, "e-[Unknown command: %s]", tok);
+}
+
 static void cmd_help(ee_ctx_t *ctx) {
   static const char *const lines[] = {
       EE_FW_NAME,
@@ -315,11 +335,13 @@ static void cmd_help(ee_ctx_t *ctx) {
       "             : Print N bytes at offset as hex",
       "infer N [W=10]: Load input, execute N inferences after W warmup loops",
       "results      : Return the result fp32 vector",
+#if EE_EXTENSIONS
       "xinfo        : (extension) model hash, backend, sizes, arena",
       "xraw         : (extension) raw int8 outputs of the last inference, hex",
       "xprofile     : (extension) time of each operator in the last inference, us",
       "xdb LEN CRC  : (extension) the next LEN raw bytes go to db; CRC: their CRC-32, 8 hex digits",
       "xbaud RATE   : (extension) switch the baud rate; confirm with xbaudok at the new rate within 1 s",
+#endif
   };
   for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); ++i) ee_printf(ctx, "%s", lines[i]);
 }
@@ -396,6 +418,8 @@ static void execute(ee_ctx_t *ctx, char *line) {
   }
   if (tok == NULL) {
     ee_printf(ctx, "e-[Empty command]");
+  } else if (!EE_EXTENSIONS && tok[0] == 'x') {
+    unknown_command(ctx, tok);
   } else if (strcmp(tok, "name") == 0) {
     ee_printf(ctx, "m-name-dut-[%s]", EE_VENDOR);
   } else if (strcmp(tok, "timestamp") == 0) {
@@ -433,11 +457,7 @@ static void execute(ee_ctx_t *ctx, char *line) {
   } else if (strcmp(tok, "xbaudok") == 0) {
     ee_printf(ctx, "m-x-baud-ok-%lu", (unsigned long)ctx->baud);
   } else {
-    /* Echo at most 40 characters, non-printable ones as '?', so a reply line is always plain ASCII. */
-    size_t n = 0;
-    for (; tok[n] && n < 40; ++n) tok[n] = printable(tok[n]);
-    tok[n] = '\0';
-    ee_printf(ctx, "e-[Unknown command: %s]", tok);
+    unknown_command(ctx, tok);
   }
   ee_printf(ctx, "m-ready");
 }

@@ -39,7 +39,8 @@ extern "C" {
 typedef struct {
   /* Writes len bytes to the serial port (blocking). */
   void (*write)(const char *text, size_t len);
-  /* A free-running microsecond counter; it may wrap at 2^32. */
+  /* A free-running microsecond counter; it may wrap at 2^32 and must never step back (the core reads a step back
+   * as no time passing, so a timeout is never taken early, but m-lap-us differences would be wrong). */
   uint32_t (*micros)(void);
   /* Where the figures come from, for the reader's labels: "device" (the board's own clock), "qemu-icount"
    * (QEMU with -icount: the clock counts instructions, 1 us = 1000 of them), "host" (a PC). */

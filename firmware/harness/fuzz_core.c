@@ -5,7 +5,8 @@
  *
  * Checks, beyond what the sanitizers catch: every '%' that ends a command gets exactly one "m-ready" (a '%' inside
  * an xdb frame's data ends none; a baud switch that times out adds one of its own), every reply line is printable
- * ASCII ending in "\r\n", and the buffer positions never pass their bounds. Exits 1 on a violated invariant. */
+ * ASCII ending in "\r\n", the buffer positions never pass their bounds, and nothing times out (an xdb frame, a baud
+ * switch) in a case without a long pause, even where the clock steps back. Exits 1 on a violated invariant. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 static char line[4096];
 static size_t line_len;
 static long ready_count;
+static long timeout_lines;  /* "xdb frame timed out" replies */
 static int bad_line;
 
 static void check_write(const char *text, size_t len) {
@@ -28,18 +30,23 @@ static void check_write(const char *text, size_t len) {
         fprintf(stderr, "bad reply line: %.*s\n", (int)line_len, line);
       }
       if (line_len == 8 && strncmp(line, "m-ready\r", 8) == 0) ++ready_count;
+      if (line_len < sizeof(line)) {
+        line[line_len] = '\0';
+        if (strstr(line, "timed out")) ++timeout_lines;
+      }
       line_len = 0;
-    } else if (line_len < sizeof(line)) {
+    } else if (line_len + 1 < sizeof(line)) {
       line[line_len++] = text[i];
     }
   }
 }
 
 static uint32_t clock_jump;  /* set by the case generator: the next clock reading leaps ahead (a pause on the line) */
+static uint32_t clock_back;  /* ... or steps back (a port clock read around its reload, as QEMU's SysTick was) */
 static uint32_t fake_micros(void) {
   static uint32_t t = 0xFFFFFF00u;  /* starts near the wrap, so wrapping stamps are exercised */
-  t += 7 + clock_jump;
-  clock_jump = 0;
+  t += 7 + clock_jump - clock_back;
+  clock_jump = clock_back = 0;
   return t;
 }
 
@@ -121,6 +128,7 @@ static size_t make_case(char *buf, size_t cap) {
   for (size_t c = 0; c < commands && len < cap; ++c) {
     len = append(buf, len, cap, command, make_command(command));
     if (next() % 16 == 0 && len < cap) buf[len++] = '\x01';  /* marks a long pause before the next byte */
+    if (next() % 8 == 0 && len < cap) buf[len++] = '\x02';   /* marks a clock stepping back 999 us */
     if (next() % 10 != 0) len = append(buf, len, cap, "%", 1);  /* sometimes two commands run together */
   }
   return len;
@@ -131,12 +139,16 @@ static int run_case(const char *input, size_t len) {
   static const ee_port_t port = {check_write, fake_micros, "host", fake_set_baud, 115200u};
   line_len = 0;
   ready_count = 0;
+  timeout_lines = 0;
   bad_line = 0;
+  int paused = 0;
   ee_test_backend_clock(next() % 2 ? fake_micros : NULL);  /* with and without a profiler */
   ee_init(&ctx, &port, ee_test_backend(16, 12, "fuzz", "0", 1));
   long terminators = 1;  /* the boot banner ends with one m-ready */
   for (size_t i = 0; i < len; ++i) {
     if (input[i] == '\x01') clock_jump = 2000000u;  /* beyond the frame and baud time-outs */
+    if (input[i] == '\x02') clock_back = 999u;
+    paused |= input[i] == '\x01';
     if (next() % 64 == 0) ee_tick(&ctx);
     if (input[i] == EE_CMD_TERMINATOR && !ee_in_frame(&ctx)) ++terminators;
     ee_feed(&ctx, input[i]);
@@ -149,6 +161,11 @@ static int run_case(const char *input, size_t len) {
   terminators += (long)ctx.unsolicited - ee_in_frame(&ctx);  /* an unfinished frame has not replied yet */
   if (ready_count != terminators) {
     fprintf(stderr, "%ld commands but %ld m-ready\n", terminators, ready_count);
+    return 1;
+  }
+  if ((timeout_lines || ctx.unsolicited) && !paused) {  /* a baud switch that timed out adds an unsolicited m-ready */
+    fprintf(stderr, "%ld time-outs without a pause on the line (a clock step back read as a long gap?)\n",
+            timeout_lines + (long)ctx.unsolicited);
     return 1;
   }
   return bad_line;

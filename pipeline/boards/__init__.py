@@ -35,6 +35,10 @@ class Board:
     usb_ids: tuple[str, ...] = ()
     target: str | None = None  # the framework's own name for the chip, e.g. ESP-IDF's "esp32s3"
     active_power_mw: float | None = None
+    # Power while the firmware waits between inferences (the lightest sleep that keeps RAM and wakes on a timer),
+    # with where the figure came from; None where unknown (battery life then cannot be estimated).
+    sleep_power_mw: float | None = None
+    sleep_power_source: str | None = None
     pyocd_target: str | None = None  # pyocd's name for the chip, where pyocd flashes the board
     # Which port the firmware serves the benchmark protocol on: "uart" (a USB-UART bridge or a probe's virtual
     # COM port) or "usb-serial-jtag" (the chip's own USB, e.g. the ESP32-S3's, VID:PID 303a:1001).
@@ -188,6 +192,9 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         usb_ids=tuple(usb),
         target=target,
         active_power_mw=_require(power, "active_mw", float, where + " [power]") if "active_mw" in power else None,
+        sleep_power_mw=_require(power, "sleep_mw", float, where + " [power]") if "sleep_mw" in power else None,
+        sleep_power_source=(_require(power, "sleep_source", str, where + " [power]") if "sleep_mw" in power
+                            else None),
         pyocd_target=_require(flash, "pyocd_target", str, where + " [flash]") if "pyocd_target" in flash else None,
         console=_choice(serial, "console", CONSOLES, "uart", where + " [serial]"),
         flash_chip_mb=(_require(memory, "flash_chip_mb", int, where + " [memory]")

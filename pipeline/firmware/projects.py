@@ -74,6 +74,24 @@ class Framework:
         """Why the project cannot be compiled here (its tool is absent), or None."""
         return None if shutil.which(self.tool) else f"{self.tool} is not on PATH"
 
+    def half_made(self, project_dir: Path) -> Path | None:
+        """The framework's build folder when a configure that did not finish left it (the next build would fail
+        in it rather than configure again), else None. Only CMake-based frameworks configure."""
+        return None
+
+
+class CMakeFramework(Framework):
+    """A framework whose build tool runs CMake with Ninja in project/build (idf.py, west): a configure that failed
+    leaves build/ with CMakeCache.txt but no build.ninja (or neither), and every later build then fails with
+    "ninja: error: loading 'build.ninja'" instead of configuring again."""
+
+    def half_made(self, project_dir: Path) -> Path | None:
+        build = project_dir / COMPILED
+        if not build.is_dir() or not any(build.iterdir()):
+            return None
+        complete = (build / "CMakeCache.txt").is_file() and (build / "build.ninja").is_file()
+        return None if complete else build
+
 
 def _substitute(text: str, values: dict[str, str]) -> str:
     for key, value in values.items():
@@ -81,7 +99,7 @@ def _substitute(text: str, values: dict[str, str]) -> str:
     return text
 
 
-class EspIdf(Framework):
+class EspIdf(CMakeFramework):
     name = "esp-idf"
     tool = "idf.py"
     template = FIRMWARE_DIR / "esp-idf"
@@ -131,7 +149,7 @@ class EspIdf(Framework):
         return ["idf.py", "-C", str(project_dir), "build"]
 
 
-class Zephyr(Framework):
+class Zephyr(CMakeFramework):
     """A Zephyr application: the harness core on the console UART, TFLM from Zephyr's tflite-micro module."""
 
     name = "zephyr"
@@ -280,7 +298,7 @@ SETUP_HINTS = {
 }
 
 
-def compile_project(board: Board, project_dir: Path) -> FirmwareResult:
+def compile_project(board: Board, project_dir: Path, log=print) -> FirmwareResult:
     framework = framework_for(board)
     command = framework.build_command(project_dir, board)
     printable = " ".join(command)
@@ -289,6 +307,11 @@ def compile_project(board: Board, project_dir: Path) -> FirmwareResult:
         return FirmwareResult(framework.name, str(project_dir), False, printable,
                               f"{missing}: the project is ready; to compile it, {SETUP_HINTS[framework.name]}, "
                               f"run: {printable}")
+    stale = framework.half_made(project_dir)
+    if stale is not None:
+        log(f"firmware: {stale} holds no complete configure (no build.ninja or CMakeCache.txt: an earlier "
+            f"{framework.tool} configure failed); removing it so {framework.tool} configures afresh")
+        shutil.rmtree(stale)
     completed = subprocess.run(command)
     if completed.returncode != 0:
         raise PipelineError(f"firmware build failed ({printable} exited {completed.returncode}); see its output above")

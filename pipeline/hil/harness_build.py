@@ -27,9 +27,12 @@ def _compile(command: list[str], what: str) -> None:
         raise PipelineError(f"building the {what} failed: {proc.stderr.strip().splitlines()[0] if proc.stderr else proc.returncode}")
 
 
-def build_host(out: Path, sanitize: bool = True) -> Path:
+def build_host(out: Path, sanitize: bool = True, extensions: bool = True) -> Path:
+    """The host port with the TEST backend; extensions=False answers only MLPerf Tiny's commands, as MLCommons'
+    own device code does (no xinfo, xraw, xprofile, xdb, xbaud)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     _compile(["gcc", "-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", *(SANITIZE if sanitize else []),
+              *([] if extensions else ["-DEE_EXTENSIONS=0"]),
               f"-I{FIRMWARE / 'harness'}", *map(str, CORE_SOURCES), str(FIRMWARE / "ports" / "host" / "main.c"),
               "-o", str(out)], "host harness")
     return out
@@ -43,8 +46,9 @@ def build_fuzzer(out: Path) -> Path:
 
 
 def build_qemu(out: Path, input_bytes: int, outputs: int, model: str, model_hash: str, work: int = 50,
-               cpu: str = "cortex-m4+fp") -> Path:
-    """The QEMU port with the deterministic TEST backend, for one of QEMU_CPUS (default the Cortex-M4F)."""
+               cpu: str = "cortex-m4+fp", switches: tuple[str, ...] = ()) -> Path:
+    """The QEMU port with the deterministic TEST backend, for one of QEMU_CPUS (default the Cortex-M4F);
+    `switches` adds -D switches (EE_CLOCK_CHECK=N: the port checks its clock N times at boot, for the tests)."""
     if cpu not in QEMU_CPUS:
         raise PipelineError(f"unknown QEMU cpu '{cpu}': choose one of {', '.join(QEMU_CPUS)}")
     arch, machine = QEMU_CPUS[cpu]
@@ -54,8 +58,8 @@ def build_qemu(out: Path, input_bytes: int, outputs: int, model: str, model_hash
     _compile(["arm-none-eabi-gcc", "-std=c99", *arch, *defines,
               "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections",
               f"-DEE_INPUT_BYTES={input_bytes}", f"-DEE_OUTPUTS={outputs}", f'-DEE_MODEL_NAME="{model}"',
-              f'-DEE_MODEL_HASH="{model_hash}"', f"-DEE_WORK_ROUNDS={work}", f"-I{FIRMWARE / 'harness'}",
-              *map(str, CORE_SOURCES), str(port / "startup.c"), str(port / "main.c"),
+              f'-DEE_MODEL_HASH="{model_hash}"', f"-DEE_WORK_ROUNDS={work}", *(f"-D{d}" for d in switches),
+              f"-I{FIRMWARE / 'harness'}", *map(str, CORE_SOURCES), str(port / "startup.c"), str(port / "main.c"),
               f"-T{port / script}", "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
               "-Wl,--gc-sections", "-o", str(out)], f"QEMU {machine} image")
     return out

@@ -55,9 +55,13 @@ class MeasureOptions:
 # Where a figure comes from, by the firmware's backend and platform (xinfo): every output is labelled with it.
 SOURCES = {"emulated": "emulated", "test": "test-backend"}
 PLATFORMS = {"qemu-icount": QEMU, "host": "host"}
+# Firmware without xinfo (MLCommons' own device code) does not say what timed it: a board, QEMU or a PC alike.
+UNKNOWN_SOURCE = "unknown source"
 
 
 def source_of(dut: dict) -> str:
+    if not dut.get("extensions"):
+        return UNKNOWN_SOURCE
     if dut.get("backend") in SOURCES:
         return SOURCES[dut["backend"]]
     return PLATFORMS.get(dut.get("platform"), "device")
@@ -242,9 +246,17 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
             raise WrongFirmware(f"the device on {port_name} runs model hash {dut['model_hash']}, the build has "
                                 f"{report['model_hash']}: flash the current build (invoke flash --board={board.name})")
         source = source_of(dut)
+        if source == UNKNOWN_SOURCE:
+            log("note: the firmware has no xinfo (MLCommons' reference firmware?): its latency is labelled "
+                f"'{UNKNOWN_SOURCE}' (a board, QEMU or a PC could have timed it) and gets no energy estimate")
         if source != "device" and isinstance(meter, energy.EstimatedEnergy):
             # The estimate is the board's power times the board's latency: from any other clock it would be invented.
-            meter = energy.NoMeter(f"none: latency is {source}, not the board's")
+            meter = energy.NoMeter("none: the latency's clock is unknown (no xinfo)" if source == UNKNOWN_SOURCE
+                                   else f"none: latency is {source}, not the board's")
+        profile = opts.profile and int(dut.get("version") or 0) >= protocol.PROFILE_VERSION
+        if opts.profile and not profile:
+            log("note: --profile skipped: the firmware has no xprofile extension (it answers only the MLPerf Tiny "
+                "commands); flash this project's firmware (invoke flash) for per-operator times")
         infer_timeout = max(30.0, opts.timeout)
         switched = faster_link(device, dut, board, fast, log)
         frames = bool(dut.get("extensions")) and int(dut.get("version") or 0) >= protocol.FRAMES_VERSION
@@ -266,7 +278,7 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
             log(f"run {run + 1}/{opts.runs}: {record['latency_us']:.1f} us ({source})")
 
         measured_profile = None
-        if opts.profile:
+        if profile:
             measured_profile = device.profile()
             run_log.append({"kind": "profile", "ops": measured_profile, "source": source, "time": time.time()})
 
@@ -274,8 +286,9 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
         output_count = int(np.prod(info.outputs[0].shape))
         if dut.get("backend") == "test":
             expected = [test_backend_outputs(sample.tobytes(), output_count) for sample in x_q]
-        else:  # one host TFLM interpreter for all the inputs
-            expected = [row.tobytes() for row in validate.run_tflm(model_bytes, x_q)] if len(x_q) else []
+        else:  # one host TFLM interpreter for all the inputs, in the build's arena
+            expected = ([row.tobytes() for row in validate.run_tflm(model_bytes, x_q, report["arena_bytes"])]
+                        if len(x_q) else [])
         for i, sample in enumerate(x_q):
             device.load(sample.tobytes(), frames)
             reply = device.infer(1, 0, timeout=infer_timeout)

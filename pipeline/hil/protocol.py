@@ -16,7 +16,8 @@ READY = "m-ready"
 MAX_COMMAND = 80
 # Bytes per `db` command: as the MLCommons runner without a power manager ("db " + 62 hex digits = 65 chars).
 DB_BYTES_PER_COMMAND = 31
-# Extension version 3: binary xdb frames and the xbaud switch (docs/serial-protocol.md).
+# Extension version 2: xprofile; 3: binary xdb frames and the xbaud switch (docs/serial-protocol.md).
+PROFILE_VERSION = 2
 FRAMES_VERSION = 3
 FRAME_BYTES = 4096  # a frame is acknowledged once; at 921,600 baud 4 KB take 44 ms on the wire
 FRAME_TIMEOUT_S = 0.5  # the core's EE_FRAME_TIMEOUT_US: a frame whose next byte is later is dropped

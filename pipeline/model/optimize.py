@@ -16,7 +16,7 @@ from pipeline import cache
 from pipeline.model import tfenv
 from pipeline.model.datasets import Dataset
 from pipeline.model.zoo import ModelSpec
-from pipeline.model.train import compile_distilled, compile_model, distillation_targets, keras_verbosity, seed_everything
+from pipeline.model.train import compile_distilled, compile_model, distillation_targets, keras_verbosity, progress, seed_everything
 
 
 @dataclass
@@ -80,7 +80,7 @@ def prune(model, spec: ModelSpec, data: Dataset, sparsity: float, epochs: int, t
     y_train, y_val = _targets(pruned, spec, data, spec.learning_rate / 2, teacher_path)
     pruned.fit(
         data.x_train, y_train, validation_data=(data.x_val, y_val), epochs=epochs,
-        batch_size=spec.batch_size, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=keras_verbosity(),
+        batch_size=spec.batch_size, callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), *progress("prune", epochs)], verbose=keras_verbosity(),
     )
     return tfmot.sparsity.keras.strip_pruning(pruned)
 
@@ -94,7 +94,7 @@ def quantization_aware(model, spec: ModelSpec, data: Dataset, epochs: int):
     compile_model(qat_model, spec, spec.learning_rate / 10)
     qat_model.fit(
         data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=epochs,
-        batch_size=spec.batch_size, verbose=keras_verbosity(),
+        batch_size=spec.batch_size, verbose=keras_verbosity(), callbacks=progress("QAT", epochs),
     )
     return qat_model
 
@@ -107,7 +107,7 @@ def prune_channels(model, spec: ModelSpec, data: Dataset, fraction: float, epoch
     smaller, figures = structured.prune(model, fraction)
     y_train, y_val = _targets(smaller, spec, data, spec.learning_rate / 2, teacher_path)
     smaller.fit(data.x_train, y_train, validation_data=(data.x_val, y_val), epochs=epochs,
-                batch_size=spec.batch_size, verbose=keras_verbosity())
+                batch_size=spec.batch_size, verbose=keras_verbosity(), callbacks=progress("fine-tune", epochs))
     return smaller, figures
 
 

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import cache
+from pipeline import cache, quiet
 from pipeline.model import tfenv
 from pipeline.model.datasets import Dataset
 from pipeline.model.zoo import ModelSpec
@@ -26,10 +26,49 @@ QUIET = False  # `invoke explore` prints one line a trial instead of Keras's per
 
 
 def keras_verbosity() -> int:
-    """A progress bar on a terminal; one line per epoch in logs and CI, where a bar is unreadable."""
-    if QUIET:
+    """Keras' own output only with --verbose (a bar on a terminal, a line per epoch in logs); else progress()."""
+    if QUIET or not quiet.verbose():
         return 0
     return 1 if sys.stdout.isatty() and not os.environ.get("CI") else 2
+
+
+def progress(stage: str, epochs: int) -> list:
+    """Callbacks for model.fit: one progress line for the stage (epoch x/y, loss, validation metric, ETA), updated
+    in place on a terminal; in logs a line every LOG_EVERY_S seconds and the last one. None with --verbose (Keras'
+    own lines) or QUIET."""
+    if QUIET or quiet.verbose():
+        return []
+    import time
+
+    class EpochLine(tfenv.keras().callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.start = self.shown = time.monotonic()
+            self.tty = sys.stdout.isatty()
+            self.line = ""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            done = epoch + 1
+            elapsed = time.monotonic() - self.start
+            val = next((f"{k} {v:.4f}" for k, v in logs.items() if k.startswith("val_") and k != "val_loss"), "")
+            eta = elapsed / done * (epochs - done)
+            self.line = (f"  {stage}: epoch {done}/{epochs}, loss {logs.get('loss', float('nan')):.4f}"
+                         + (f", {val}" if val else "") + f", {elapsed:.0f} s, ETA {eta:.0f} s")
+            if self.tty:
+                print("\r" + self.line.ljust(96), end="", flush=True)
+            elif time.monotonic() - self.shown >= LOG_EVERY_S:
+                print(self.line, flush=True)
+                self.shown = time.monotonic()
+
+        def on_train_end(self, logs=None):
+            if self.line:  # the last line stays, without the ETA
+                final = self.line.rsplit(", ETA", 1)[0] + (" (early stop)" if self.model.stop_training else "")
+                print(("\r" + final.ljust(96)) if self.tty else final, flush=True)
+
+    return [EpochLine()]
+
+
+LOG_EVERY_S = 15
 
 
 def compile_model(model, spec: ModelSpec, learning_rate: float):
@@ -127,7 +166,7 @@ def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, 
     )
     history = model.fit(
         data.x_train, y_train, validation_data=(data.x_val, y_val),
-        epochs=epochs, batch_size=spec.batch_size, callbacks=[stop], verbose=keras_verbosity(),
+        epochs=epochs, batch_size=spec.batch_size, callbacks=[stop, *progress("train", epochs)], verbose=keras_verbosity(),
     )
     if teacher_path is not None:  # saved with the usual loss, so later stages load it like any trained model
         compile_model(model, spec, spec.learning_rate)

@@ -12,6 +12,7 @@ import numpy as np
 
 from pipeline.model.datasets import Dataset
 from pipeline.errors import PipelineError
+from pipeline.target import arena
 from pipeline.target.tflite_model import TensorInfo
 
 
@@ -61,8 +62,11 @@ def run_tflite(model_bytes: bytes, x_q: np.ndarray) -> np.ndarray:
 
 
 def run_tflm(model_bytes: bytes, x_q: np.ndarray, arena_size: int | None = None) -> np.ndarray:
+    """The TFLM host runtime's raw outputs for x_q, in the model's measured arena (`arena_size` where the caller has
+    it, else measured: pipeline.target.arena.host_run_bytes)."""
     from tflite_micro import runtime
 
+    arena_size = arena.host_run_bytes(model_bytes, arena_size)
     try:
         interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
         outputs = []

@@ -87,44 +87,114 @@ def measure(model_bytes: bytes) -> ArenaResult:
     total, head, tail = (int(m.group(1)) for m in found)
     # The recorded total is not always enough: some kernels (seen with FULLY_CONNECTED) take a different path
     # in a tight arena. So the real minimum is searched for when total + margin does not run the model.
-    need = total if runs_in(model_bytes, arena_size_for(total, 0)) else smallest_arena(model_bytes, total)
+    with Prober(model_bytes) as prober:
+        need = total if prober.runs_in(arena_size_for(total, 0)) else smallest_arena(prober, total)
     arena = arena_size_for(need)
     return ArenaResult(need, head, tail, arena, arena - need)
 
 
 MEASURE_ARENA_BYTES = 1 << 22
 
-_PROBE = """
+
+def host_run_bytes(model_bytes: bytes, arena_bytes: int | None = None) -> int:
+    """The arena to run a model in on the host TFLM runtime: a build's measured arena (`arena_bytes`, from generate
+    or a report), or measured here. Never tflite_micro's default, 10x the model's bytes, which a small model with a
+    large activation (4 KB of weights, a 128x128x16 tensor) does not fit in."""
+    return arena_bytes if arena_bytes else measure(model_bytes).arena_bytes
+
+
+# One child process answers every probe of a search: it reads arena sizes on stdin and answers 1 (TFLM allocated
+# and invoked the model in exactly that arena) or 0 per line. A child, because a failed Prepare can leave TFLM's
+# allocator aborting the whole process instead of raising; one child for all probes, because starting Python and
+# tflite_micro per probe cost ~1 s each (17 s for the anomaly-detection model's search). A child that dies on a
+# probe answers "no" for it and is replaced for the next one.
+_WORKER = """
 import sys, numpy as np
 from tflite_micro import runtime
 model = open(sys.argv[1], "rb").read()
-interpreter = runtime.Interpreter.from_bytes(model, arena_size=int(sys.argv[2]))
-details = interpreter.get_input_details(0)
-interpreter.set_input(np.zeros(details["shape"], dtype=details["dtype"]), 0)
-interpreter.invoke()
+for line in sys.stdin:
+    interpreter = None
+    try:
+        interpreter = runtime.Interpreter.from_bytes(model, arena_size=int(line))
+        details = interpreter.get_input_details(0)
+        interpreter.set_input(np.zeros(details["shape"], dtype=details["dtype"]), 0)
+        interpreter.invoke()
+        print(1, flush=True)
+    except Exception:
+        print(0, flush=True)
+    interpreter = None  # answered first: a crash while tearing down costs the next probe a retry, not a wrong answer
 """
 
 
+class Prober:
+    """Does TFLM allocate and invoke the model in exactly N bytes? Asked of one child process (see _WORKER)."""
+
+    def __init__(self, model_bytes: bytes):
+        self._file = tempfile.NamedTemporaryFile(suffix=".tflite")
+        self._file.write(model_bytes)
+        self._file.flush()
+        self._proc = None
+        self.probes = 0
+        self.starts = 0  # child processes started: 1 unless one died (TFLM can abort after a failed Prepare)
+
+    def _start(self):
+        import subprocess
+
+        self.starts += 1
+        self._proc = subprocess.Popen([sys.executable, "-c", _WORKER, self._file.name], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def _ask(self, arena_bytes: int) -> str:
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
+        try:
+            self._proc.stdin.write(f"{arena_bytes}\n")
+            self._proc.stdin.flush()
+            answer = self._proc.stdout.readline().strip()
+        except (BrokenPipeError, OSError):
+            answer = ""
+        if answer not in ("0", "1"):  # the child died: the next question goes to a new one
+            self._proc.wait()
+            self._proc = None
+        return answer
+
+    def runs_in(self, arena_bytes: int) -> bool:
+        """A child that dies without answering (it may have been dying from the probe before) is asked again in a
+        fresh child; a probe that kills a fresh child too is a no."""
+        self.probes += 1
+        answer = self._ask(arena_bytes)
+        if answer not in ("0", "1"):
+            answer = self._ask(arena_bytes)
+        return answer == "1"
+
+    def close(self):
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.stdin.close()
+            self._proc.wait()
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def runs_in(model_bytes: bytes, arena_bytes: int) -> bool:
-    """Does TFLM allocate and invoke the model in exactly arena_bytes? Probed in a child process, because a
-    failed Prepare can leave TFLM's allocator aborting the whole process instead of raising."""
-    import subprocess
-
-    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
-        f.write(model_bytes)
-        f.flush()
-        proc = subprocess.run([sys.executable, "-c", _PROBE, f.name, str(arena_bytes)], capture_output=True)
-    return proc.returncode == 0
+    """Does TFLM allocate and invoke the model in exactly arena_bytes? Probed in a child process."""
+    with Prober(model_bytes) as prober:
+        return prober.runs_in(arena_bytes)
 
 
-def smallest_arena(model_bytes: bytes, low: int) -> int:
-    """Bisect the smallest arena TFLM runs the model in, to 16 bytes, above the recorded total `low`."""
+def smallest_arena(prober: Prober, low: int) -> int:
+    """Bisect the smallest arena TFLM runs the model in, to 16 bytes, above the recorded total `low` (every probe
+    asked of the one child process of `prober`)."""
     high = MEASURE_ARENA_BYTES
-    if not runs_in(model_bytes, high):
+    if not prober.runs_in(high):
         raise PipelineError(f"TFLM cannot run the model even in a {high}-byte arena on the host")
     while high - low > ARENA_ALIGNMENT:
         mid = (low + high) // 2
-        if runs_in(model_bytes, mid):
+        if prober.runs_in(mid):
             high = mid
         else:
             low = mid

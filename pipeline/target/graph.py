@@ -43,7 +43,7 @@ class Op:
     kind: str  # builtin operator name, e.g. CONV_2D
     inputs: list[Tensor]
     outputs: list[Tensor]
-    options: dict = field(default_factory=dict)  # stride_h/w, padding, dilation_h/w, depth_multiplier, filter_h/w
+    options: dict = field(default_factory=dict)  # stride_h/w, padding, dilation_h/w, depth_multiplier, filter_h/w, activation
 
     @property
     def weights(self) -> Tensor | None:
@@ -121,7 +121,7 @@ class Graph:
         return per_step
 
 
-def _options(kind: str, opts) -> dict:
+def _options(kind: str, opts, activations: dict[int, str]) -> dict:
     if opts is None:
         return {}
     out = {}
@@ -132,6 +132,8 @@ def _options(kind: str, opts) -> dict:
             out[key] = int(getattr(opts, name))
     if hasattr(opts, "padding"):
         out["padding"] = PADDING.get(int(opts.padding), str(opts.padding))
+    if hasattr(opts, "fusedActivationFunction"):
+        out["activation"] = activations.get(int(opts.fusedActivationFunction), str(opts.fusedActivationFunction))
     return out
 
 
@@ -143,6 +145,7 @@ def read(path: Path) -> Graph:
         model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
         op_names = tflite_model._enum_names(schema.BuiltinOperator)
         type_names = tflite_model._enum_names(schema.TensorType)
+        activations = tflite_model._enum_names(schema.ActivationFunctionType)
         graph = model.subgraphs[0]
         tensors = []
         for i, t in enumerate(graph.tensors or []):
@@ -159,7 +162,7 @@ def read(path: Path) -> Graph:
             kind = op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
             ins = [tensors[i] if i >= 0 else None for i in (op.inputs if op.inputs is not None else [])]
             outs = [tensors[i] for i in (op.outputs if op.outputs is not None else [])]
-            ops.append(Op(n, kind, ins, outs, _options(kind, op.builtinOptions)))
+            ops.append(Op(n, kind, ins, outs, _options(kind, op.builtinOptions, activations)))
         inputs = [tensors[i] for i in graph.inputs]
         outputs = [tensors[i] for i in graph.outputs]
     except Exception as exc:  # the flatbuffer passed tflite_model.read, so this is a layout it cannot describe

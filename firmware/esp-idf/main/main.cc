@@ -73,6 +73,8 @@ constexpr int (*kSetBaud)(uint32_t) = SetBaud;
 constexpr uint32_t kBaud = CONFIG_ESP_CONSOLE_UART_BAUDRATE;
 #endif
 
+// esp_timer counts microseconds since boot in 64 bits and never steps back; its low 32 bits wrap every 71 minutes,
+// which the harness core's differences allow for.
 uint32_t Micros() { return static_cast<uint32_t>(esp_timer_get_time()); }
 
 // A fault before the harness can serve: say it once a second, forever, so a monitor opened late still sees it.

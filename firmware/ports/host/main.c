@@ -1,7 +1,7 @@
 /* Host (POSIX) port: the harness core on a pseudo-terminal, for tests and rigs without hardware.
  *
  *   ee_host [--input-bytes N] [--outputs N] [--model NAME] [--hash HEX] [--work N]
- *           [--garbage] [--reset-after N] [--silent-after N] [--bad-baud]
+ *           [--garbage] [--reset-after N] [--silent-after N] [--bad-baud] [--clock-back-us N]
  *
  * Prints "pty: /dev/pts/N" on stdout, then serves the protocol on that terminal until killed.
  * Built with -DEE_BACKEND_TFLM (and linked with a TFLM library, the generated model files and
@@ -10,7 +10,9 @@
  * The fault switches make the device misbehave on purpose, for the reader's fault tests: --garbage writes
  * noise and a partial line between replies, --reset-after N reboots (banner again) on the Nth command,
  * --silent-after N stops answering from the Nth command on, --bad-baud garbles every byte received while the rate
- * differs from the one it started at (as a link whose two ends disagree on the rate), so xbaud must fall back. */
+ * differs from the one it started at (as a link whose two ends disagree on the rate), so xbaud must fall back,
+ * --clock-back-us N makes every other clock reading N us behind the one before it (a clock that is not monotonic,
+ * as a port reading its millisecond count and its sub-millisecond counter apart), for the core's timeouts. */
 #define _DEFAULT_SOURCE  /* cfmakeraw */
 #define _XOPEN_SOURCE 600
 #include <errno.h>
@@ -56,10 +58,17 @@ static void port_write(const char *text, size_t len) {
   if (len > 0) at_line_start = text[len - 1] == '\n';
 }
 
+static uint32_t clock_back_us = 0;  /* --clock-back-us: a fault, off by default */
+
 static uint32_t port_micros(void) {
+  static unsigned long readings = 0;
+  static uint32_t previous = 0;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint32_t)((uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
+  uint32_t now = (uint32_t)((uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
+  if (clock_back_us && ++readings % 2 == 0) now = previous - clock_back_us;
+  previous = now;
+  return now;
 }
 
 /* A pseudo-terminal has no wire: the rate is recorded in its settings, as a UART driver would set it, and changes
@@ -95,6 +104,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--silent-after")) silent_after = arg_number(argc, argv, &i);
     else if (!strcmp(argv[i], "--garbage")) garbage = 1;
     else if (!strcmp(argv[i], "--bad-baud")) bad_baud = 1;
+    else if (!strcmp(argv[i], "--clock-back-us")) clock_back_us = (uint32_t)arg_number(argc, argv, &i);
     else if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
     else if (!strcmp(argv[i], "--hash") && i + 1 < argc) hash = argv[++i];
     else {

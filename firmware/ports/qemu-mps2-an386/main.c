@@ -55,13 +55,23 @@ static volatile uint32_t milliseconds;
 
 void SysTick_Handler(void) { ++milliseconds; }
 
+/* Microseconds, never stepping back. SysTick counts down and reloads every millisecond, and the millisecond count
+ * moves when its interrupt is taken; under QEMU the counter reads as reloaded a little before that (neither the
+ * interrupt nor its pending bit is there yet), which read as time 999 us back once a millisecond. So the count is
+ * read again around the counter (an interrupt taken meanwhile: read both again), and a reading behind the last one
+ * returned is a reload whose interrupt is still to come: that millisecond has passed. */
 static uint32_t micros(void) {
+  static uint32_t last;
   uint32_t ms, val;
-  do {  /* re-read if the millisecond tick happened in between */
+  do {
     ms = milliseconds;
     val = SYSTICK->VAL;
   } while (ms != milliseconds);
-  return ms * 1000u + (TICKS_PER_MS - 1u - val) / (CORE_CLOCK_HZ / 1000000u);
+  uint32_t now = ms * 1000u + (TICKS_PER_MS - 1u - val) / (CORE_CLOCK_HZ / 1000000u);
+  if ((int32_t)(now - last) < 0) now += 1000u;
+  if ((int32_t)(now - last) < 0) now = last;
+  last = now;
+  return now;
 }
 
 static void uart_write(const char *text, size_t len) {
@@ -121,6 +131,22 @@ int main(void) {
       ee_test_backend(EE_INPUT_BYTES, EE_OUTPUTS, EE_MODEL_NAME, EE_MODEL_HASH, EE_WORK_ROUNDS);
 #endif
   ee_init(&ctx, &port, backend);
+#ifdef EE_CLOCK_CHECK
+  /* Test builds: once the host sends something (QEMU drops what is written before it connects), read the clock
+   * EE_CLOCK_CHECK times and say how often it stepped back, and by how much at most. */
+  while (!(UART0->STATE & UART_STATE_RX_FULL)) {
+  }
+  uint32_t back = 0, worst = 0, previous = micros();
+  for (uint32_t i = 0; i < EE_CLOCK_CHECK; ++i) {
+    uint32_t now = micros();
+    if ((int32_t)(now - previous) < 0) {
+      ++back;
+      if (previous - now > worst) worst = previous - now;
+    }
+    previous = now;
+  }
+  ee_printf(&ctx, "m-x-clock-back-%lu-worst-%lu-us", (unsigned long)back, (unsigned long)worst);
+#endif
   for (uint32_t idle = 0;; ++idle) {
     if (UART0->STATE & UART_STATE_RX_FULL) {
       ee_feed(&ctx, (char)UART0->DATA);

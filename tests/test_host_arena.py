@@ -1,0 +1,33 @@
+"""The host TFLM runtime runs every model in its measured arena, never in tflite_micro's default (10x the model's
+bytes), which a small model with a large activation does not fit in."""
+import json
+
+import numpy as np
+
+from conftest import run_invoke
+from pipeline.model import tfenv
+
+
+def _small_model_large_activation(path):
+    """About 3 KB of int8 model whose first convolution writes a 64x64x16 tensor (65,536 bytes)."""
+    k, tf = tfenv.keras(), tfenv.tf()
+    model = k.Sequential([k.layers.Input((64, 64, 1)), k.layers.Conv2D(16, 1, activation="relu"),
+                          k.layers.MaxPooling2D(8), k.layers.GlobalAveragePooling2D(), k.layers.Dense(2)])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    converter.representative_dataset = lambda: ([rng.random((1, 64, 64, 1), dtype=np.float32)] for _ in range(10))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_generate_runs_a_small_model_with_a_large_activation(tmp_path):
+    tflite = _small_model_large_activation(tmp_path / "wide.tflite")
+    assert tflite.stat().st_size * 10 < 64 * 64 * 16  # the runtime's default arena would not hold the activation
+    proc = run_invoke("generate", f"--tflite={tflite}", "--board=esp32", f"--build-dir={tmp_path / 'b'}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "b" / "esp32" / "wide" / "report.json").read_text())
+    assert report["arena_bytes"] > 64 * 64 * 16
