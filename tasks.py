@@ -33,6 +33,9 @@ COMMON_HELP = {
                "the report compares with the student trained alone",
     "precision": "int8 (default) or int16x8 (int16 activations, int8 weights; post-training; accuracy, arena and "
                  "profile on the host TFLM runtime, no firmware yet)",
+    "model_id": "what the firmware reports as its model in `profile` (m-model-[...]; MLPerf Tiny's runner picks its "
+                "script by it); default: the MLPerf Tiny id for the zoo's reference models (ds_cnn kws01, "
+                "mobilenet_v1 vww01, resnet8 ic01, autoencoder ad01), the model's name otherwise",
     "memory_plan": "offline (default: plan the activations' offsets here and embed them in the model, where it beats "
                    "TFLM's greedy planner) or tflm (TFLM plans at run time)",
     "depth": "number of blocks (conv layers, separable blocks, residual stacks ...; default: the model's own)",
@@ -82,7 +85,8 @@ def _number(option: str, value, kind=float):
 def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5, prune="magnitude", qat=True, seed=0,
              max_drop=2.0, width=1.0, depth=None, teacher=None, build_dir="build", tflite=None, compile_firmware=True,
              memory_plan="offline", precision="int8", name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None,
-             max_flash_kb=None, max_energy_uj=None, elf=None, trust_model=False):
+             max_flash_kb=None, max_energy_uj=None, elf=None, model_id=None,
+             energy_mode=False, trust_model=False):
     from pipeline.build import Options
     from pipeline.report.findings import Limits
 
@@ -95,7 +99,7 @@ def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5
                    max_drop=_number("max_drop", max_drop), width=_number("width", width),
                    depth=_number("depth", depth, int) if depth is not None else None,
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir), memory_plan=memory_plan,
-                   teacher=teacher, precision=precision, name=name, trust_model=trust_model,
+                   teacher=teacher, precision=precision, name=name, model_id=model_id, energy_mode=energy_mode, trust_model=trust_model,
                    compile_firmware=compile_firmware, fail_on=fail_on, elf=Path(elf) if elf else None,
                    limits=Limits(limit("max_latency_ms", max_latency_ms), limit("max_ram_kb", max_ram_kb),
                                  limit("max_flash_kb", max_flash_kb), limit("max_energy_uj", max_energy_uj)))
@@ -177,32 +181,36 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
     print(f"model: {p.tflite_path}")
 
 
-@task(help=_help(BOARD_OPTS + GATE_OPTS,
+@task(help=_help(BOARD_OPTS + GATE_OPTS + ("model_id",),
                  tflite="an int8 .tflite trained elsewhere: skip training and generate from it (--data then "
                         "measures its accuracy)"))
 @cli_errors
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
              build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
-             name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, max_energy_uj=None, elf=None, verbose=False, trust_model=False):
+             name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, max_energy_uj=None, elf=None, verbose=False,
+             model_id=None, trust_model=False):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check, report.json and report.html."""
     _quiet(verbose)
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                   memory_plan=memory_plan, name=name, fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb,
-                  max_flash_kb=max_flash_kb, max_energy_uj=max_energy_uj, elf=elf, trust_model=trust_model)
+                  max_flash_kb=max_flash_kb, max_energy_uj=max_energy_uj, elf=elf, model_id=model_id, trust_model=trust_model)
     _print_board_outcome(p.run_board(with_firmware=False), p)
 
 
-@task(help=_help(BOARD_OPTS + GATE_OPTS,
+@task(help=_help(BOARD_OPTS + GATE_OPTS + ("model_id",),
                  tflite="build firmware for an int8 .tflite trained elsewhere instead of a zoo model",
                  compile="run the framework's build tool (idf.py) when it is on PATH (default on)",
                  from_explore="build a trial of `invoke explore`: best (most accurate feasible) or a trial number",
-                 export="also export the model as a library for your own firmware into export/ (as `invoke export`)"))
+                 export="also export the model as a library for your own firmware into export/ (as `invoke export`)",
+                 energy_mode="firmware for MLPerf Tiny's energy mode: the harness behind the interface board at 9600 "
+                             "baud, timestamps as low pulses on the board's [energy] timestamp pin (default off: "
+                             "performance mode, the pin high during the timed loop)"))
 @cli_errors
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
           build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline",
           name=None, export=False, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None,
-          max_energy_uj=None, elf=None, verbose=False, trust_model=False):
+          max_energy_uj=None, elf=None, verbose=False, model_id=None, energy_mode=False, trust_model=False):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
     Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json,
@@ -224,7 +232,8 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
     else:
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
                       depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                      compile_firmware=compile, memory_plan=memory_plan, name=name, trust_model=trust_model, **gates)
+                      compile_firmware=compile, memory_plan=memory_plan, name=name, model_id=model_id,
+                      energy_mode=energy_mode, trust_model=trust_model, **gates)
     _print_board_outcome(p.run_board(with_firmware=True), p)
     if export:
         _print_export(p.export(p.export_models()))
@@ -492,7 +501,8 @@ MEASURE_HELP = {
 
 
 def _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
-                     max_regression, junit, timeout, build_dir, profile=False, db=None, fast_baud=None, name=None):
+                     max_regression, junit, timeout, build_dir, profile=False, db=None, fast_baud=None, name=None,
+                     rate=None, battery_mah="1000", battery_v="3.7"):
     from pipeline.hil.measure import MeasureOptions
 
     return MeasureOptions(board=board, model=model, name=name, port=port, runs=_number("runs", runs, int),
@@ -503,7 +513,9 @@ def _measure_options(board, model, port, runs, warmup, iterations, inputs, energ
                           max_regression=_number("max_regression", max_regression),
                           junit=Path(junit) if junit else None, timeout=_number("timeout", timeout),
                           build_dir=Path(build_dir), profile=profile,
-                          fast_baud=None if fast_baud is None else _number("fast_baud", fast_baud, int))
+                          fast_baud=None if fast_baud is None else _number("fast_baud", fast_baud, int),
+                          rate=None if rate is None else _number("rate", rate),
+                          battery_mah=_number("battery_mah", battery_mah), battery_v=_number("battery_v", battery_v))
 
 
 def _print_measurement(result):
@@ -515,6 +527,10 @@ def _print_measurement(result):
           f"min {lat['min']:.1f}, max {lat['max']:.1f}, std {lat['std']:.1f} over {len(result['runs'])} runs")
     if result["energy_uj"] is not None:
         print(f"{tag}energy per inference ({result['energy_source']}): {result['energy_uj']:.2f} uJ")
+    if result.get("battery"):
+        life = result["battery"]
+        print(f"{tag}battery life at {life['rate_hz']:g} inferences/s: {life['hours']:.1f} h "
+              f"({life['hours'] / 24:.1f} days) on {life['battery_mah']:g} mAh ({life['rule']})")
     if result["accuracy"] is not None:
         print(f"{tag}on-target accuracy ({label}): {result['accuracy']:.2f}% over {result['inputs_checked']} inputs")
     if result["bit_exact"] is None:
@@ -525,18 +541,24 @@ def _print_measurement(result):
         print(f"{tag}arena: predicted {result['arena_predicted_bytes']} bytes, device uses {result['arena_used_bytes']}")
 
 
-@task(help=MEASURE_HELP)
+@task(help={**MEASURE_HELP,
+            "rate": "inferences a second: also print the battery life at that duty cycle (the measured energy per "
+                    "inference, the board file's [power] sleep_mw between inferences)",
+            "battery_mah": "the battery's capacity for --rate, in mAh (default 1000)",
+            "battery_v": "the battery's voltage for --rate, V (default 3.7, a LiPo cell's nominal; as invoke compare)"})
 @cli_errors
 def measure(c, board="esp32", model=None, port=None, runs="10", warmup="10", iterations="1", inputs="20",
             energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
-            timeout="5.0", build_dir="build", profile=False, db=None, fast_baud=None, name=None):
+            timeout="5.0", build_dir="build", profile=False, db=None, fast_baud=None, name=None, rate=None,
+            battery_mah="1000", battery_v="3.7"):
     """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
     from pipeline.hil.measure import measure as run_measure
 
     model = _folder(model)
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
-                                                    build_dir, profile, db, fast_baud, name)))
+                                                    build_dir, profile, db, fast_baud, name, rate, battery_mah,
+                                                    battery_v)))
 
 
 def _chosen_build(build_dir, board_name, name, model):
@@ -552,9 +574,11 @@ def _chosen_build(build_dir, board_name, name, model):
 
 @task(help={"board": COMMON_HELP["board"],
             "model": "the built model to emulate (default: the only, or the most recent, build of the board)",
-            "name": "the build folder to emulate, build/<board>/NAME/", "build_dir": COMMON_HELP["build_dir"]})
+            "name": "the build folder to emulate, build/<board>/NAME/", "build_dir": COMMON_HELP["build_dir"],
+            "realtime": "pace each inference to its modelled latency on the host's clock, for clients with "
+                        "wall-clock rules (MLPerf Tiny's runner wants timed windows of at least 10 s)"})
 @cli_errors
-def emulate(c, board="esp32", model=None, build_dir="build", name=None):
+def emulate(c, board="esp32", model=None, build_dir="build", name=None, realtime=False):
     """An EMULATED device on a pseudo-terminal: the real protocol, TFLM host outputs, estimated latency."""
     from pipeline.boards import load_board
     from pipeline.hil.emulate import device_for_build, serve
@@ -562,11 +586,11 @@ def emulate(c, board="esp32", model=None, build_dir="build", name=None):
     b = load_board(board)
     holds = _chosen_build(build_dir, b.name, name, (_folder(model) if model else None))
     model = holds.model
-    device = device_for_build(Path(build_dir), b, model, holds.folder)
+    device = device_for_build(Path(build_dir), b, model, holds.folder, realtime=realtime)
 
     def ready(path):
         print(f"EMULATED {b.name} running {model} on {path} (latency is the board's estimate: "
-              f"{device.latency_us:.1f} us per inference)")
+              f"{device.latency_us:.1f} us per inference{', paced in real time' if realtime else ''})")
         print(f"measure it with: invoke measure --board={b.name} --name={holds.name} --port={path}   (Ctrl-C stops)",
               flush=True)
 

@@ -63,6 +63,10 @@ class Options:
     limits: Limits = field(default_factory=Limits)  # --max-latency-ms, --max-ram-kb, ... (findings; gates with fail_on)
     fail_on: str | None = None  # "budget": exit non-zero when a budget finding is an error; "warning": on any warning
     elf: Path | None = None  # a firmware image the user built: its real sizes against the fit estimate
+    # What the firmware's `profile` reports as m-model-[...]; None: the rule in codegen.model_id (an MLPerf Tiny
+    # reference model of the zoo reports its MLPerf id, any other model its name).
+    model_id: str | None = None
+    energy_mode: bool = False  # the harness serves MLPerf Tiny's energy mode (timestamps on the pin, 9600 baud)
 
 
 @dataclass
@@ -133,6 +137,7 @@ class Pipeline:
         elif opts.epochs == 0:
             raise PipelineError("--epochs=0 converts a model as it is: only for a model file with trained weights "
                                 "(--model=FILE.keras or .h5)")
+        self.model_id = codegen.model_id(self.model_name, opts.model_id, zoo_model=not self.byo and not self.user)
         self.data_source = opts.data or (self.spec.default_data if self.spec else None)
         if self.spec and self.data_source is None:
             raise PipelineError(
@@ -360,7 +365,7 @@ class Pipeline:
         generated = board_dir / "generated"
         key = cache.stage_key("generate", {"model": self.model_name, "data": self.fingerprint(),
                                            "kernels": board.kernels, "target": kernels.target_of(board),
-                                           "memory_plan": self.opts.memory_plan},
+                                           "memory_plan": self.opts.memory_plan, "model_id": self.model_id},
                               [self.tflite_path], _code("firmware/codegen", "target/arena", "target/tflm_ops", "target/tflite_model", "target/graph",
                                                         "target/kernels", "target/memplan"))
 
@@ -390,7 +395,7 @@ class Pipeline:
                                                      scratch.margin_bytes)
             sample = self.sample(final_info, measured.arena_bytes)
             result = codegen.generate(final_info, self.model_name, measured.arena_bytes, self.labels(final_info),
-                                      sample, generated)
+                                      sample, generated, model_id=self.model_id)
             return {"arena": asdict(measured), "files": result.files, "ops": result.ops, "memory_plan": plan_report,
                     "model_hash": result.model_hash, "sample_bytes": int(sample.input_q.size),
                     "labels": self.labels(final_info)}
@@ -457,11 +462,13 @@ class Pipeline:
         inputs = [generated / f for f in codegen.GENERATED_FILES] + framework.template_files()
         if board.source:
             inputs.append(board.source)
-        key = cache.stage_key("firmware", {"board": board.name, "library": self.library_name}, inputs,
+        key = cache.stage_key("firmware", {"board": board.name, "library": self.library_name,
+                                           "energy_mode": self.opts.energy_mode}, inputs,
                               _code("firmware/projects", "firmware/library", "firmware/codegen"))
 
         def run():
-            projects.render(board, generated, project, generated_result["sample_bytes"], self.library_name)
+            projects.render(board, generated, project, generated_result["sample_bytes"], self.library_name,
+                            self.opts.energy_mode)
             return {"project_dir": str(project)}
 
         self.stage(8, "firmware", board_dir, key, [project / "CMakeLists.txt"], run)
@@ -741,6 +748,8 @@ class Pipeline:
         trained = self.results.get("train", {})
         return {
             "model": self.model_name,
+            "model_id": self.model_id,
+            "energy_mode": self.opts.energy_mode,
             "board": board.name,
             "metric": metrics["metric_name"] if metrics else None,
             "float_metric": metrics["float_metric"] if metrics else None,

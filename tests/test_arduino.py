@@ -29,7 +29,10 @@ def test_sketch_is_complete_and_consistent(arduino_build):
     sketch = arduino_build / "nano33ble-arduino" / "digits" / "firmware"
     ino = (sketch / "firmware.ino").read_text()  # arduino-cli wants the main file named after the folder
     assert "@" not in ino and f"#include <{projects.Arduino.LIBRARY_HEADER}>" in ino
-    assert "ee_init(&ctx, &port, TflmBackend())" in ino and "Serial.available()" in ino
+    assert "ee_init(&ctx, &port, TflmBackend())" in ino and "CONSOLE.available()" in ino
+    # performance mode on the USB Serial; the timestamp pin the board file names, driven by digitalWrite
+    assert "#define EE_ENERGY_MODE 0" in ino and "#define CONSOLE Serial\n" in ino
+    assert f"#define TIMESTAMP_PIN {board.timestamp_gpio}" in ino and "digitalWrite(TIMESTAMP_PIN" in ino
     for name in projects.COMMON_SOURCES + ("digits.h", "digits.cc", "digits_arena.cc", "digits_model_data.cc",
                                            "digits_model_settings.h", "model_library.h"):
         base = os.path.basename(name)

@@ -116,7 +116,7 @@ def test_usb_serial_jtag_board_renders_that_console(esp32_build, tmp_path):
     board = boards.load_board("xiao-esp32s3")
     projects.render(board, esp32_build["dir"] / "generated", tmp_path / "fw", 64)
     cmake = (tmp_path / "fw" / "main" / "CMakeLists.txt").read_text()
-    assert "set(console_components esp_driver_usb_serial_jtag)" in cmake
+    assert "set(console_components esp_driver_usb_serial_jtag esp_driver_gpio)" in cmake  # + the timestamp pin
     assert "CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG=y" in (tmp_path / "fw" / "sdkconfig.defaults").read_text()
     assert "CONFIG_ESPTOOLPY_FLASHSIZE_8MB=y" in (tmp_path / "fw" / "sdkconfig.defaults").read_text()
     main = (tmp_path / "fw" / "main" / "main.cc").read_text()

@@ -51,6 +51,11 @@ def test_zephyr_app_is_complete_and_consistent(zephyr_builds, name):
     assert "CONFIG_UART_INTERRUPT_DRIVEN=y" in prj and "CONFIG_RING_BUFFER=y" in prj
     settings = (project / "src" / "digits_model_settings.h").read_text()
     assert "kTensorArenaSize" in settings
+    # the timestamp pin: the devicetree alias the rendered overlay defines on the board file's GPIO
+    overlay = (project / "app.overlay").read_text()
+    assert "mlperf-timestamp = &mlperf_timestamp_pin;" in overlay and f"<{board.timestamp_gpio} 0>" in overlay
+    assert "EE_ENERGY_MODE=0 EE_TIMESTAMP_PIN=1" in cmake and "CONFIG_GPIO=y" in prj
+    assert "GPIO_DT_SPEC_GET(DT_ALIAS(mlperf_timestamp), gpios)" in main
 
 
 def test_build_and_flash_run_west_with_the_board(zephyr_builds, tmp_path):

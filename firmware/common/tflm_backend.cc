@@ -31,6 +31,7 @@ const ee_backend_t* TflmBackend(void) {
   backend.kind = "tflm";
   backend.model_name = MODEL_LIB(model_name)();
   backend.model_hash = MODEL_LIB(model_hash)();
+  backend.model_id = MODEL_LIB(model_id)();
   backend.input_bytes = MODEL_LIB_INPUT_SIZE;
   backend.output_count = MODEL_LIB_OUTPUT_SIZE;
   backend.output_scale = MODEL_LIB(output_scale)();

@@ -33,7 +33,26 @@ void ee_printf(ee_ctx_t *ctx, const char *fmt, ...) {
 
 static void write_str(ee_ctx_t *ctx, const char *s) { ctx->port->write(s, strlen(s)); }
 
-static void timestamp(ee_ctx_t *ctx) { ee_printf(ctx, "m-lap-us-%lu", (unsigned long)ctx->port->micros()); }
+static void set_pin(ee_ctx_t *ctx, int level) {
+  if (ctx->port->pin == NULL) return;
+  ctx->port->pin(level);
+  ++ctx->pin_edges;
+}
+
+/* Performance mode: the port's clock since boot, printed (it starts at 0 in ee_init; the MLCommons runner subtracts
+ * two of them without a modulo). Energy mode: a low pulse of at least EE_PULSE_US on the timestamp pin, which the
+ * power board records; nothing is printed, as in the reference firmware. */
+static void timestamp(ee_ctx_t *ctx) {
+  if (!ctx->port->energy_mode) {
+    ee_printf(ctx, "m-lap-us-%lu", (unsigned long)(ctx->port->micros() - ctx->boot_us));
+    return;
+  }
+  set_pin(ctx, 0);
+  uint32_t start = ctx->port->micros();
+  while (ctx->port->micros() - start <= EE_PULSE_US) {
+  }
+  set_pin(ctx, 1);
+}
 
 /* Fixed-point "%0.3f" without printf's float support (newlib-nano leaves it out). */
 static size_t format_milli(char *out, float value) {
@@ -182,8 +201,11 @@ static void cmd_infer(ee_ctx_t *ctx, char *count_arg, char *warmup_arg) {
   ee_printf(ctx, "m-warmup-done");
   ee_printf(ctx, "m-infer-start-%ld", n);
   timestamp(ctx);
+  /* Performance mode: the pin is high for the timed loop alone (the timestamps' printing stays outside it). */
+  if (!ctx->port->energy_mode) set_pin(ctx, 1);
   int failed = 0;
   for (long i = 0; i < n && !failed; ++i) failed = b->load(ctx->db, ctx->db_size) != 0 || b->infer() != 0;
+  if (!ctx->port->energy_mode) set_pin(ctx, 0);
   timestamp(ctx);
   if (failed) {
     ee_printf(ctx, "e-[Inference failed]");
@@ -360,6 +382,9 @@ static void cmd_xinfo(ee_ctx_t *ctx) {
   ee_printf(ctx, "m-x-max-db-bytes-%lu", (unsigned long)EE_MAX_DB_BYTES);
   ee_printf(ctx, "m-x-baud-%lu", (unsigned long)ctx->baud);
   ee_printf(ctx, "m-x-baud-switch-%d", ctx->port->set_baud != NULL);
+  ee_printf(ctx, "m-x-timestamp-pin-%d", ctx->port->pin != NULL);
+  ee_printf(ctx, "m-x-pin-edges-%lu", ctx->pin_edges);
+  ee_printf(ctx, "m-x-mode-[%s]", ctx->port->energy_mode ? "energy" : "performance");
 }
 
 /* Per-operator time of the last inference, from the backend's profiler (the port's microsecond clock). */
@@ -426,7 +451,7 @@ static void execute(ee_ctx_t *ctx, char *line) {
     timestamp(ctx);
   } else if (strcmp(tok, "profile") == 0) {
     ee_printf(ctx, "m-profile-[%s]", EE_FW_NAME);
-    ee_printf(ctx, "m-model-[%s]", ctx->backend->model_name);
+    ee_printf(ctx, "m-model-[%s]", ctx->backend->model_id ? ctx->backend->model_id : ctx->backend->model_name);
   } else if (strcmp(tok, "help") == 0) {
     cmd_help(ctx);
   } else if (strcmp(tok, "db") == 0) {
@@ -503,7 +528,10 @@ void ee_init(ee_ctx_t *ctx, const ee_port_t *port, const ee_backend_t *backend) 
   ctx->port = port;
   ctx->backend = backend;
   ctx->baud = port->baud;
-  ee_printf(ctx, "m-timestamp-mode-performance");
+  ctx->boot_us = port->micros();
+  set_pin(ctx, port->energy_mode ? 1 : 0);  /* idle: high between energy-mode pulses, low outside a timed loop */
+  ctx->pin_edges = 0;
+  ee_printf(ctx, port->energy_mode ? "m-timestamp-mode-energy" : "m-timestamp-mode-performance");
   timestamp(ctx);
   ee_printf(ctx, "m-init-done");
   ee_printf(ctx, "m-ready");

@@ -32,6 +32,15 @@ extern "C" {
 #ifndef EE_BAUD_CONFIRM_US
 #define EE_BAUD_CONFIRM_US 1000000u
 #endif
+/* How long an energy-mode timestamp holds the pin low (MLPerf Tiny: at least 1 us); the core waits 1 us more than
+ * this on the port's clock, whose reading may be up to 1 us late. */
+#ifndef EE_PULSE_US
+#define EE_PULSE_US 1u
+#endif
+/* The mode a port built without a command-line switch starts in: 0 performance, 1 MLPerf Tiny energy mode. */
+#ifndef EE_ENERGY_MODE
+#define EE_ENERGY_MODE 0
+#endif
 #ifndef EE_MAX_OUTPUTS
 #define EE_MAX_OUTPUTS 1024u
 #endif
@@ -49,6 +58,13 @@ typedef struct {
    * port; returns 0 on success. Ports whose link has no baud rate (USB CDC, a pseudo-terminal) may leave it NULL. */
   int (*set_baud)(uint32_t baud);
   uint32_t baud;           /* the rate the console starts at (0 if it has none) */
+  /* Optional (NULL: no pin): drives the timestamp GPIO, the pin the board file's [energy] timestamp_pin names
+   * (1 high, 0 low). In performance mode it is high exactly while the timed loop of `infer` runs (the window a PPK2
+   * or a logic analyser integrates over); in energy mode it idles high and each timestamp is a low pulse of at
+   * least EE_PULSE_US, as MLPerf Tiny's power boards record them. */
+  void (*pin)(int level);
+  /* Non-zero: MLPerf Tiny energy mode (the DUT behind the interface board, timestamps on the pin, not printed). */
+  int energy_mode;
 } ee_port_t;
 
 typedef struct {
@@ -72,6 +88,9 @@ typedef struct {
    * timed, and for operator i its name and its time in the port's microseconds. */
   size_t (*profile_count)(void);
   void (*profile)(size_t i, const char **op, uint32_t *us);
+  /* The id `profile` reports as m-model-[...] (MLPerf Tiny's runner picks its script by it: kws01, vww01, ic01,
+   * ad01); NULL: model_name. */
+  const char *model_id;
 } ee_backend_t;
 
 typedef struct {
@@ -93,9 +112,12 @@ typedef struct {
   uint32_t baud, baud_old, baud_since;
   int baud_pending;
   unsigned long unsolicited; /* m-ready lines written without a command (a timed-out baud switch) */
+  uint32_t boot_us;  /* the port's clock at ee_init: m-lap-us counts from here, so it starts at 0 at boot */
+  unsigned long pin_edges;  /* timestamp pin level changes driven so far */
 } ee_ctx_t;
 
-/* Prints the boot banner (timestamp mode, a timestamp, m-init-done, m-ready) and enables the parser. */
+/* Prints the boot banner (timestamp mode, a timestamp, m-init-done, m-ready), sets the timestamp pin to its idle
+ * level and enables the parser. */
 void ee_init(ee_ctx_t *ctx, const ee_port_t *port, const ee_backend_t *backend);
 /* Feeds one received character; a complete command (ended by '%') is executed before this returns. */
 void ee_feed(ee_ctx_t *ctx, char c);

@@ -134,16 +134,27 @@ static size_t make_case(char *buf, size_t cap) {
   return len;
 }
 
+/* The timestamp pin: every write must change the level (edges alternate), and a case must end at the idle level. */
+static int pin_level = -1, pin_bad = 0;
+static void fake_pin(int level) {
+  if (level == pin_level) pin_bad = 1;
+  pin_level = level;
+}
+
 static int run_case(const char *input, size_t len) {
   static ee_ctx_t ctx;
-  static const ee_port_t port = {check_write, fake_micros, "host", fake_set_baud, 115200u};
+  static const ee_port_t performance = {check_write, fake_micros, "host", fake_set_baud, 115200u, fake_pin, 0};
+  static const ee_port_t energy = {check_write, fake_micros, "host", fake_set_baud, 9600u, fake_pin, 1};
+  const ee_port_t *port_used = next() % 2 ? &energy : &performance;
+  pin_level = -1;
+  pin_bad = 0;
   line_len = 0;
   ready_count = 0;
   timeout_lines = 0;
   bad_line = 0;
   int paused = 0;
   ee_test_backend_clock(next() % 2 ? fake_micros : NULL);  /* with and without a profiler */
-  ee_init(&ctx, &port, ee_test_backend(16, 12, "fuzz", "0", 1));
+  ee_init(&ctx, port_used, ee_test_backend(16, 12, "fuzz", "0", 1));
   long terminators = 1;  /* the boot banner ends with one m-ready */
   for (size_t i = 0; i < len; ++i) {
     if (input[i] == '\x01') clock_jump = 2000000u;  /* beyond the frame and baud time-outs */
@@ -166,6 +177,10 @@ static int run_case(const char *input, size_t len) {
   if ((timeout_lines || ctx.unsolicited) && !paused) {  /* a baud switch that timed out adds an unsolicited m-ready */
     fprintf(stderr, "%ld time-outs without a pause on the line (a clock step back read as a long gap?)\n",
             timeout_lines + (long)ctx.unsolicited);
+    return 1;
+  }
+  if (pin_bad || pin_level != port_used->energy_mode) {
+    fprintf(stderr, "timestamp pin: a repeated level or not idle (%d) at the end\n", pin_level);
     return 1;
   }
   return bad_line;

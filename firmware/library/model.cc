@@ -210,6 +210,7 @@ size_t @P@_arena_used(void) { return interpreter ? interpreter->arena_used_bytes
 
 const char* @P@_model_name(void) { return MODEL_NAME; }
 const char* @P@_model_hash(void) { return MODEL_HASH; }
+const char* @P@_model_id(void) { return MODEL_ID; }
 
 const int8_t* @P@_sample_input(void) { return kSampleInput; }
 const int8_t* @P@_sample_expected_output(void) { return kSampleExpectedOutput; }

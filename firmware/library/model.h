@@ -79,6 +79,8 @@ size_t @P@_arena_used(void);
 /* The model's name and a hash of its .tflite (to tell builds apart). */
 const char *@P@_model_name(void);
 const char *@P@_model_hash(void);
+/* What the benchmark harness reports in `profile` (MLPerf Tiny's id for its reference models, else the name). */
+const char *@P@_model_id(void);
 
 /* The built-in test sample (one quantized test input), the raw output the host TFLM runtime gave for it, and
  * its true label ("" when unknown). */

@@ -6,6 +6,7 @@ serial port is set up. A user's own board file is loaded the same way, from a pa
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,12 @@ class Board:
     # allowance by the kernels of the ops the model really registers (pipeline.target.fit.runtime_flash).
     runtime_ops: tuple[str, ...] | None = None
     runtime_other_ops_bytes: int = 0
+    # The timestamp pin ([energy]): the header pin a user wires (timestamp_pin, e.g. "D7"), what the firmware drives
+    # (timestamp_gpio: an ESP-IDF GPIO number, a Zephyr devicetree GPIO "&gpiof 13", an Arduino pin name "D2"), and
+    # where the mapping comes from.
+    timestamp_pin: str | None = None
+    timestamp_gpio: str | None = None
+    timestamp_source: str | None = None
     source: Path | None = field(default=None, compare=False)
 
 
@@ -166,6 +173,9 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
     serial = _table(data, "serial", where)
     power = data.get("power", {})
     estimate = data.get("estimate", {})
+    energy = data.get("energy", {})
+    if not isinstance(energy, dict):
+        raise PipelineError(f"{where}: [energy] must be a table")
     usb = serial.get("usb", [])
     if not isinstance(usb, list) or not all(isinstance(u, str) and len(u.split(":")) == 2 for u in usb):
         raise PipelineError(f"{where}: field 'serial.usb' must be a list of \"VID:PID\" strings (got {usb!r})")
@@ -218,8 +228,18 @@ def parse_board(data: dict, where: str, source: Path | None = None) -> Board:
         ram_source=_require(memory, "ram_source", str, where + " [memory]") if "ram_source" in memory else None,
         arena_block_bytes=(_require(memory, "arena_block_bytes", int, where + " [memory]")
                            if "arena_block_bytes" in memory else None),
+        timestamp_pin=_require(energy, "timestamp_pin", str, where + " [energy]") if energy else None,
+        timestamp_gpio=_require(energy, "timestamp_gpio", str, where + " [energy]") if energy else None,
+        timestamp_source=_require(energy, "source", str, where + " [energy]") if energy else None,
         source=source,
     )
+    if board.framework == "esp-idf" and board.timestamp_gpio is not None and not board.timestamp_gpio.isdigit():
+        raise PipelineError(f"{where} [energy]: an esp-idf board's timestamp_gpio is the chip's GPIO number, e.g. \"4\" "
+                            f"(got {board.timestamp_gpio!r})")
+    if board.framework == "zephyr" and board.timestamp_gpio is not None and not re.fullmatch(
+            r"&\w+ \d+", board.timestamp_gpio):
+        raise PipelineError(f"{where} [energy]: a zephyr board's timestamp_gpio is a devicetree GPIO controller and pin, "
+                            f"e.g. \"&gpiof 13\" (got {board.timestamp_gpio!r})")
     if board.framework == "esp-idf":
         _check_esp_idf(board, where)
     if board.framework == "arduino" and not (board.arduino_fqbn and board.arduino_platform):

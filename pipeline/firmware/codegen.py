@@ -115,8 +115,24 @@ def render_ops(model: TFLiteModel) -> str:
     )
 
 
+# The zoo's MLPerf Tiny reference models and the ids MLPerf Tiny's runner knows them by (it picks its test script and
+# dataset by the id the device reports in `profile`).
+MLPERF_IDS = {"ds_cnn": "kws01", "mobilenet_v1": "vww01", "resnet8": "ic01", "autoencoder": "ad01"}
+MODEL_ID_CHARS = re.compile(r"[A-Za-z0-9_.+-]{1,32}")
+
+
+def model_id(model_name: str, override: str | None = None, zoo_model: bool = True) -> str:
+    """The id the firmware reports: --model-id if given; a zoo model that is an MLPerf Tiny reference, its MLPerf
+    id; any other model (a user's .tflite too, whatever its file name), its own name."""
+    if override is not None:
+        if not MODEL_ID_CHARS.fullmatch(override):
+            raise PipelineError(f"--model-id must be 1 to 32 letters, digits or _.+- (got {override!r})")
+        return override
+    return MLPERF_IDS.get(model_name, model_name) if zoo_model else model_name
+
+
 def render_settings(model: TFLiteModel, model_name: str, arena_bytes: int, labels: list[str], sample: Sample,
-                    hash_hex: str) -> tuple[str, str]:
+                    hash_hex: str, model_id_: str | None = None) -> tuple[str, str]:
     inp, out = model.inputs[0], model.outputs[0]
     in_dims = ", ".join(str(d) for d in inp.shape)
     out_dims = ", ".join(str(d) for d in out.shape)
@@ -126,7 +142,9 @@ def render_settings(model: TFLiteModel, model_name: str, arena_bytes: int, label
         HEADER_NOTE
         + "#ifndef MODEL_SETTINGS_H_\n#define MODEL_SETTINGS_H_\n\n#include <cstdint>\n\n"
         + f"#define MODEL_NAME {c_string(model_name)}\n"
-        + f"#define MODEL_HASH {c_string(hash_hex)}\n\n"
+        + f"#define MODEL_HASH {c_string(hash_hex)}\n"
+        + "// What `profile` reports as m-model-[...] (MLPerf Tiny's runner picks its script by it).\n"
+        + f"#define MODEL_ID {c_string(model_id_ or model_name)}\n\n"
         + "// TFLM's measured need on the host (RecordingMicroAllocator) plus a margin of at most 1 KiB.\n"
         + f"constexpr unsigned int kTensorArenaSize = {arena_bytes};\n\n"
         + f"constexpr int kInputDims[] = {{{in_dims}}};\n"
@@ -158,12 +176,12 @@ def render_settings(model: TFLiteModel, model_name: str, arena_bytes: int, label
 
 
 def generate(model: TFLiteModel, model_name: str, arena_bytes: int, labels: list[str], sample: Sample,
-             out_dir: Path) -> GenerateResult:
+             out_dir: Path, model_id: str | None = None) -> GenerateResult:
     model_bytes = model.path.read_bytes()
     hash_hex = model_hash(model_bytes)
     ops_h = render_ops(model)  # first: an unsupported op fails before anything is written
     data_h, data_cc = render_model_data(model_bytes)
-    settings_h, settings_cc = render_settings(model, model_name, arena_bytes, labels, sample, hash_hex)
+    settings_h, settings_cc = render_settings(model, model_name, arena_bytes, labels, sample, hash_hex, model_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in ((MODEL_DATA_H, data_h), (MODEL_DATA_CC, data_cc), (MODEL_OPS_H, ops_h),
                        (MODEL_SETTINGS_H, settings_h), (MODEL_SETTINGS_CC, settings_cc)):

@@ -63,8 +63,9 @@ class Framework:
         return []
 
     def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
-               library_name: str | None = None) -> None:
-        """`library_name`: the model library's (the build's name; default the model's)."""
+               library_name: str | None = None, energy_mode: bool = False) -> None:
+        """`library_name`: the model library's (the build's name; default the model's); `energy_mode`: MLPerf
+        Tiny's energy mode (m-timestamp-mode-energy, 9600 baud, timestamps as pulses on the board's pin)."""
         raise NotImplementedError
 
     def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
@@ -93,6 +94,20 @@ class CMakeFramework(Framework):
         return None if complete else build
 
 
+# MLPerf Tiny's energy mode: the DUT talks to the interface board at this rate (the reference firmware's).
+ENERGY_MODE_BAUD = 9600
+
+
+def pin_values(board: Board, energy_mode: bool, gpio: str) -> dict[str, str]:
+    """Template values for the timestamp pin and the harness mode; energy mode needs the board's pin."""
+    if energy_mode and not board.timestamp_gpio:
+        raise PipelineError(f"board {board.name}: energy mode needs the timestamp pin: add [energy] timestamp_pin, "
+                            "timestamp_gpio and source to the board file")
+    return {"ENERGY_MODE": "1" if energy_mode else "0", "TIMESTAMP_GPIO": gpio,
+            "TIMESTAMP_PIN": board.timestamp_pin or "none: the board file has no [energy] table",
+            "TIMESTAMP_SOURCE": board.timestamp_source or "none"}
+
+
 def _substitute(text: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
@@ -109,7 +124,7 @@ class EspIdf(CMakeFramework):
         return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES] + list(library.TEMPLATE_FILES)
 
     def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
-               library_name: str | None = None) -> None:
+               library_name: str | None = None, energy_mode: bool = False) -> None:
         if not board.target:
             raise PipelineError(f"board {board.name}: an esp-idf board needs a 'target' field (e.g. \"esp32\")")
         partitions = esp_partitions.layout(board)  # refuses a table ESP-IDF would reject, before writing
@@ -119,10 +134,15 @@ class EspIdf(CMakeFramework):
             "TARGET": board.target,
             "CLOCK_MHZ": str(board.clock_mhz),
             "FLASH_CHIP_MB": str(board.flash_chip_mb),
-            "CONSOLE_CONFIG": "\n".join(self.console_config(board)),
+            "CONSOLE_CONFIG": "\n".join(self.console_config(board, energy_mode)),
             "CONSOLE_COMPONENT": self.CONSOLE_COMPONENTS[board.console],
             "INPUT_BYTES": str(input_bytes),
+            **pin_values(board, energy_mode, board.timestamp_gpio or "-1"),
         }
+        if energy_mode and board.console != "uart":
+            raise PipelineError(f"board {board.name}: MLPerf Tiny's energy mode runs the harness on a UART wired to the "
+                                f"interface board; its console is {board.console} (use a board file with console = "
+                                "\"uart\")")
         lib = render_library(board, generated_dir, project_dir / "main", name=library_name)
         values["LIBRARY_SOURCES"] = " ".join(lib.sources)
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
@@ -137,13 +157,13 @@ class EspIdf(CMakeFramework):
     CONSOLE_COMPONENTS = {"uart": "esp_driver_uart", "usb-serial-jtag": "esp_driver_usb_serial_jtag"}
 
     @staticmethod
-    def console_config(board: Board) -> list[str]:
+    def console_config(board: Board, energy_mode: bool = False) -> list[str]:
         """sdkconfig lines for the board's console. The baud rate is only visible to Kconfig (so only takes
-        effect) with a custom UART console, which on UART0 keeps the default pins."""
+        effect) with a custom UART console, which on UART0 keeps the default pins. Energy mode: 9600 baud."""
         if board.console == "usb-serial-jtag":
             return ["CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG=y"]
         return ["CONFIG_ESP_CONSOLE_UART_CUSTOM=y", "CONFIG_ESP_CONSOLE_UART_CUSTOM_NUM_0=y",
-                f"CONFIG_ESP_CONSOLE_UART_BAUDRATE={board.serial_baud}"]
+                f"CONFIG_ESP_CONSOLE_UART_BAUDRATE={ENERGY_MODE_BAUD if energy_mode else board.serial_baud}"]
 
     def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
         return ["idf.py", "-C", str(project_dir), "build"]
@@ -174,18 +194,23 @@ class Zephyr(CMakeFramework):
         return files + [FIRMWARE_DIR / f for f in COMMON_SOURCES] + list(library.TEMPLATE_FILES)
 
     def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
-               library_name: str | None = None) -> None:
+               library_name: str | None = None, energy_mode: bool = False) -> None:
         if board.kernels not in self.KERNELS:
             raise PipelineError(f"board {board.name}: Zephyr's TFLM module has no {board.kernels} kernels "
                                 f"(choose {' or '.join(self.KERNELS)})")
         values = {"BOARD": board.name, "ZEPHYR_BOARD": board.zephyr_board,
                   "PROJECT": f"mcu_deploy_{board.name}".replace("-", "_"), "INPUT_BYTES": str(input_bytes),
                   "KERNELS_CONFIG": self.KERNELS[board.kernels],
-                  "PLATFORM": "qemu-icount" if board.qemu_machine else "device"}
+                  "PLATFORM": "qemu-icount" if board.qemu_machine else "device",
+                  **pin_values(board, energy_mode, board.timestamp_gpio or ""),
+                  "HAS_TIMESTAMP_PIN": "1" if board.timestamp_gpio else "0",
+                  "TIMESTAMP_CONTROLLER": (board.timestamp_gpio or "").split(" ")[0]}
         values["CLOCK_DEFINES"], values["CLOCK_NOTE"] = self.clock(board)
         lib = render_library(board, generated_dir, project_dir / "src", name=library_name)
         values["LIBRARY_SOURCES"] = " ".join(f"src/{name}" for name in lib.sources)
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
+            if src.name == "app.overlay" and not board.timestamp_gpio:
+                continue  # no timestamp pin in the board file: no alias to define
             dst = project_dir / src.relative_to(self.template)
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_text(_substitute(src.read_text(), values))
@@ -225,11 +250,14 @@ class Arduino(Framework):
         return name[:-3] + ".cpp" if name.endswith(".cc") else name
 
     def render(self, board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
-               library_name: str | None = None) -> None:
+               library_name: str | None = None, energy_mode: bool = False) -> None:
         values = {"BOARD": board.name, "FQBN": board.arduino_fqbn, "PLATFORM": board.arduino_platform,
                   "LIBRARY": self.LIBRARY, "LIBRARY_VERSION": self.LIBRARY_VERSION,
                   "LIBRARY_HEADER": self.LIBRARY_HEADER, "BAUD": str(board.serial_baud),
-                  "CONSOLE_NOTE": ", ".join(board.usb_ids) or "USB CDC"}
+                  "CONSOLE_NOTE": ", ".join(board.usb_ids) or "USB CDC",
+                  **pin_values(board, energy_mode, board.timestamp_gpio or ""),
+                  "TIMESTAMP_DEFINE": (f"#define TIMESTAMP_PIN {board.timestamp_gpio}" if board.timestamp_gpio
+                                       else "// no timestamp pin: the board file has no [energy] table")}
         # the sketch's main file must be named after its folder
         (project_dir / f"{project_dir.name.split('.')[0]}.ino").write_text(
             _substitute((self.template / "firmware.ino").read_text(), values))
@@ -274,13 +302,19 @@ def framework_for(board: Board) -> Framework | None:
 
 
 def render(board: Board, generated_dir: Path, project_dir: Path, input_bytes: int,
-           library_name: str | None = None) -> None:
-    """Render into a temporary folder and swap it in, so a failed render leaves no half-written project."""
+           library_name: str | None = None, energy_mode: bool = False) -> None:
+    """Render into a temporary folder and swap it in, so a failed render leaves no half-written project.
+    energy_mode: the harness serves MLPerf Tiny's energy mode (m-timestamp-mode-energy, 9600 baud, timestamps as
+    pulses on the board's timestamp pin)."""
     framework = framework_for(board)
     tmp = project_dir.with_name(f"{project_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    framework.render(board, generated_dir, tmp, input_bytes, library_name)
+    try:
+        framework.render(board, generated_dir, tmp, input_bytes, library_name, energy_mode)
+    except PipelineError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if project_dir.exists():
         for name in KEEP_ON_RERENDER:
             if (project_dir / name).exists():

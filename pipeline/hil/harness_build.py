@@ -85,7 +85,8 @@ QEMU_MACHINES = {
     "mps2-an385": ([], "mps2_an386.ld"),
     "mps2-an386": ([], "mps2_an386.ld"),
     "mps2-an500": ([], "mps2_an386.ld"),
-    "mps2-an505": (["-DUART0_BASE=0x50200000u", "-DCORE_CLOCK_HZ=20000000u"], "mps2_an505.ld"),
+    "mps2-an505": (["-DUART0_BASE=0x50200000u", "-DGPIO0_BASE=0x50100000u", "-DCORE_CLOCK_HZ=20000000u"],
+                   "mps2_an505.ld"),
 }
 
 
@@ -209,9 +210,14 @@ def free_tcp_port() -> int:
 class QemuDevice:
     """The mps2-an386 image under qemu-system-arm, its UART on a loopback TCP port (pyserial socket://)."""
 
-    def __init__(self, image: Path, tcp_port: int, icount: bool = True, machine: str = "mps2-an386"):
+    def __init__(self, image: Path, tcp_port: int, icount: bool = True, machine: str = "mps2-an386",
+                 log: Path | None = None):
         self.command = ["qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none", "-kernel", str(image),
                         "-serial", f"tcp:127.0.0.1:{tcp_port},server=on,wait=off"]
+        if log is not None:
+            # QEMU maps the MPS2 GPIO blocks as unimplemented devices: -d unimp logs every write to them, so the
+            # timestamp pin's levels can be read back from the log.
+            self.command += ["-d", "unimp", "-D", str(log)]
         if icount:
             # One instruction per virtual ns: repeatable timings. align=off,sleep=off: QEMU does not hold the guest
             # back to real time, which makes the single-byte UART model take input ~2.8x faster (bench-serial);

@@ -10,7 +10,7 @@ import json
 import re
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -50,6 +50,9 @@ class MeasureOptions:
     build_folder: Path | None = None  # the build to measure; default: chosen by name/model (pipeline.buildfolder)
     db: Path | None = None  # the run history; default build_dir/hil.sqlite
     fast_baud: int | None = None  # the rate for the run (xbaud); None: the board file's fast_baud; 0: stay
+    rate: float | None = None  # inferences a second, for the battery life at that duty cycle
+    battery_mah: float = 1000.0
+    battery_v: float = 3.7  # as invoke compare: a LiPo cell's nominal voltage
 
 
 # Where a figure comes from, by the firmware's backend and platform (xinfo): every output is labelled with it.
@@ -206,6 +209,12 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
         raise PipelineError("--runs and --iterations must be at least 1, --warmup and --inputs at least 0 "
                             "(--inputs=0 measures latency only)")
     board = boards.load_board(opts.board)
+    if opts.rate is not None:
+        if opts.rate <= 0 or opts.battery_mah <= 0 or opts.battery_v <= 0:
+            raise PipelineError("--rate (inferences a second), --battery-mah and --battery-v must be positive")
+        if board.sleep_power_mw is None:
+            raise PipelineError(f"--rate needs the board's sleep power: board {board.name} has no [power] sleep_mw "
+                                "(add it with sleep_source to the board file)")
     if opts.build_folder is not None:
         holds = buildfolder.read(opts.build_folder)
         if holds is None:
@@ -245,6 +254,14 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
         if dut.get("model_hash") and dut["model_hash"] != report["model_hash"]:
             raise WrongFirmware(f"the device on {port_name} runs model hash {dut['model_hash']}, the build has "
                                 f"{report['model_hash']}: flash the current build (invoke flash --board={board.name})")
+        if dut.get("mode") == "energy":
+            raise PipelineError(f"the device on {port_name} runs MLPerf Tiny energy-mode firmware: its timestamps are "
+                                "pulses for a power board, not m-lap-us lines; run it with the MLCommons runner and its "
+                                "interface board, or build without --energy-mode to measure it here")
+        if isinstance(meter, energy.Ppk2Energy) and dut.get("timestamp_pin") == "0":
+            raise PipelineError(f"--energy=ppk2: the firmware on {port_name} drives no timestamp pin (its board file "
+                                f"has no [energy] table): add [energy] timestamp_pin and timestamp_gpio to the board "
+                                "file, rebuild and flash")
         source = source_of(dut)
         if source == UNKNOWN_SOURCE:
             log("note: the firmware has no xinfo (MLCommons' reference firmware?): its latency is labelled "
@@ -329,6 +346,14 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
         "arena_used_bytes": int(dut["arena_used"]) if dut.get("arena_used") not in (None, "0") else None,
         "noise_lines": device.noise_lines, "runs": runs,
     }
+    if opts.rate is not None and result["energy_uj"] is not None:
+        life = energy.battery_life(result["energy_uj"], result["latency_us"]["median"], opts.rate,
+                                   board.sleep_power_mw, opts.battery_mah, opts.battery_v, meter.label,
+                                   board.sleep_power_source)
+        result["battery"] = asdict(life)
+    elif opts.rate is not None:
+        result["battery"] = None
+        log(f"no battery life: no energy figure ({meter.label})")
     written = results.write_summaries(result, out_dir)
     if measured_profile is not None:
         written += _write_profile(build, board, model, measured_profile, source, out_dir)

@@ -2,8 +2,11 @@
 // the board file names (the UART, or the chip's USB Serial/JTAG), with the TFLM backend. At boot it also runs the
 // model once on the generated test sample and prints the prediction, the latency and the arena TFLM really used
 // against the arena it was given, so a plain serial monitor shows the model working.
+// The timestamp pin (EE_TIMESTAMP_GPIO, from the board file's [energy] timestamp_gpio) is high while the timed loop
+// runs; built with EE_ENERGY_MODE=1 the harness serves MLPerf Tiny's energy mode (timestamps as low pulses).
 #include <cstdio>
 
+#include "driver/gpio.h"
 #include "ee_core.h"
 #include "esp_heap_caps.h"
 #include "esp_idf_version.h"
@@ -77,6 +80,15 @@ constexpr uint32_t kBaud = CONFIG_ESP_CONSOLE_UART_BAUDRATE;
 // which the harness core's differences allow for.
 uint32_t Micros() { return static_cast<uint32_t>(esp_timer_get_time()); }
 
+#if EE_TIMESTAMP_GPIO >= 0
+constexpr gpio_num_t kTimestampPin = static_cast<gpio_num_t>(EE_TIMESTAMP_GPIO);
+
+void PinWrite(int level) { gpio_set_level(kTimestampPin, level ? 1 : 0); }
+constexpr void (*kPin)(int) = PinWrite;
+#else
+constexpr void (*kPin)(int) = nullptr;  // the board file names no [energy] timestamp pin
+#endif
+
 // A fault before the harness can serve: say it once a second, forever, so a monitor opened late still sees it.
 [[noreturn]] void Halt(const char* reason) {
   for (;;) {
@@ -89,6 +101,10 @@ uint32_t Micros() { return static_cast<uint32_t>(esp_timer_get_time()); }
 }  // namespace
 
 extern "C" void app_main(void) {
+#if EE_TIMESTAMP_GPIO >= 0
+  gpio_reset_pin(kTimestampPin);
+  gpio_set_direction(kTimestampPin, GPIO_MODE_OUTPUT);
+#endif
   const esp_err_t installed = ConsoleInstall();
   if (installed != ESP_OK) {
     char reason[96];
@@ -115,7 +131,7 @@ extern "C" void app_main(void) {
   ConsoleWrite(line, model_runner::SelfTestLine(line, sizeof(line), Micros));
 
   static ee_ctx_t ctx;
-  static const ee_port_t port = {ConsoleWrite, Micros, "device", kSetBaud, kBaud};
+  static const ee_port_t port = {ConsoleWrite, Micros, "device", kSetBaud, kBaud, kPin, EE_ENERGY_MODE};
   ee_init(&ctx, &port, TflmBackend());
   uint8_t received[64];
   for (;;) {

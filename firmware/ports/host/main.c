@@ -1,7 +1,12 @@
 /* Host (POSIX) port: the harness core on a pseudo-terminal, for tests and rigs without hardware.
  *
- *   ee_host [--input-bytes N] [--outputs N] [--model NAME] [--hash HEX] [--work N]
+ *   ee_host [--input-bytes N] [--outputs N] [--model NAME] [--hash HEX] [--work N] [--pin FILE] [--energy-mode]
  *           [--garbage] [--reset-after N] [--silent-after N] [--bad-baud] [--clock-back-us N]
+ *
+ * --pin FILE is the virtual timestamp pin: every level the core drives is appended to FILE as a line
+ * "<CLOCK_MONOTONIC ns> <0|1>", written at once, so another process on the same machine (the stand-in PPK2 of the
+ * tests, a logic-analyser stand-in) can tell the pin's level at any moment. --energy-mode starts the harness in
+ * MLPerf Tiny's energy mode (m-timestamp-mode-energy; timestamps are low pulses on the pin).
  *
  * Prints "pty: /dev/pts/N" on stdout, then serves the protocol on that terminal until killed.
  * Built with -DEE_BACKEND_TFLM (and linked with a TFLM library, the generated model files and
@@ -34,6 +39,7 @@
 static int master_fd = -1;
 static int slave_fd = -1;
 static int garbage = 0;
+static int pin_fd = -1;
 
 static void write_all(const char *data, size_t len) {
   while (len > 0) {
@@ -60,15 +66,33 @@ static void port_write(const char *text, size_t len) {
 
 static uint32_t clock_back_us = 0;  /* --clock-back-us: a fault, off by default */
 
+static uint64_t monotonic_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Microseconds since the process started (as a board's timer counts from reset), so m-lap-us starts near 0 rather
+ * than at the host's uptime, and wraps only after 71.6 minutes of running. */
+static uint64_t start_ns;
+
 static uint32_t port_micros(void) {
   static unsigned long readings = 0;
   static uint32_t previous = 0;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint32_t now = (uint32_t)((uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
+  uint32_t now = (uint32_t)((monotonic_ns() - start_ns) / 1000u);
   if (clock_back_us && ++readings % 2 == 0) now = previous - clock_back_us;
   previous = now;
   return now;
+}
+
+/* The virtual timestamp pin: one line per level driven, stamped with the host's monotonic clock. */
+static void port_pin(int level) {
+  char line[48];
+  int n = snprintf(line, sizeof(line), "%llu %d\n", (unsigned long long)monotonic_ns(), level ? 1 : 0);
+  if (n > 0 && write(pin_fd, line, (size_t)n) != n) {
+    static const char warning[] = "warning: the virtual timestamp pin file could not be written\n";
+    (void)!write(2, warning, sizeof(warning) - 1);
+  }
 }
 
 /* A pseudo-terminal has no wire: the rate is recorded in its settings, as a UART driver would set it, and changes
@@ -95,7 +119,9 @@ int main(int argc, char **argv) {
   const char *model = "test", *hash = "0000000000000000";
   unsigned work = 1;
   long reset_after = -1, silent_after = -1;
-  int bad_baud = 0;
+  int bad_baud = 0, energy_mode = 0;
+  const char *pin_path = NULL;
+  start_ns = monotonic_ns();
   for (int i = 1; i < argc; ++i) {
     if (!strcmp(argv[i], "--input-bytes")) input_bytes = (size_t)arg_number(argc, argv, &i);
     else if (!strcmp(argv[i], "--outputs")) outputs = (size_t)arg_number(argc, argv, &i);
@@ -105,10 +131,19 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--garbage")) garbage = 1;
     else if (!strcmp(argv[i], "--bad-baud")) bad_baud = 1;
     else if (!strcmp(argv[i], "--clock-back-us")) clock_back_us = (uint32_t)arg_number(argc, argv, &i);
+    else if (!strcmp(argv[i], "--energy-mode")) energy_mode = 1;
+    else if (!strcmp(argv[i], "--pin") && i + 1 < argc) pin_path = argv[++i];
     else if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
     else if (!strcmp(argv[i], "--hash") && i + 1 < argc) hash = argv[++i];
     else {
       fprintf(stderr, "error: unknown argument %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (pin_path != NULL) {
+    pin_fd = open(pin_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (pin_fd < 0) {
+      fprintf(stderr, "error: cannot open the virtual timestamp pin %s: %s\n", pin_path, strerror(errno));
       return 2;
     }
   }
@@ -131,7 +166,11 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   static ee_ctx_t ctx;
-  static const ee_port_t port = {port_write, port_micros, "host", port_set_baud, 115200u};
+  /* Energy mode talks at MLPerf Tiny's energy-mode rate, 9600 baud (the interface board's link to the DUT). */
+  const uint32_t baud = energy_mode ? 9600u : 115200u;
+  if (energy_mode) port_set_baud(baud);
+  const ee_port_t port = {port_write, port_micros, "host", port_set_baud, baud,
+                          pin_fd >= 0 ? port_pin : NULL, energy_mode};
 #ifdef EE_BACKEND_TFLM
   (void)input_bytes, (void)outputs, (void)model, (void)hash, (void)work;
   /* 16-byte aligned by hand: newlib-nano's aligned_alloc lacks the posix_memalign it calls. */

@@ -4,7 +4,11 @@
  * -DCORE_CLOCK_HZ=20000000u and mps2_an505.ld.
  * QEMU has no DWT cycle counter (it reads 0), so time comes from SysTick; run QEMU with -icount shift=0 for
  * repeatable timings. The backend is the deterministic TEST backend, or with -DEE_BACKEND_TFLM (linked with a
- * TFLM library for cortex-m4, the generated model files and common/{model_runner,tflm_backend}.cc) the model. */
+ * TFLM library for cortex-m4, the generated model files and common/{model_runner,tflm_backend}.cc) the model.
+ * The timestamp pin is bit 0 of the MPS2's CMSDK AHB GPIO 0 (0x40010000; the AN505's at 0x40100000 non-secure,
+ * 0x50100000 secure). QEMU 7.2 maps those GPIO blocks as unimplemented devices: the writes go nowhere, but
+ * `qemu-system-arm -d unimp` logs each one (offset 0x4, DATAOUT), which is how the tests watch the pin. -DEE_ENERGY_MODE=1
+ * builds MLPerf Tiny's energy mode (timestamps as low pulses, 9600 baud). */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -45,6 +49,15 @@ typedef struct {
 #define UART_STATE_TX_FULL 1u
 #define UART_STATE_RX_FULL 2u
 
+#ifndef GPIO0_BASE
+#define GPIO0_BASE 0x40010000u  /* CMSDK AHB GPIO 0 (AN385/AN386/AN500; AN505: 0x50100000 secure alias) */
+#endif
+typedef struct {
+  volatile uint32_t DATA, DATAOUT, reserved[2], OUTENSET, OUTENCLR;
+} cmsdk_gpio_t;
+#define GPIO0 ((cmsdk_gpio_t *)GPIO0_BASE)
+#define TIMESTAMP_PIN 1u  /* bit 0: the MPS2 expansion header's GPIO 0 */
+
 typedef struct {
   volatile uint32_t CTRL, LOAD, VAL, CALIB;
 } systick_t;
@@ -73,6 +86,9 @@ static uint32_t micros(void) {
   last = now;
   return now;
 }
+
+/* A plain write, no read-modify-write: the pin is the block's only output (and QEMU's stand-in block reads 0). */
+static void pin_write(int level) { GPIO0->DATAOUT = level ? TIMESTAMP_PIN : 0u; }
 
 static void uart_write(const char *text, size_t len) {
   for (size_t i = 0; i < len; ++i) {
@@ -104,15 +120,23 @@ static void tflm_log(const char *text) {
 }
 #endif
 
+#if EE_ENERGY_MODE
+#define CONSOLE_BAUD 9600u  /* MLPerf Tiny's energy-mode rate */
+#else
+#define CONSOLE_BAUD 115200u
+#endif
+
 int main(void) {
-  UART0->BAUDDIV = CORE_CLOCK_HZ / 115200u;
+  UART0->BAUDDIV = CORE_CLOCK_HZ / CONSOLE_BAUD;
+  GPIO0->OUTENSET = TIMESTAMP_PIN;
   UART0->CTRL = 3u;  /* TX and RX enabled */
   SYSTICK->LOAD = TICKS_PER_MS - 1u;
   SYSTICK->VAL = 0;
   SYSTICK->CTRL = 7u;  /* core clock, interrupt, enabled */
 
   static ee_ctx_t ctx;
-  static const ee_port_t port = {uart_write, micros, "qemu-icount", uart_set_baud, 115200u};
+  static const ee_port_t port = {uart_write, micros, "qemu-icount", uart_set_baud, CONSOLE_BAUD, pin_write,
+                                 EE_ENERGY_MODE};
 #ifdef EE_BACKEND_TFLM
   RegisterDebugLogCallback(tflm_log);
   /* 16-byte aligned by hand: newlib-nano's aligned_alloc lacks the posix_memalign it calls. */

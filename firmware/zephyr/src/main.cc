@@ -3,7 +3,11 @@
 // while the harness works; written by polling), timed by the core's DWT cycle counter where it has one (the
 // kernel's cycle counter otherwise, and under QEMU), with the TFLM backend. At boot it runs the model once on the
 // generated test sample and prints the prediction, the latency and the arena TFLM really used against its size.
+// The timestamp pin is the devicetree alias mlperf-timestamp, which the rendered app.overlay points at the board
+// file's [energy] timestamp_gpio; EE_ENERGY_MODE=1 builds MLPerf Tiny's energy mode (timestamps as low pulses on it,
+// the console at 9600 baud).
 #include <zephyr/device.h>
+#include <zephyr/drivers/gpio.h>
 #include <zephyr/drivers/uart.h>
 #include <zephyr/kernel.h>
 #include <zephyr/sys/ring_buffer.h>
@@ -20,6 +24,15 @@
 namespace {
 
 const struct device* const kConsole = DEVICE_DT_GET(DT_CHOSEN(zephyr_console));
+
+#if EE_TIMESTAMP_PIN
+const struct gpio_dt_spec kTimestampPin = GPIO_DT_SPEC_GET(DT_ALIAS(mlperf_timestamp), gpios);
+
+void PinWrite(int level) { gpio_pin_set_dt(&kTimestampPin, level); }
+constexpr void (*kPin)(int) = PinWrite;
+#else
+constexpr void (*kPin)(int) = nullptr;  // the board file names no [energy] timestamp pin
+#endif
 
 // Static and aligned: the arena is sized by mcu-deploy for this model and the board's kernels.
 alignas(16) uint8_t tensor_arena[model_runner::kArenaSize];
@@ -109,6 +122,11 @@ int main(void) {
     for (;;) k_sleep(K_SECONDS(1));  // nowhere to say it
   }
   StartClock();
+#if EE_TIMESTAMP_PIN
+  if (!gpio_is_ready_dt(&kTimestampPin) || gpio_pin_configure_dt(&kTimestampPin, GPIO_OUTPUT_INACTIVE) != 0) {
+    Halt("the timestamp pin (devicetree alias mlperf-timestamp, app.overlay) is not ready");
+  }
+#endif
   if (!model_runner::Setup(tensor_arena, model_runner::kArenaSize, Micros)) {
     char reason[96];
     model_runner::SetupFailureReason(reason, sizeof(reason));
@@ -119,11 +137,14 @@ int main(void) {
 
   struct uart_config config;
   if (uart_config_get(kConsole, &config) == 0) console_baud = config.baudrate;
+#if EE_ENERGY_MODE
+  SetBaud(9600);  // MLPerf Tiny's energy-mode rate, the interface board's link to the DUT
+#endif
   uart_irq_callback_user_data_set(kConsole, OnUart, nullptr);
   uart_irq_rx_enable(kConsole);
 
   static ee_ctx_t ctx;
-  static const ee_port_t port = {ConsoleWrite, Micros, "@PLATFORM@", SetBaud, console_baud};
+  static const ee_port_t port = {ConsoleWrite, Micros, "@PLATFORM@", SetBaud, console_baud, kPin, EE_ENERGY_MODE};
   ee_init(&ctx, &port, TflmBackend());
   for (;;) {
     uint8_t received[64];

@@ -5,6 +5,12 @@
 unsigned long micros(void);
 unsigned long millis(void);
 void delay(unsigned long ms);
+#define HIGH 0x1
+#define LOW 0x0
+#define OUTPUT 0x1
+#define D2 2
+void pinMode(uint8_t pin, uint8_t mode);
+void digitalWrite(uint8_t pin, uint8_t value);
 class StandInSerial {
  public:
   void begin(unsigned long baud);
@@ -15,3 +21,4 @@ class StandInSerial {
   size_t print(const char *text);
 };
 extern StandInSerial Serial;
+extern StandInSerial Serial1;  /* the hardware UART on D0/D1 */
