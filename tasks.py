@@ -11,7 +11,11 @@ import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports
 from pipeline.errors import PipelineError
 
 COMMON_HELP = {
-    "model": "zoo model: digits (default), sine, ds_cnn, mobilenet_v1, resnet8, autoencoder",
+    "model": "zoo model: digits (default), sine, ds_cnn, mobilenet_v1, resnet8, autoencoder; or your own: a Keras "
+             "model file (.keras or .h5, Keras 3 or tf-keras; with weights it is fine-tuned, not retrained) or a "
+             "builder .py defining build_model(input_shape, num_classes, width=1.0, depth=2) (see README)",
+    "trust_model": "let a model file run code it carries (a Lambda layer, custom objects); off by default, like "
+                   "Keras' safe_mode: such a file is refused naming the layer",
     "board": "board name from boards/ (see `invoke boards`) or the path of your own board .toml (default esp32)",
     "data": "dataset: digits, sine, an .npz (x_train, y_train, x_test, y_test) or a folder of class sub-folders; "
             "default: the model's bundled dataset",
@@ -24,7 +28,8 @@ COMMON_HELP = {
     "seed": "random seed for the data split, initialisation and training (default 0)",
     "max_drop": "largest allowed drop float -> int8: accuracy points, or for regression % of the target range (default 2)",
     "width": "width multiplier for the model's layers (default 1.0): the knob for flash, RAM and latency",
-    "teacher": "distil from a teacher: a width of the same model (e.g. 2.0, trained first) or a Keras .h5 path; "
+    "teacher": "distil from a teacher: a width of the same model (e.g. 2.0, trained first), a Keras .h5 path, or "
+               "brought (a pretrained model file teaches its pruned self while pruning fine-tunes); "
                "the report compares with the student trained alone",
     "precision": "int8 (default) or int16x8 (int16 activations, int8 weights; post-training; accuracy, arena and "
                  "profile on the host TFLM runtime, no firmware yet)",
@@ -81,19 +86,20 @@ def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5
              max_drop=2.0, width=1.0, depth=None, teacher=None, build_dir="build", tflite=None, compile_firmware=True,
              memory_plan="offline", precision="int8", name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None,
              max_flash_kb=None, max_energy_uj=None, elf=None, model_id=None,
-             energy_mode=False):
+             energy_mode=False, trust_model=False):
     from pipeline.build import Options
     from pipeline.report.findings import Limits
 
     def limit(name, value):
         return None if value is None else _number(name, value)
 
-    return Options(model=model, board=board, data=data, epochs=_number("epochs", epochs, int) if epochs else None,
+    return Options(model=model, board=board, data=data,
+                   epochs=_number("epochs", epochs, int) if epochs not in (None, "") else None,
                    sparsity=_number("sparsity", sparsity), prune=prune, qat=qat, seed=_number("seed", seed, int),
                    max_drop=_number("max_drop", max_drop), width=_number("width", width),
                    depth=_number("depth", depth, int) if depth is not None else None,
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir), memory_plan=memory_plan,
-                   teacher=teacher, precision=precision, name=name, model_id=model_id, energy_mode=energy_mode,
+                   teacher=teacher, precision=precision, name=name, model_id=model_id, energy_mode=energy_mode, trust_model=trust_model,
                    compile_firmware=compile_firmware, fail_on=fail_on, elf=Path(elf) if elf else None,
                    limits=Limits(limit("max_latency_ms", max_latency_ms), limit("max_ram_kb", max_ram_kb),
                                  limit("max_flash_kb", max_flash_kb), limit("max_energy_uj", max_energy_uj)))
@@ -103,6 +109,13 @@ def _pipeline(**kwargs):
     from pipeline.build import Pipeline
 
     return Pipeline(_options(**kwargs))
+
+
+def _folder(model: str) -> str:
+    """The build folder of --model: a zoo name as it is, a model file or builder by its stem."""
+    from pipeline.model.user_model import folder_name
+
+    return folder_name(model)
 
 
 def _print_board_outcome(outcome, pipeline=None):
@@ -123,7 +136,7 @@ def _print_board_outcome(outcome, pipeline=None):
         pipeline.gate(outcome)
 
 
-MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir", "verbose")
+MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir", "verbose", "trust_model")
 OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
 CONVERT_OPTS = OPT_OPTS + ("max_drop", "precision")
 BOARD_OPTS = CONVERT_OPTS + ("board", "memory_plan", "name")
@@ -135,21 +148,22 @@ def _help(names, **extra):
 
 @task(help=_help(MODEL_OPTS))
 @cli_errors
-def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", verbose=False):
+def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", verbose=False, trust_model=False):
     """Stage 1: train the float Keras model (seeded, early stopping)."""
     _quiet(verbose)
-    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir)
+    p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
+                  trust_model=trust_model)
     print(f"stage folder: {p.train_dir}")
     print(json.dumps(p.train(), indent=2))
 
 
 @task(help=_help(OPT_OPTS))
 @cli_errors
-def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, verbose=False):
+def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, verbose=False, trust_model=False):
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
     _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
-                  sparsity=sparsity, prune=prune, qat=qat)
+                  sparsity=sparsity, prune=prune, qat=qat, trust_model=trust_model)
     print(f"stage folder: {p.model_dir}")
     print(json.dumps(p.optimize(), indent=2))
 
@@ -157,11 +171,11 @@ def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", d
 @task(help=_help(CONVERT_OPTS))
 @cli_errors
 def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
-            max_drop="2.0", precision="int8", verbose=False):
+            max_drop="2.0", precision="int8", verbose=False, trust_model=False):
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
     _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
-                  sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision)
+                  sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision, trust_model=trust_model)
     print(f"stage folder: {p.model_dir}")
     print(json.dumps({"convert": p.convert(), "validate": p.validate()}, indent=2))
     print(f"model: {p.tflite_path}")
@@ -174,13 +188,13 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
              build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
              name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, max_energy_uj=None, elf=None, verbose=False,
-             model_id=None):
+             model_id=None, trust_model=False):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check, report.json and report.html."""
     _quiet(verbose)
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                   memory_plan=memory_plan, name=name, fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb,
-                  max_flash_kb=max_flash_kb, max_energy_uj=max_energy_uj, elf=elf, model_id=model_id)
+                  max_flash_kb=max_flash_kb, max_energy_uj=max_energy_uj, elf=elf, model_id=model_id, trust_model=trust_model)
     _print_board_outcome(p.run_board(with_firmware=False), p)
 
 
@@ -196,7 +210,7 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
           build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline",
           name=None, export=False, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None,
-          max_energy_uj=None, elf=None, verbose=False, model_id=None, energy_mode=False):
+          max_energy_uj=None, elf=None, verbose=False, model_id=None, energy_mode=False, trust_model=False):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
     Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json,
@@ -211,14 +225,15 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
 
         from pipeline import explore as explore_mod
 
-        p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile, name)
+        p = _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, from_explore, compile, name,
+                               trust_model)
         gated = _options(**gates)
         p = type(p)(replace(p.opts, limits=gated.limits, fail_on=gated.fail_on, elf=gated.elf))
     else:
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
                       depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                       compile_firmware=compile, memory_plan=memory_plan, name=name, model_id=model_id,
-                      energy_mode=energy_mode, **gates)
+                      energy_mode=energy_mode, trust_model=trust_model, **gates)
     _print_board_outcome(p.run_board(with_firmware=True), p)
     if export:
         _print_export(p.export(p.export_models()))
@@ -244,7 +259,7 @@ def _print_export(result: dict) -> None:
 @cli_errors
 def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, out=None, form=None, data=None, epochs=None,
            seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude",
-           qat=True, max_drop="2.0", precision="int8", memory_plan="offline", verbose=False):
+           qat=True, max_drop="2.0", precision="int8", memory_plan="offline", verbose=False, trust_model=False):
     """The model as a library for your own firmware, in the board's framework's form, with a README and an example.
 
     ESP-IDF component (esp32 boards), Zephyr module (Zephyr boards), Arduino library (nano33ble-arduino) or a
@@ -257,7 +272,7 @@ def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, 
 
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
                   teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
-                  precision=precision, memory_plan=memory_plan, name=name)
+                  precision=precision, memory_plan=memory_plan, name=name, trust_model=trust_model)
     export_mod.form_for(boards.load_board(board), form)  # a form that does not fit is refused before any work
     if out:
         export_mod.check_out_dir(Path(out))
@@ -268,7 +283,8 @@ def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, 
     _print_export(p.export(models, Path(out) if out else None, form))
 
 
-def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, which, compile_firmware, name=None):
+def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir, which, compile_firmware, name=None,
+                       trust_model=False):
     """The pipeline of an explored trial, with the options the study ran it with."""
     from dataclasses import replace
 
@@ -276,7 +292,7 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
 
     opts = explore_mod.ExploreOptions(model=model, board=board, data=data, seed=_number("seed", seed, int),
                                       epochs=_number("epochs", epochs, int) if epochs else None,
-                                      build_root=Path(build_dir))
+                                      build_root=Path(build_dir), trust_model=trust_model)
     trial = explore_mod.pick(explore_mod.load_trials(opts.out_dir), which)
     if trial is None or not trial.get("params"):
         raise PipelineError(f"--from-explore={which}: no such trial with results in {opts.out_dir} "
@@ -291,7 +307,7 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
 @cli_errors
 def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
-            name=None, verbose=False):
+            name=None, verbose=False, trust_model=False):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots, int8 error.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/, or --name). Latency and energy are
@@ -300,7 +316,7 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
     _quiet(verbose)
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                  memory_plan=memory_plan, name=name)
+                  memory_plan=memory_plan, name=name, trust_model=trust_model)
     _, out_dir = p.run_profile()
     print((out_dir / "profile.md").read_text())
     print(f"profile: {out_dir / 'profile.md'} (.json, .csv, .png)")
@@ -319,7 +335,7 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
 def compare(c, model="digits", boards=None, tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
             teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0",
             precision="int8", memory_plan="offline", rate="1/s", battery_mah="1000", battery_v="3.7", sort="latency",
-            out=None, verbose=False):
+            out=None, verbose=False, trust_model=False):
     """Which board for this model: fits, flash/RAM headroom, arena, latency and energy ESTIMATES, battery life.
 
     One row per board, in a table and compare.html. The model is trained once (stage cache); only the board
@@ -331,7 +347,8 @@ def compare(c, model="digits", boards=None, tflite=None, data=None, epochs=None,
     opts = compare_mod.CompareOptions(
         pipeline=_options(model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
                           teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat,
-                          max_drop=max_drop, precision=precision, memory_plan=memory_plan, compile_firmware=False),
+                          max_drop=max_drop, precision=precision, memory_plan=memory_plan, compile_firmware=False,
+                          trust_model=trust_model),
         boards=[b.strip() for b in boards.split(",") if b.strip()] if boards else [],
         rate_per_s=compare_mod.parse_rate(rate), battery_mah=_number("battery_mah", battery_mah),
         battery_v=_number("battery_v", battery_v), sort=sort, out_dir=Path(out) if out else None)
@@ -361,11 +378,12 @@ def compare(c, model="digits", boards=None, tflite=None, data=None, epochs=None,
                        "trial's firmware is built and flashed first); plotted beside the estimates",
             "heartbeat": "seconds between a running trial's heartbeats in the study's database (default 30); a trial "
                          "silent for twice that (its worker died) is marked failed and run again by another worker",
-            "build_dir": COMMON_HELP["build_dir"], "verbose": COMMON_HELP["verbose"]})
+            "build_dir": COMMON_HELP["build_dir"], "verbose": COMMON_HELP["verbose"],
+            "trust_model": COMMON_HELP["trust_model"]})
 @cli_errors
 def explore(c, model="digits", board="esp32", data=None, trials="30", objectives="accuracy,latency,ram",
             max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, min_accuracy=None, epochs=None, seed="0",
-            storage=None, build_dir="build", measure=None, heartbeat="30", verbose=False):
+            storage=None, build_dir="build", measure=None, heartbeat="30", verbose=False, trust_model=False):
     """Search width, depth, pruning and QAT under the board's budget: Pareto front, report.html, the pick.
 
     Build the pick with `invoke build --from-explore=best` (or a trial number).
@@ -381,7 +399,8 @@ def explore(c, model="digits", board="esp32", data=None, trials="30", objectives
         max_flash_kb=_number("max_flash_kb", max_flash_kb) if max_flash_kb else None,
         min_accuracy=_number("min_accuracy", min_accuracy) if min_accuracy else None,
         epochs=_number("epochs", epochs, int) if epochs else None, seed=_number("seed", seed, int), storage=storage,
-        build_root=Path(build_dir), measure=measure, heartbeat=_number("heartbeat", heartbeat, int))
+        build_root=Path(build_dir), measure=measure, heartbeat=_number("heartbeat", heartbeat, int),
+        trust_model=trust_model)
     result = explore_mod.run(opts)
     print(f"Pareto front: {', '.join('#' + str(r['number']) for r in result['pareto']) or 'empty'}")
     best = result["best"]
@@ -429,7 +448,7 @@ def clean(c, build_dir="build", board=None, model=None, name=None, history=False
         from pipeline.boards import load_board
 
         board = load_board(board).name
-    plan = buildfolder.clean_plan(Path(build_dir), board, model, name, history, explore)
+    plan = buildfolder.clean_plan(Path(build_dir), board, (_folder(model) if model else None), name, history, explore)
     if not plan.remove:
         print(f"nothing to remove in {build_dir}" + "".join(f" --{k}={v}" for k, v in
                                                           (("board", board), ("model", model), ("name", name)) if v))
@@ -452,7 +471,8 @@ def bench(c, board="esp32", build_dir="build/bench"):
 
 MEASURE_HELP = {
     "board": COMMON_HELP["board"],
-    "model": "the model whose build is measured: a zoo name or a brought model's name (its .tflite stem) "
+    "model": "the model whose build is measured: a zoo name, your model file or builder (.keras, .h5, .py: its "
+             "build folder is the file's stem) or a brought model's name (its .tflite stem) "
              "(default: the only, or the most recent, build of the board)",
     "name": "the build folder to measure, build/<board>/NAME/ (as given to `invoke build --name`)",
     "port": "serial port: a device path (/dev/ttyUSB0) or a pyserial URL (socket://host:port, rfc2217://...); "
@@ -534,6 +554,7 @@ def measure(c, board="esp32", model=None, port=None, runs="10", warmup="10", ite
     """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
     from pipeline.hil.measure import measure as run_measure
 
+    model = _folder(model)
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
                                                     build_dir, profile, db, fast_baud, name, rate, battery_mah,
@@ -563,7 +584,7 @@ def emulate(c, board="esp32", model=None, build_dir="build", name=None, realtime
     from pipeline.hil.emulate import device_for_build, serve
 
     b = load_board(board)
-    holds = _chosen_build(build_dir, b.name, name, model)
+    holds = _chosen_build(build_dir, b.name, name, (_folder(model) if model else None))
     model = holds.model
     device = device_for_build(Path(build_dir), b, model, holds.folder, realtime=realtime)
 
@@ -598,7 +619,7 @@ def flash(c, board="esp32", model=None, port=None, runner=None, image=None, buil
     chosen = flash_mod.choose(b, runner)
     if port is None and chosen.name == "esptool":
         port = find_port(b.usb_ids, b.name)
-    project = _chosen_build(build_dir, b.name, name, model).folder / "firmware"
+    project = _chosen_build(build_dir, b.name, name, (_folder(model) if model else None)).folder / "firmware"
     if image is None and not project.is_dir():
         raise PipelineError(f"{project.parent} holds no firmware project: run `invoke build --board={b.name} "
                             f"--name={project.parent.name}` first")
@@ -607,7 +628,7 @@ def flash(c, board="esp32", model=None, port=None, runner=None, image=None, buil
 
 
 @task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth", "teacher",
-                                                            "name")},
+                                                            "name", "trust_model")},
             "tflite": "an int8 .tflite trained elsewhere: build, flash and measure it (its name is the model's)",
             "runner": "flashing tool (default: the board's first available runner)",
             "rig": "a rig file (TOML) listing several devices, their ports, models and limits: all are built, flashed "
@@ -617,7 +638,7 @@ def flash(c, board="esp32", model=None, port=None, runner=None, image=None, buil
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
         timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None, db=None, fast_baud=None, rig=None,
-        name=None):
+        name=None, trust_model=False):
     """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
     from dataclasses import replace
 
@@ -634,8 +655,9 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     if tflite:
         model = Path(tflite).stem
     outcome = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
-                        depth=depth, teacher=teacher, name=name,
+                        depth=depth, teacher=teacher, name=name, trust_model=trust_model,
                         build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat).run_board(with_firmware=True)
+    model = _folder(model)
     firmware = outcome.report["firmware"] or {}
     if not firmware.get("compiled"):
         raise PipelineError(f"hil needs compiled firmware, and it was not compiled: {firmware.get('message')}")
@@ -683,6 +705,18 @@ def bench_pruning(c, board="esp32", sparsity="0.5", build_dir="build/bench-pruni
     from pipeline.bench import run_pruning_benchmark
 
     run_pruning_benchmark(board=board, build_dir=Path(build_dir), sparsity=_number("sparsity", sparsity))
+
+
+@task(help={"board": COMMON_HELP["board"], "sparsity": "fraction of channels removed (default 0.5)",
+            "epochs": "fine-tuning epochs of the pruned model (default 10)",
+            "build_dir": "scratch build folder for the benchmark (default build/bench-own-model)"})
+@cli_errors
+def bench_own_model(c, board="esp32", sparsity="0.5", epochs="10", build_dir="build/bench-own-model"):
+    """Benchmark: a pretrained Keras 3 model brought with --model=FILE, pruned structured vs converted as it is."""
+    from pipeline.bench import run_own_model_benchmark
+
+    run_own_model_benchmark(board=board, build_dir=Path(build_dir), sparsity=_number("sparsity", sparsity),
+                            epochs=_number("epochs", epochs, int))
 
 
 @task(help={"build_dir": "scratch build folder for the benchmark (default build/bench-memory)"})
@@ -767,7 +801,7 @@ def firmware_qemu(c, tflm, board="nucleo-l4r5zi", model=None, generated=None, cp
     from pipeline.hil.harness_build import QEMU_CPUS, build_qemu_tflm
 
     board = load_board(board).name
-    folder = _chosen_build(build_dir, board, name, model).folder
+    folder = _chosen_build(build_dir, board, name, (_folder(model) if model else None)).folder
     image = build_qemu_tflm(Path(generated) if generated else folder / "generated", Path(tflm),
                             Path(out) if out else folder / f"qemu-{cpu}.elf", cpu)
     machine = QEMU_CPUS[cpu][1]
@@ -791,7 +825,7 @@ def firmware_host(c, tflm, board="esp32", model=None, out=None, build_dir="build
     from pipeline.hil.harness_build import build_host_tflm
 
     board = load_board(board).name
-    folder = _chosen_build(build_dir, board, name, model).folder
+    folder = _chosen_build(build_dir, board, name, (_folder(model) if model else None)).folder
     program = build_host_tflm(folder / "generated", Path(tflm), Path(out) if out else folder / "host-harness")
     print(f"host harness: {program}  (it prints the pseudo-terminal it serves; then invoke measure "
           f"--board={board} --name={folder.name} --port=/dev/pts/N, figures labelled host)")

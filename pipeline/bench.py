@@ -159,3 +159,72 @@ def run_memory_benchmark(build_dir: Path = Path("build/bench-memory")) -> list[d
               f"{100 * over:>8.1f}% {r['tflm_total']:>13} {r['offline_total']:>8} "
               f"{r['offline_total'] / r['tflm_total']:>6.3f}")
     return rows
+
+
+OWN_MODEL_SCRIPT = '''
+import sys
+import numpy as np
+from sklearn.datasets import load_digits
+import keras
+from keras import layers as L
+out = sys.argv[1]
+d = load_digits()
+x = (d.images / 16.0).astype("float32")[..., None]
+y = d.target.astype("int64")
+order = np.random.default_rng(0).permutation(len(x))
+x, y = x[order], y[order]
+np.savez(f"{out}/digits.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:])
+keras.utils.set_random_seed(0)
+i = keras.Input((8, 8, 1))
+a = L.ReLU(max_value=6.0)(L.BatchNormalization()(L.Conv2D(32, 3, padding="same", use_bias=False)(i)))
+b = L.BatchNormalization()(L.SeparableConv2D(32, 3, padding="same", use_bias=False)(a))
+a = L.MaxPooling2D()(L.ReLU(max_value=6.0)(L.Add()([a, b])))
+a = L.Dense(64, activation="relu")(L.Flatten()(a))
+model = keras.Model(i, L.Dense(10, activation="softmax")(a), name="brought")
+model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(x[:1400], y[:1400], epochs=30, batch_size=32, verbose=0)
+model.save(f"{out}/brought.keras")
+'''
+
+
+def run_own_model_benchmark(board: str = "esp32", build_dir: Path = Path("build/bench-own-model"),
+                            sparsity: float = 0.5, epochs: int = 10) -> dict:
+    """A pretrained Keras 3 model (made here, in Keras 3's own process) brought with --model=FILE: pruned structured
+    vs converted as it is (--epochs=0): MACs, flash, arena, latency estimate, int8 accuracy, the bridge's seconds."""
+    from pipeline import boards
+    from pipeline.build import Options, Pipeline
+    from pipeline.errors import PipelineError
+    from pipeline.model import train
+
+    train.QUIET = True  # the table, not Keras's epoch lines
+    build_dir.mkdir(parents=True, exist_ok=True)
+    model, data = build_dir / "brought.keras", build_dir / "digits.npz"
+    if not model.is_file():
+        print("bench-own-model: training the brought model with Keras 3 (30 epochs on digits) ...", flush=True)
+        proc = subprocess.run([sys.executable, "-c", OWN_MODEL_SCRIPT, str(build_dir)], capture_output=True, text=True)
+        if proc.returncode:
+            raise PipelineError(f"bench-own-model: making the Keras 3 model failed: {proc.stderr.strip()[-300:]}")
+    rows = {}
+    for label, extra in (("as brought (--epochs=0)", dict(epochs=0, sparsity=0.0, qat=False)),
+                         (f"structured {sparsity:g}", dict(epochs=epochs, sparsity=sparsity, prune="structured"))):
+        print(f"bench-own-model: {label} on {board} ...", flush=True)
+        p = Pipeline(Options(model=str(model), data=str(data), board=board, build_root=build_dir / label.split()[0],
+                             compile_firmware=False, max_drop=100.0, **extra), log=lambda _: None)
+        outcome = p.run_board(with_firmware=False)
+        r = outcome.report
+        rows[label] = {**p.device_figures(boards.load_board(board), p.tflite_path), "float": r["float_metric"],
+                       "int8": r["tflm_metric"], "bridge_s": (r["brought"] or {}).get("bridge_seconds"),
+                       "bridge_diff": (r["brought"] or {}).get("bridge_max_diff"),
+                       "train_s": r["stage_seconds"].get("train")}
+    print(f"  {'':<24} {'MACs':>8} {'flash B':>8} {'arena B':>8} {'latency ms (est.)':>18} {'float %':>8} "
+          f"{'int8 TFLM %':>11} {'bridge s':>9}")
+    for label, f in rows.items():
+        print(f"  {label:<24} {f['macs']:>8} {f['tflite_bytes']:>8} {f['arena_bytes']:>8} "
+              f"{f['latency_estimate_us'] / 1000:>18.3f} {f['float']:>8.2f} {f['int8']:>11.2f} "
+              f"{(f['bridge_s'] or 0):>9.2f}")
+    first = next(iter(rows.values()))
+    print(f"  the bridge (read, rebuild in tf_keras, copy weights, prove against Keras 3 on the data): "
+          f"{first['bridge_s']:.2f} s of the {first['train_s']:.2f} s import stage, max output diff "
+          f"{first['bridge_diff']:.2g}; figures: MACs/flash/arena from the .tflite and the host TFLM runtime, "
+          f"latency from {board}'s cost model (ESTIMATE)")
+    return rows

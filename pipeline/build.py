@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.target import arena as arena_mod
 from pipeline import boards, buildfolder, cache
 from pipeline.firmware import codegen, projects
-from pipeline.model import datasets, zoo, validate
+from pipeline.model import datasets, user_model, validate
 from pipeline.target import fit, graph, kernels, memplan, tflite_model
 from pipeline.errors import PipelineError
 from pipeline.report import findings as findings_mod
@@ -31,6 +31,9 @@ PIPELINE_DIR = Path(__file__).resolve().parent
 STAGES = ("train", "optimize", "convert", "validate", "generate", "fit", "profile", "firmware")
 MODELS_SUBDIR = "_models"
 PRUNE_KINDS = ("magnitude", "structured")
+# --teacher=brought: a pretrained model file teaches its own pruned and fine-tuned self (distillation while the
+# pruning fine-tunes), with the model as brought as the teacher.
+BROUGHT_TEACHER = "brought"
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Options:
     board_dir: Path | None = None  # where the board outputs go; default build_root/<board>/<name>
     name: str | None = None  # the build folder's name under build_root/<board>/ (default: the model's name)
     tflite: Path | None = None  # bring your own int8 model: skip train/optimize/convert
+    trust_model: bool = False  # a user's model file may run code it carries (Lambda, custom objects)
     build_root: Path = Path("build")
     compile_firmware: bool = True
     limits: Limits = field(default_factory=Limits)  # --max-latency-ms, --max-ram-kb, ... (findings; gates with fail_on)
@@ -81,8 +85,8 @@ def _code(*names: str) -> list[Path]:
 def _check_options(opts: Options) -> None:
     if not 0.0 <= opts.sparsity < 1.0:
         raise PipelineError(f"--sparsity must be in [0, 1) (got {opts.sparsity})")
-    if opts.epochs is not None and opts.epochs < 1:
-        raise PipelineError(f"--epochs must be at least 1 (got {opts.epochs})")
+    if opts.epochs is not None and opts.epochs < 0:
+        raise PipelineError(f"--epochs must be at least 1, or 0 for a model file with trained weights (got {opts.epochs})")
     if opts.width <= 0:
         raise PipelineError(f"--width must be positive (got {opts.width})")
     if opts.max_drop < 0:
@@ -125,16 +129,22 @@ class Pipeline:
         self.opts = opts
         self.log = log
         self.byo = opts.tflite is not None
-        self.spec = None if self.byo else zoo.get_spec(opts.model)
-        self.model_name = Path(opts.tflite).stem if self.byo else opts.model
-        self.model_id = codegen.model_id(self.model_name, opts.model_id, zoo_model=not self.byo)
+        self.user = not self.byo and user_model.is_user_model(opts.model)  # --model=PATH: the user's own model
+        self.spec = None if self.byo else user_model.resolve(opts.model, opts.data, opts.seed, opts.trust_model)
+        self.model_name = Path(opts.tflite).stem if self.byo else user_model.folder_name(opts.model)
+        if self.user:
+            opts = self.opts = self._user_options(opts)
+        elif opts.epochs == 0:
+            raise PipelineError("--epochs=0 converts a model as it is: only for a model file with trained weights "
+                                "(--model=FILE.keras or .h5)")
+        self.model_id = codegen.model_id(self.model_name, opts.model_id, zoo_model=not self.byo and not self.user)
         self.data_source = opts.data or (self.spec.default_data if self.spec else None)
         if self.spec and self.data_source is None:
             raise PipelineError(
                 f"model '{opts.model}' has no bundled dataset: pass --data=FILE.npz or --data=FOLDER "
                 f"(input shape {self.spec.input_shape})"
             )
-        self.epochs = opts.epochs or (self.spec.epochs if self.spec else 0)
+        self.epochs = opts.epochs if opts.epochs is not None else (self.spec.epochs if self.spec else 0)
         self.qat = opts.qat and not (self.spec and self.spec.qat_unsupported) and opts.precision == "int8"
         if opts.qat and not self.qat and not self.byo:
             why = (self.spec.qat_unsupported if self.spec and self.spec.qat_unsupported
@@ -143,17 +153,45 @@ class Pipeline:
         # Each training configuration and each optimization of it has a folder of its own, so variants (another
         # --width, --prune, --sparsity ...) sit side by side in the stage cache instead of replacing each other.
         depth = "" if opts.depth is None else f"-d{opts.depth}"
-        distill = "" if not opts.teacher else "-kd" + hashlib.sha256(str(opts.teacher).encode()).hexdigest()[:8]
-        self.train_dir = opts.build_root / MODELS_SUBDIR / self.model_name / (
+        self.self_distill = opts.teacher == BROUGHT_TEACHER
+        if self.self_distill and not (self.user and self.spec.pretrained and self.spec.task == "classification"):
+            raise PipelineError(f"--teacher={BROUGHT_TEACHER}: the model as brought teaches its pruned self: only for "
+                                "a classifier model file with trained weights")
+        distill = "" if not opts.teacher or self.self_distill else \
+            "-kd" + hashlib.sha256(str(opts.teacher).encode()).hexdigest()[:8]
+        cache_name = user_model.cache_name(opts.model) if self.user else self.model_name
+        self.train_dir = opts.build_root / MODELS_SUBDIR / cache_name / (
             f"w{opts.width:g}{depth}-e{self.epochs}-seed{opts.seed}{distill}")
         self.model_dir = self.train_dir / (f"{opts.prune}{opts.sparsity:g}-{'qat' if self.qat else 'ptq'}"
-                                           + ("" if opts.precision == "int8" else f"-{opts.precision}"))
+                                           + ("" if opts.precision == "int8" else f"-{opts.precision}")
+                                           + ("-kd" if self.self_distill else ""))
         self._data = None
         self._fingerprint = None
         self._tidying = False
         self.stage_seconds: dict[str, float] = {}
         self.cached: list[str] = []
         self.results: dict[str, dict] = {}
+
+    def _user_options(self, opts: Options) -> Options:
+        """A user model's options, checked against what it declares; --epochs=0 converts a pretrained file as is."""
+        from dataclasses import replace
+
+        name = Path(opts.model).name
+        if opts.width != 1.0 and "width" not in self.spec.knobs:
+            raise PipelineError(f"--width: {name} has no width knob (a builder .py whose build_model takes width has)")
+        if opts.depth is not None and "depth" not in self.spec.knobs:
+            raise PipelineError(f"--depth: {name} has no depth knob (a builder .py whose build_model takes depth has)")
+        if opts.epochs == 0:
+            if not self.spec.pretrained:
+                raise PipelineError(f"--epochs=0 converts a model as it is, and {name} brings no trained weights: "
+                                    "give --epochs to train it")
+            if opts.sparsity or opts.qat:
+                self.log(f"note: --epochs=0: {name} is converted as brought (post-training int8: no pruning, no QAT)")
+            opts = replace(opts, sparsity=0.0, qat=False)
+        if self.spec.pretrained:
+            self.log(f"{name}: {self.spec.description} with trained weights: kept, fine-tuned for "
+                     f"{self.spec.epochs if opts.epochs is None else opts.epochs} epochs by pruning and QAT")
+        return opts
 
     # -- helpers ---------------------------------------------------------------------------------------
     def fingerprint(self) -> str | None:
@@ -202,20 +240,26 @@ class Pipeline:
                   "seed": self.opts.seed, "data": self.fingerprint()}
         if self.opts.depth is not None:
             params["depth"] = self.opts.depth
+        if self.user:  # keyed on the file's content (and whether it may run code), not its name
+            params.update(source=user_model.digest(self.opts.model), trust=self.opts.trust_model)
         teacher = self.teacher_path()
-        key = cache.stage_key("train", params, [teacher] if teacher else [], _code("model/train", "model/zoo", "model/datasets"))
+        key = cache.stage_key("train", params, [teacher] if teacher else [],
+                              _code("model/train", "model/zoo", "model/datasets", "model/user_model", "model/keras_bridge"))
         return self.stage(1, "train", self.train_dir, key, [self.float_path], lambda: asdict(
             train_mod.train(self.spec, self.data(), self.opts.width, self.epochs, self.opts.seed, self.float_path,
                             self.opts.depth, teacher)))
 
     def teacher_path(self) -> Path | None:
         """The teacher's float model: a wider one of the same zoo model (trained first), or the user's .h5."""
-        if not self.opts.teacher:
+        if not self.opts.teacher or self.self_distill:  # the brought model teaches in the optimize stage
             return None
         if self.spec.task != "classification":
             raise PipelineError(f"--teacher: distillation needs a classifier; {self.model_name} is a regression model")
         try:
             width = float(self.opts.teacher)
+            if self.user and "width" not in self.spec.knobs:
+                raise PipelineError(f"--teacher={self.opts.teacher}: {Path(self.opts.model).name} has no width knob; "
+                                    "give a teacher .h5 path")
         except ValueError:
             path = Path(self.opts.teacher)
             if path.suffix != ".h5" or not path.is_file():
@@ -238,11 +282,13 @@ class Pipeline:
 
         self.train()
         params = {"sparsity": self.opts.sparsity, "qat": self.qat, "epochs": self.epochs, "seed": self.opts.seed,
-                  "prune": self.opts.prune}
-        key = cache.stage_key("optimize", params, [self.float_path], _code("model/optimize", "model/structured"))
+                  "prune": self.opts.prune, "self_distill": self.self_distill}
+        key = cache.stage_key("optimize", params, [self.float_path],
+                              _code("model/optimize", "model/structured", "model/train"))
         return self.stage(2, "optimize", self.model_dir, key, [self.optimized_path], lambda: asdict(
             optimize_mod.optimize(self.float_path, self.optimized_path, self.spec, self.data(), self.opts.sparsity,
-                                  self.qat, self.epochs, self.opts.seed, self.opts.prune)))
+                                  self.qat, self.epochs, self.opts.seed, self.opts.prune,
+                                  self.float_path if self.self_distill else None)))
 
     @_tidy
     def convert(self) -> dict:
@@ -463,6 +509,9 @@ class Pipeline:
         variant = {"width": o.width, "depth": o.depth, "prune": o.prune, "sparsity": o.sparsity, "qat": self.qat,
                    "precision": o.precision, "teacher": o.teacher, "epochs": self.epochs, "seed": o.seed,
                    "data": o.data, "memory_plan": o.memory_plan}
+        if self.user:  # the user's file, by path and content: another file of the same stem is another variant
+            variant.update(file=str(Path(o.model).resolve()), file_sha256=user_model.digest(o.model))
+            return buildfolder.Holds(board_dir, board_dir.name, board.name, self.model_name, "file", variant)
         return buildfolder.Holds(board_dir, board_dir.name, board.name, self.model_name, "zoo", variant)
 
     def enter_folder(self, board: boards.Board, board_dir: Path) -> tuple[buildfolder.Holds, buildfolder.Holds | None]:
@@ -542,6 +591,7 @@ class Pipeline:
 
             report["elf_check"] = asdict(elf.check(Path(self.opts.elf), report))
         found = self.findings(report, profile)
+        report["brought"] = self.brought(metrics)
         cache.write_atomic(report_path, json.dumps(report, indent=2))
         holds.model_hash = generated["model_hash"]
         buildfolder.write(holds)
@@ -645,6 +695,23 @@ class Pipeline:
         return {"kind": "structured", "sparsity": self.opts.sparsity, "metric_name": metrics["metric_name"]
                 if metrics else None, "pruned": pruned, "unpruned": unpruned, "saved_fraction": saved,
                 "channels": {k: self.results.get("optimize", {}).get(k) for k in ("channels_before", "channels_after")}}
+
+    def brought(self, metrics: dict | None) -> dict | None:
+        """A user's model: its file, what the bridge did, and the float model as brought beside the int8 result."""
+        if not self.user:
+            return None
+        trained = self.results.get("train") or {}
+        bridge = trained.get("bridge") or {}
+        return {"file": str(self.opts.model), "description": self.spec.description,
+                "pretrained": self.spec.pretrained, "epochs": self.epochs,
+                "as_is": self.spec.pretrained and self.epochs == 0,
+                "qat": self.qat, "qat_unsupported": self.spec.qat_unsupported,
+                "keras_version": bridge.get("keras_version"), "bridge_max_diff": bridge.get("max_diff"),
+                "bridge_proof": bridge.get("proof_reference"), "bridge_seconds": bridge.get("bridge_seconds"),
+                "metric_name": metrics["metric_name"] if metrics else None,
+                "float_as_brought": metrics["float_metric"] if metrics and self.spec.pretrained else None,
+                "int8_tflm": metrics["tflm_metric"] if metrics else None,
+                "structured_left": (self.results.get("optimize") or {}).get("groups_left")}
 
     def distillation(self, metrics: dict | None) -> dict | None:
         """The same student trained alone, side by side with the distilled one (same seed and options)."""
@@ -770,6 +837,27 @@ def pruning_summary(pruning: dict | None, sparsity: float) -> list[str]:
             f"{p['latency_estimate_us'] / 1000:.3f} vs {u['latency_estimate_us'] / 1000:.3f} ms{metric}"]
 
 
+def brought_summary(b: dict | None) -> list[str]:
+    """Your own model: what it was, what the bridge proved, and the float model as brought beside int8."""
+    if not b:
+        return []
+    what = "pretrained, " + ("converted as brought" if b["as_is"] else f"fine-tuned {b['epochs']} epochs") \
+        if b["pretrained"] else f"trained here {b['epochs']} epochs"
+    line = f"  your model: {b['description']} ({what}; {'QAT' if b['qat'] else 'post-training int8'}"
+    line += f": {b['qat_unsupported']})" if b["qat_unsupported"] else ")"
+    if b.get("bridge_max_diff") is not None:
+        line += (f"; bridge to tf_keras: max output diff {b['bridge_max_diff']:.2g} vs {b['bridge_proof']}, "
+                 f"{b['bridge_seconds']:.1f} s")
+    lines = [line]
+    if b.get("float_as_brought") is not None and b.get("int8_tflm") is not None:
+        unit = "%" if b["metric_name"] == "accuracy" else ""
+        lines.append(f"  as brought vs deployed: {b['metric_name']} float {b['float_as_brought']:.4g}{unit} (the "
+                     f"model as brought) vs int8 TFLM {b['int8_tflm']:.4g}{unit}")
+    if b.get("structured_left"):
+        lines.append(f"  structured pruning left alone: {'; '.join(b['structured_left'])}")
+    return lines
+
+
 def summary(report: dict) -> str:
     """The trade-off in numbers, for the end of a build."""
     lines = [f"model {report['model']} on {report['board']}:"]
@@ -782,6 +870,7 @@ def summary(report: dict) -> str:
         size += f" (float {report['float_tflite_bytes']} bytes, ratio {report['tflite_bytes'] / report['float_tflite_bytes']:.3f})"
     lines.append(size)
     lines.extend(pruning_summary(report.get("pruning"), report["sparsity"]))
+    lines.extend(brought_summary(report.get("brought")))
     if report.get("distillation"):
         d = report["distillation"]
         lines.append(f"  distillation (teacher {d['teacher']}, T={d['temperature']:g}, alpha={d['alpha']:g}): int8 TFLM "

@@ -46,7 +46,8 @@ class Holds:
     name: str
     board: str
     model: str
-    source: str  # "zoo", "tflite" (a brought model) or "unknown" (a folder built before manifests: its report only)
+    source: str  # "zoo", "file" (a user's model file or builder, --model=PATH), "tflite" (a brought model) or
+    # "unknown" (a folder built before manifests: its report only)
     variant: dict = field(default_factory=dict)  # the options that made the model (zoo) or the brought file
     model_hash: str | None = None
     updated: float = 0.0
@@ -67,7 +68,8 @@ class Holds:
         if other is not None and other.source != self.source:
             shown = {}
         options = ", ".join(f"{k}={v}" for k, v in shown.items() if v is not None)
-        return f"{self.model} (zoo model{', ' + options if options else ''})"
+        kind = "zoo model" if self.source == "zoo" else "model file"
+        return f"{self.model} ({kind}{', ' + options if options else ''})"
 
 
 def read(folder: Path) -> Holds | None:

@@ -33,7 +33,7 @@ from typing import Callable
 
 from pipeline import boards
 from pipeline.target import fit
-from pipeline.model import zoo
+from pipeline.model import user_model, zoo
 from pipeline.cache import write_atomic
 from pipeline.errors import PipelineError
 
@@ -59,10 +59,16 @@ class ExploreOptions:
     build_root: Path = Path("build")
     measure: str | None = None  # measure the Pareto trials: "emulate", or the board's serial port (flashed first)
     heartbeat: int = 30  # seconds between a running trial's heartbeats; silent for twice this = its worker died
+    trust_model: bool = False  # a user's model file may run code it carries
+
+    @property
+    def model_name(self) -> str:
+        """A zoo model's name or a user model file's stem (its build folder)."""
+        return user_model.folder_name(self.model)
 
     @property
     def out_dir(self) -> Path:
-        return self.build_root / self.board_name / self.model / "explore"
+        return self.build_root / self.board_name / self.model_name / "explore"
 
     @property
     def board_name(self) -> str:
@@ -84,11 +90,11 @@ class ExploreOptions:
 
     @property
     def study_name(self) -> str:
-        return f"{self.model}@{self.board_name}"
+        return f"{self.model_name}@{self.board_name}"
 
 
 def check_options(opts: ExploreOptions) -> zoo.ModelSpec:
-    spec = zoo.get_spec(opts.model)
+    spec = user_model.resolve(opts.model, opts.data, opts.seed, opts.trust_model)
     if opts.trials < 1:
         raise PipelineError(f"--trials must be at least 1 (got {opts.trials})")
     if opts.heartbeat < 1:
@@ -109,18 +115,27 @@ def check_options(opts: ExploreOptions) -> zoo.ModelSpec:
 def sample(trial, spec: zoo.ModelSpec) -> dict:
     """One configuration from the model's search space (steps keep repeated configurations cache hits)."""
     space = spec.search
-    low, high = space["width"]
-    params = {"width": trial.suggest_float("width", low, high, step=0.25)}
-    low, high = space.get("depth", spec.depth_range)
-    params["depth"] = trial.suggest_int("depth", low, high)
+    params = {"width": 1.0, "depth": None}  # a model file has neither knob: the rest of the space applies
+    if "width" in spec.knobs and "width" in space:
+        low, high = space["width"]
+        params["width"] = trial.suggest_float("width", low, high, step=0.25)
+    if "depth" in spec.knobs:
+        low, high = space.get("depth", spec.depth_range)
+        params["depth"] = trial.suggest_int("depth", low, high)
     params["prune"] = trial.suggest_categorical("prune", list(space["prune"]))
     low, high = space["sparsity"]
     sparsity = trial.suggest_float("sparsity", low, high, step=0.1)
     params["sparsity"] = 0.0 if params["prune"] == "none" else round(sparsity, 2)
     params["qat"] = trial.suggest_categorical("qat", [True, False])
     # Distillation from the widest model of the space (trained once, through the stage cache), classifiers only.
-    distill = spec.task == "classification" and trial.suggest_categorical("distill", [False, True])
-    params["teacher"] = f"{space['width'][1]:g}" if distill else None
+    if spec.pretrained:  # a model file with weights: the model as brought teaches its pruned self
+        distill = (spec.task == "classification" and params["prune"] != "none"
+                   and trial.suggest_categorical("distill", [False, True]))
+        params["teacher"] = "brought" if distill else None
+    else:
+        distill = (spec.task == "classification" and "width" in spec.knobs
+                   and trial.suggest_categorical("distill", [False, True]))
+        params["teacher"] = f"{space['width'][1]:g}" if distill else None
     params["precision"] = trial.suggest_categorical("precision", list(space.get("precision", ("int8",))))
     return params
 
@@ -163,7 +178,7 @@ def pipeline_options(opts: ExploreOptions, params: dict):
                    width=params["width"], depth=params["depth"], sparsity=params["sparsity"],
                    prune="magnitude" if params["prune"] == "none" else params["prune"], qat=params["qat"],
                    teacher=params.get("teacher"), precision=params.get("precision", "int8"), build_root=opts.build_root,
-                   max_drop=100.0, compile_firmware=False)
+                   max_drop=100.0, compile_firmware=False, trust_model=opts.trust_model)
 
 
 class Hopeless(Exception):

@@ -139,7 +139,9 @@ def _test_inputs(opts: MeasureOptions, holds: buildfolder.Holds, info: tflite_mo
     inp = info.inputs[0]
     out_size = int(np.prod(info.outputs[0].shape))
     zoo_model = holds.source == "zoo" or (holds.source == "unknown" and holds.model in zoo.ZOO)
-    if not zoo_model and opts.data is None:
+    # A user's model file (--model=PATH): its test split comes from --data, or the data it was built with.
+    data_source = opts.data or (holds.variant.get("data") if holds.source == "file" else None)
+    if not zoo_model and data_source is None:
         return np.full([1] + inp.shape[1:], inp.zero_point, dtype=np.int8), None
     if zoo_model:
         from pipeline.build import Options, Pipeline
@@ -148,7 +150,7 @@ def _test_inputs(opts: MeasureOptions, holds: buildfolder.Holds, info: tflite_mo
                                     seed=opts.seed, build_root=opts.build_dir), log=lambda _: None)
         data = pipeline.data(tuple(inp.shape[1:]), out_size if out_size > 1 else None)
     else:
-        data = datasets.load(opts.data, tuple(inp.shape[1:]), out_size if out_size > 1 else None, opts.seed)
+        data = datasets.load(data_source, tuple(inp.shape[1:]), out_size if out_size > 1 else None, opts.seed)
     count = min(max(opts.inputs, 1), len(data.x_test))  # the first one is also the latency input
     x_q = validate.quantize(data.x_test[:count], inp)
     labels = data.y_test[:count] if data.task == "classification" else None

@@ -17,6 +17,9 @@ class TrainResult:
     epochs_run: int
     val_metric: float
     params: int
+    # A user's model file: what the Keras 3 -> tf_keras bridge did (format, proof, seconds), None otherwise.
+    bridge: dict | None = None
+    pretrained: bool = False  # brought with trained weights: kept, not trained here
 
 
 QUIET = False  # `invoke explore` prints one line a trial instead of Keras's per-epoch lines
@@ -71,10 +74,11 @@ LOG_EVERY_S = 15
 def compile_model(model, spec: ModelSpec, learning_rate: float):
     k = tfenv.keras()
     if spec.task == "classification":
-        loss, metrics = k.losses.SparseCategoricalCrossentropy(), ["accuracy"]
+        loss, metrics = k.losses.SparseCategoricalCrossentropy(from_logits=spec.from_logits), ["accuracy"]
     else:
-        loss, metrics = k.losses.MeanSquaredError(), ["mae"]
-    model.compile(optimizer=k.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+        loss, metrics = (k.losses.MeanAbsoluteError() if spec.loss == "mae" else k.losses.MeanSquaredError()), ["mae"]
+    optimizers = {"adam": k.optimizers.Adam, "sgd": k.optimizers.SGD, "rmsprop": k.optimizers.RMSprop}
+    model.compile(optimizer=optimizers[spec.optimizer](learning_rate), loss=loss, metrics=metrics)
     return model
 
 
@@ -138,11 +142,23 @@ def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, 
     k = tfenv.keras()
     seed_everything(seed)
     y_train, y_val = data.y_train, data.y_val
+    bridge = None
+    if spec.source:  # a user's model: made (and a Keras 3 file's copy proved) here
+        from pipeline.model import user_model
+
+        made, bridge = user_model.make_checked(spec, data, width, depth)
+    else:
+        made = spec.make(width, depth)
+    if spec.pretrained:  # its weights are kept: pruning and QAT fine-tune from them
+        model = compile_model(made, spec, spec.learning_rate)
+        _, val = model.evaluate(data.x_val, data.y_val, verbose=0)
+        _save(model, out_path)
+        return TrainResult(0, float(val), int(model.count_params()), bridge, True)
     if teacher_path is not None:
         y_train, y_val = distillation_targets(teacher_path, data)
-        model = compile_distilled(spec.make(width, depth), spec, y_train.shape[1] // 2)
+        model = compile_distilled(made, spec, y_train.shape[1] // 2)
     else:
-        model = compile_model(spec.make(width, depth), spec, spec.learning_rate)
+        model = compile_model(made, spec, spec.learning_rate)
     monitor = monitored_metric(spec)
     stop = k.callbacks.EarlyStopping(
         monitor=monitor, mode="max" if spec.task == "classification" else "min",
@@ -154,8 +170,13 @@ def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, 
     )
     if teacher_path is not None:  # saved with the usual loss, so later stages load it like any trained model
         compile_model(model, spec, spec.learning_rate)
+    _save(model, out_path)
+    best = max(history.history[monitor]) if spec.task == "classification" else min(history.history[monitor])
+    return TrainResult(epochs_run=len(history.history[monitor]), val_metric=float(best), params=int(model.count_params()),
+                       bridge=bridge)
+
+
+def _save(model, out_path: Path) -> None:
     tmp = cache.tmp_path(out_path, ".h5")
     model.save(tmp)
     tmp.replace(out_path)
-    best = max(history.history[monitor]) if spec.task == "classification" else min(history.history[monitor])
-    return TrainResult(epochs_run=len(history.history[monitor]), val_metric=float(best), params=int(model.count_params()))

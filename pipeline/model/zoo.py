@@ -36,11 +36,19 @@ class ModelSpec:
     # What `invoke explore` searches: width (low, high), depth (low, high), pruning kinds, sparsity (low, high),
     # precisions.
     search: dict = field(default_factory=dict)
+    # A user's own model (pipeline.model.user_model): the file it comes from, whether it brings trained weights
+    # (fine-tuned, not retrained), the knobs its builder declares, and its training choices.
+    source: str | None = None
+    pretrained: bool = False
+    knobs: tuple[str, ...] = ("width", "depth")
+    optimizer: str = "adam"
+    loss: str | None = None  # None: sparse categorical cross-entropy for classifiers, MSE for regression
+    from_logits: bool = False  # a classifier without a final softmax
 
     def make(self, width: float, depth: int | None = None):
         depth = self.default_depth if depth is None else depth
         low, high = self.depth_range
-        if not low <= depth <= high:
+        if depth is not None and not low <= depth <= high:
             raise PipelineError(f"--depth for {self.name} must be {low} to {high} (got {depth})")
         return self.build(width, depth)
 
