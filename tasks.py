@@ -5,7 +5,8 @@ import functools
 import json
 from pathlib import Path
 
-from invoke import Exit, task
+import invoke
+from invoke import Exit
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from pipeline.errors import PipelineError
@@ -60,6 +61,25 @@ def _quiet(verbose: bool) -> None:
     from pipeline import quiet
 
     quiet.setup(bool(verbose))
+
+
+# The only short flags: each means one option in every task that has it (-h stays invoke's --help).
+SHORT_FLAGS = {"board": "b", "model": "m"}
+
+
+class ProjectTask(invoke.Task):
+    """invoke's Task without its automatic short flags (which gave -h to --width in hil, `--=` to --max-flash-kb
+    and -a/-o different meanings per task): an option gets a short flag only from SHORT_FLAGS."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        opts["names"] = opts["names"][:1] + ([SHORT_FLAGS[name]] if name in SHORT_FLAGS else [])
+        return opts
+
+
+def task(*args, **kwargs):
+    """invoke's @task with ProjectTask: every task in this file declares its options the same way."""
+    return invoke.task(*args, klass=ProjectTask, **kwargs)
 
 
 def cli_errors(fn):
@@ -483,7 +503,8 @@ MEASURE_HELP = {
     "inputs": "test inputs uploaded for on-target accuracy and bit-exact output checks (default 20)",
     "energy": "estimate (board power x latency, labelled estimated), firmware (on-board meter) or ppk2:PORT",
     "data": COMMON_HELP["data"],
-    "seed": COMMON_HELP["seed"],
+    "seed": "seed of the data split the test inputs are drawn from: give the build's --seed so they are its held-out "
+            "test examples (default 0; trains nothing)",
     "out": "folder for runs.jsonl, results.json/.csv and summary.md (default build/<board>/<name>/measure)",
     "baseline": "a previous results.json, or history[:N] (the median of the last N runs of this board and model in "
                 "the run history, default 5): exit non-zero when latency or energy regress by more than "
@@ -629,6 +650,8 @@ def flash(c, board="esp32", model=None, port=None, runner=None, image=None, buil
 
 @task(help={**MEASURE_HELP, **{k: COMMON_HELP[k] for k in ("epochs", "sparsity", "prune", "qat", "width", "depth", "teacher",
                                                             "name", "trust_model")},
+            "seed": "random seed for the data split, initialisation and training of the build, and so for the test "
+                    "inputs measured (default 0)",
             "tflite": "an int8 .tflite trained elsewhere: build, flash and measure it (its name is the model's)",
             "runner": "flashing tool (default: the board's first available runner)",
             "rig": "a rig file (TOML) listing several devices, their ports, models and limits: all are built, flashed "
