@@ -9,7 +9,7 @@ import invoke
 from invoke import Exit
 
 import pipeline  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from pipeline.errors import PipelineError
+from pipeline.errors import Interrupted, PipelineError
 
 COMMON_HELP = {
     "model": "zoo model: digits (default), sine, ds_cnn, mobilenet_v1, resnet8, autoencoder; or your own: a Keras "
@@ -82,14 +82,53 @@ def task(*args, **kwargs):
     return invoke.task(*args, klass=ProjectTask, **kwargs)
 
 
+# What a Ctrl-C leaves, by task, added to the "interrupted" line.
+INTERRUPTED_KEEPS = {
+    "generate": "report.json was not written (the last good one, if any, is unchanged)",
+    "build": "report.json was not written (the last good one, if any, is unchanged)",
+    "profile": "the profile files were not replaced",
+}
+
+
+def _os_error(exc: OSError, build_dir: str | None) -> str:
+    """One line for a failed read or write: the path (the real name, not its temporary one), the reason, and what
+    to do about it."""
+    import errno
+    import re
+
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return f"{reason}" if exc.strerror is None else f"{type(exc).__name__}: {reason}"
+    path = re.sub(r"\.\d+\.tmp(\.\w+)?$", "", str(exc.filename))
+    under = bool(build_dir) and (path == str(build_dir) or path.startswith(str(build_dir).rstrip("/") + "/"))
+    other = "give --build-dir another folder" if under else "choose another path"
+    if exc.errno == errno.ENOSPC:
+        step = f"free some space there or {other} on another disk"
+    elif exc.errno == errno.ENOTDIR:
+        step = f"a part of that path is a file, not a folder: {other}"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR, errno.EEXIST):
+        step = f"{other}, one you can write to"
+    else:
+        step = "check the path"
+    where = f" (under --build-dir={build_dir})" if under and path != str(build_dir) else ""
+    return f"cannot use {path}{where}: {reason}; {step}"
+
+
 def cli_errors(fn):
-    """Bad input becomes one line on stderr and exit code 1, never a traceback."""
+    """Bad input becomes one line on stderr and exit code 1, never a traceback; an unreadable or unwritable path
+    names the path and the reason; Ctrl-C says what was kept and exits with 130."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except PipelineError as exc:
             raise Exit(f"error: {exc}", code=1) from None
+        except OSError as exc:
+            raise Exit(f"error: {_os_error(exc, kwargs.get('build_dir'))}", code=1) from None
+        except KeyboardInterrupt as exc:
+            what = str(exc) if isinstance(exc, Interrupted) and str(exc) else f"{fn.__name__} stopped"
+            keeps = INTERRUPTED_KEEPS.get(fn.__name__)
+            raise Exit(f"interrupted: {what}" + (f"; {keeps}" if keeps else ""), code=130) from None
     return wrapper
 
 

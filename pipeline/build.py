@@ -209,7 +209,7 @@ class Pipeline:
     def stage(self, index: int, name: str, out_dir: Path, key: str, outputs: list[Path], fn: Callable[[], dict]) -> dict:
         self.log(f"[{index}/{len(STAGES)}] {name} ...")
         out_dir.mkdir(parents=True, exist_ok=True)
-        run = cache.run_stage(out_dir, name, key, outputs, fn)
+        run = cache.run_stage(out_dir, name, key, outputs, fn, log=self.log)
         self.stage_seconds[name] = round(run.seconds, 3)
         if run.cached:
             self.cached.append(name)

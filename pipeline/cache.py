@@ -5,6 +5,7 @@ The stamp is written last (to a temporary name, then renamed), so an interrupted
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -12,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from pipeline.errors import Interrupted
 
 STAMP_DIR = "stages"
 
@@ -26,11 +29,17 @@ def tmp_path(path: Path, suffix: str = "") -> Path:
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write to a temporary name, then rename: a reader never sees a half-written file."""
     tmp = tmp_path(path)
-    if isinstance(text, bytes):
-        tmp.write_bytes(text)
-    else:
-        tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        if isinstance(text, bytes):
+            tmp.write_bytes(text)
+        else:
+            tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException as exc:  # a full disk, Ctrl-C: no half-written temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write() names no file: name it
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 def file_digest(path: Path) -> str:
@@ -68,18 +77,39 @@ def cached_result(out_dir: Path, name: str, key: str, outputs: list[Path]) -> di
     return data["result"] if data.get("key") == key else None
 
 
-def run_stage(out_dir: Path, name: str, key: str, outputs: list[Path], fn: Callable[[], dict]) -> StageRun:
-    """Return the stamped result when the key matches and the outputs exist; otherwise run fn and stamp it."""
+def run_stage(out_dir: Path, name: str, key: str, outputs: list[Path], fn: Callable[[], dict],
+              log: Callable[[str], None] | None = None) -> StageRun:
+    """Return the stamped result when the key matches and the outputs exist; otherwise run fn and stamp it.
+
+    Two builds into one build folder take turns per stage (an flock on stages/<name>.lock, released by the kernel
+    if a process dies): the second waits, then finds the first one's stamp and reuses it instead of running again.
+    Ctrl-C while fn runs becomes Interrupted, naming the stage that left no result.
+    """
     found = cached_result(out_dir, name, key, outputs)
     if found is not None:
         return StageRun(found, 0.0, True)
     stamp = stamp_path(out_dir, name)
-    stamp.unlink(missing_ok=True)  # from here on the stage is not done until fn succeeds
-    start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(stamp)
-    tmp.write_text(json.dumps({"key": key, "result": result, "seconds": seconds}, indent=2, default=str))
-    tmp.replace(stamp)
+    with open(stamp.with_suffix(".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            (log or print)(f"  waiting for another build of this stage ({name} in {out_dir}) ...")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            found = cached_result(out_dir, name, key, outputs)
+            if found is not None:
+                return StageRun(found, 0.0, True)
+        stamp.unlink(missing_ok=True)  # from here on the stage is not done until fn succeeds
+        start = time.perf_counter()
+        try:
+            result = fn()
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            raise Interrupted(f"stage {name} was stopped and left no result in {out_dir}; the stages finished "
+                              "before it are kept and the next run reuses them") from None
+        seconds = time.perf_counter() - start
+        tmp = tmp_path(stamp)
+        tmp.write_text(json.dumps({"key": key, "result": result, "seconds": seconds}, indent=2, default=str))
+        tmp.replace(stamp)
     return StageRun(result, seconds, False)

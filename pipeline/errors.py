@@ -6,3 +6,10 @@ class PipelineError(Exception):
 
     The message is one line that names the cause and, where there is one, the next step.
     """
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with one line saying what was kept and what was not (the command line prints it, exit code 130).
+
+    A KeyboardInterrupt still, so code that stops cleanly on Ctrl-C (an emulator, a study) keeps doing so.
+    """

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import cache
 from pipeline.model import tfenv
 from pipeline.model.datasets import Dataset
 from pipeline.model.zoo import ModelSpec
@@ -138,9 +137,7 @@ def optimize(float_path: Path, out_path: Path, spec: ModelSpec, data: Dataset, s
     measured = kernel_sparsity(model)
     if qat:
         model = quantization_aware(model, spec, data, qat_epochs)
-    tmp = cache.tmp_path(out_path, ".h5")
-    model.save(tmp)
-    tmp.replace(out_path)
+    tfenv.save_model(model, out_path)
     extra = {} if figures is None else {"channels_before": figures.channels_before, "channels_after":
                                         figures.channels_after, "params_before": figures.params_before,
                                         "params_after": figures.params_after, "groups_left": figures.left}

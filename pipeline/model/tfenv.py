@@ -38,3 +38,18 @@ def load_model(path):
     """Load a float, pruned or QAT model saved by a stage (QAT layers need tfmot's scope)."""
     with tfmot().quantization.keras.quantize_scope():
         return keras().models.load_model(path, compile=False)
+
+
+def save_model(model, path) -> None:
+    """Save a Keras model as .h5, atomically: HDF5 is written into memory, then the bytes go to a temporary name
+    and are renamed. (HDF5 writing straight to a full disk crashes the process; a Python write fails cleanly.)"""
+    import io
+
+    import h5py
+
+    from pipeline.cache import write_atomic
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        model.save(f, save_format="h5")
+    write_atomic(path, buf.getvalue())

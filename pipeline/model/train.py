@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import cache, quiet
+from pipeline import quiet
 from pipeline.model import tfenv
 from pipeline.model.datasets import Dataset
 from pipeline.model.zoo import ModelSpec
@@ -177,6 +177,4 @@ def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, 
 
 
 def _save(model, out_path: Path) -> None:
-    tmp = cache.tmp_path(out_path, ".h5")
-    model.save(tmp)
-    tmp.replace(out_path)
+    tfenv.save_model(model, out_path)
