@@ -10,7 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The layout, lowest layer first; a module imports only from its own layer or the ones above it in this list
 # (tests/test_layout.py checks it):
-#   errors, cache, quiet   the one error type; stage keys and atomic writes; TensorFlow's noise kept off the console
+#   errors, quiet          the one error type (and Interrupted, Ctrl-C with what was kept); TensorFlow's noise kept
+#                          off the console
+#   cache                  stage keys, stage locks and atomic writes
 #   boards/                board files (data) and the rules they must meet (ESP-IDF partition table)
 #   buildfolder            what a build folder holds (its manifest, read only here), names, clean's plan
 #   target/                the .tflite on the target: graph, kernels' scratch, arena, memory plan, cost model, profile, fit

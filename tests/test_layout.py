@@ -3,7 +3,7 @@ import ast
 from pathlib import Path
 
 PIPELINE = Path(__file__).resolve().parent.parent / "pipeline"
-RANK = {"errors": 0, "cache": 0, "quiet": 0, "boards": 1, "buildfolder": 1, "target": 2, "model": 3, "firmware": 3, "report": 3, "build": 4, "hil": 5,
+RANK = {"errors": 0, "cache": 0.5, "quiet": 0, "boards": 1, "buildfolder": 1, "target": 2, "model": 3, "firmware": 3, "report": 3, "build": 4, "hil": 5,
         "calibrate": 6, "explore": 7, "bench": 7, "compare": 7}
 
 
