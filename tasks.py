@@ -87,6 +87,8 @@ INTERRUPTED_KEEPS = {
     "generate": "report.json was not written (the last good one, if any, is unchanged)",
     "build": "report.json was not written (the last good one, if any, is unchanged)",
     "profile": "the profile files were not replaced",
+    "measure": "results.json was not written and nothing was stored in the run history",
+    "hil": "results.json was not written and nothing was stored in the run history",
 }
 
 

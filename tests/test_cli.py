@@ -1,8 +1,12 @@
 """The command line as a user meets it: help and flags of every task, unwritable build folders, Ctrl-C."""
 import json
 import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -50,3 +54,149 @@ def test_measure_seed_help_speaks_of_measuring():
     text = " ".join(proc.stdout.split())
     seed = text.split("--seed=STRING", 1)[1][:200]
     assert "test inputs" in seed and "trains nothing" in seed and "initialisation" not in seed
+
+
+# -- item 6: a build folder that cannot be written ------------------------------------------------------------
+@pytest.mark.parametrize("task", ["train", "build", "generate", "profile", "explore", "hil", "bench"])
+def test_build_dir_under_a_regular_file_is_one_line(tmp_path, task):
+    """--build-dir=<a file>/x: NotADirectoryError as root too (chmod would not stop root)."""
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    line = assert_clean_error(run_invoke(task, f"--build-dir={afile}/x"), str(afile / "x"), "Not a directory")
+    assert "--build-dir" in line
+
+
+def test_measure_out_under_a_regular_file_is_refused_before_the_device(esp32_build, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    proc = run_invoke("measure", "--port=/dev/null", f"--build-dir={esp32_build['build_dir']}", f"--out={afile}/m",
+                      f"--db={tmp_path / 'h.sqlite'}")
+    assert_clean_error(proc, str(afile / "m"), "Not a directory")
+    assert not (tmp_path / "h.sqlite").exists()
+
+
+def _private_mounts() -> bool:
+    """A private mount namespace (unshare -m, needs root or CAP_SYS_ADMIN): a real read-only or full file system
+    for one command, gone when it exits."""
+    if not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True).returncode == 0
+
+
+needs_mounts = pytest.mark.skipif(not _private_mounts(), reason="needs `unshare -m` and mount (root): a real "
+                                                                 "read-only / full file system")
+
+
+def _invoke_under(mount: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "invoke", *args])
+    return subprocess.run(["unshare", "-m", "sh", "-c", f"{mount} && exec {cmd}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=900)
+
+
+@needs_mounts
+def test_read_only_build_folder_keeps_the_last_report(esp32_build, tmp_path):
+    """The build folder remounted read-only (a bind mount in a private namespace): a rebuild that must write the
+    report fails in one line naming it, and the last good report is untouched, no temporary file left."""
+    build_dir = tmp_path / "b"
+    shutil.copytree(esp32_build["build_dir"], build_dir, symlinks=True)
+    report = build_dir / "esp32" / "digits" / "report.json"
+    before = report.read_bytes()
+    proc = _invoke_under(f"mount --bind {build_dir} {build_dir} && mount -o remount,ro,bind {build_dir}",
+                         "build", "--board=esp32", "--max-drop=3", f"--build-dir={build_dir}")
+    line = assert_clean_error(proc, "Read-only file system", str(build_dir))
+    assert ".tmp" not in line
+    assert report.read_bytes() == before
+    assert not list(build_dir.rglob("*.tmp*"))
+
+
+@needs_mounts
+def test_full_disk_is_one_line_and_leaves_no_half_written_model(tmp_path):
+    """A 16 KiB tmpfs: the trained model does not fit (HDF5 writing straight to it crashed the process)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    proc = _invoke_under(f"mount -t tmpfs -o size=16k tmpfs {disk}", "train", "--epochs=1",
+                         f"--build-dir={disk}/b")
+    assert_clean_error(proc, "No space left on device", f"{disk}/b/", "float.h5")
+    assert proc.returncode == 1
+
+
+# -- item 7: Ctrl-C ------------------------------------------------------------------------------------------
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(proc: subprocess.Popen, pattern: str, limit: float = 300) -> str:
+    """Read stdout lines until one matches; what was read."""
+    seen = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if re.search(pattern, line):
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError(f"no {pattern!r} in: {''.join(seen)} {proc.stderr.read()}")
+
+
+def test_ctrl_c_during_a_build_says_what_was_kept(tmp_path):
+    proc = _start("build", "--board=esp32", f"--build-dir={tmp_path}")
+    _wait_for(proc, r"\[1/8\] train \.\.\.")
+    time.sleep(4)  # inside the training stage (TensorFlow loading or training)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1, err
+    assert "stage train" in lines[0] and "report.json was not written" in lines[0]
+    assert not list(tmp_path.rglob("report.json")) and not list(tmp_path.rglob("*.tmp*"))
+    assert not list(tmp_path.rglob("stages/train.json"))
+
+
+def test_ctrl_c_during_measure_says_how_many_runs_were_kept(esp32_build, tmp_path):
+    emulator = _start("emulate", "--board=esp32", f"--build-dir={esp32_build['build_dir']}")
+    try:
+        port = re.search(r"on (/dev/\S+)", _wait_for(emulator, r"^EMULATED")).group(1)
+        out, db = tmp_path / "m", tmp_path / "h.sqlite"
+        proc = _start("measure", "--board=esp32", f"--port={port}", f"--build-dir={esp32_build['build_dir']}",
+                      "--runs=100000", "--warmup=0", "--inputs=0", f"--out={out}", f"--db={db}")
+        _wait_for(proc, r"^run 3/100000")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        emulator.send_signal(signal.SIGINT)
+        emulator.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    line = [l for l in err.splitlines() if l.startswith("interrupted:")]
+    assert len(line) == 1, err
+    kept = [json.loads(l) for l in (out / "runs.jsonl").read_text().splitlines()]
+    runs = sum(1 for r in kept if r["kind"] == "latency")
+    assert runs >= 3
+    assert f"holds those {runs} runs" in line[0] and "results.json was not written" in line[0]
+    assert not (out / "results.json").exists() and not db.exists()
+
+
+def test_measure_checks_the_baseline_before_opening_the_device(esp32_build, tmp_path):
+    db = tmp_path / "h.sqlite"
+    proc = run_invoke("measure", "--port=/dev/null", f"--build-dir={esp32_build['build_dir']}",
+                      f"--out={tmp_path / 'm'}", f"--db={db}", f"--baseline={tmp_path / 'missing.json'}")
+    assert_clean_error(proc, "--baseline=", "missing.json", "No such file")
+    assert not db.exists() and not (tmp_path / "m").exists()
+
+
+# -- item 8: concurrent builds into one folder ---------------------------------------------------------------
+def test_concurrent_trains_into_one_folder_train_once(tmp_path):
+    procs = [_start("train", "--epochs=2", f"--build-dir={tmp_path}") for _ in range(3)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    done = [out for out, _ in outs if re.search(r"\[1/8\] train: done in", out)]
+    reused = [out for out, _ in outs if "[1/8] train: up to date" in out]
+    assert len(done) == 1 and len(reused) == 2, [o for o, _ in outs]
+    assert any("waiting for another build of this stage" in out for out in reused)
+    results = {json.dumps(json.loads(out[out.index("{"):]), sort_keys=True) for out, _ in outs}
+    assert len(results) == 1  # all three print the one training's result

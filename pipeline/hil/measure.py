@@ -19,7 +19,7 @@ import numpy as np
 from pipeline import boards, buildfolder
 from pipeline.target import tflite_model
 from pipeline.model import validate
-from pipeline.errors import PipelineError
+from pipeline.errors import Interrupted, PipelineError
 from pipeline.hil import energy, history, protocol, results, transport
 from pipeline.hil.dut import Device
 from pipeline.hil.errors import DeviceError, DeviceTimeout, WrongFirmware
@@ -201,8 +201,11 @@ def _write_profile(build: Path, board: boards.Board, model: str, measured: list[
 def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool = True) -> dict:
     """Measure one build on one device. The figures that regressed against --baseline are in
     result["regressions"]; with gate (the default) any of them also raises, after everything is written."""
-    if opts.baseline:
-        history.parse_baseline(opts.baseline)  # a malformed history:N is refused before anything is measured
+    # Every input is checked before the device is opened and before anything is stored in the run history.
+    if opts.baseline and history.parse_baseline(opts.baseline) is None:
+        results.read_baseline(Path(opts.baseline))
+    if opts.junit and not Path(opts.junit).parent.is_dir():
+        raise PipelineError(f"--junit={opts.junit}: the folder {Path(opts.junit).parent} does not exist")
     if opts.fast_baud is not None and opts.fast_baud != 0 and not 1200 <= opts.fast_baud <= 16_000_000:
         raise PipelineError(f"--fast-baud must be 0 (stay at the board's rate) or 1200 to 16000000 (got {opts.fast_baud})")
     if opts.runs < 1 or opts.iterations < 1 or opts.warmup < 0 or opts.inputs < 0:
@@ -319,6 +322,10 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
     except PipelineError as exc:
         run_log.append({"kind": "fault", "error": str(exc), "time": time.time()})
         raise type(exc)(f"{exc} ({len(runs)} runs kept in {run_log.path})") from None
+    except KeyboardInterrupt:
+        run_log.append({"kind": "interrupted", "time": time.time()})
+        raise Interrupted(f"measure stopped after {len(runs)} of {opts.runs} timed runs; {run_log.path} holds "
+                          f"those {len(runs)} runs (appended as each completed)") from None
     finally:
         if switched:  # leave the device at its board rate for the next run (it returns there on reset anyway)
             try:

@@ -83,12 +83,24 @@ def baseline_note(result: dict, baseline_path: Path) -> str | None:
     return None
 
 
-def regressions(result: dict, baseline_path: Path, max_regression_pct: float) -> list[str]:
-    """Figures that got worse than the baseline's by more than max_regression_pct."""
+def read_baseline(baseline_path: Path) -> dict:
+    """A previous results.json, or one line saying why it cannot be one (checked before anything is measured)."""
     try:
         baseline = json.loads(Path(baseline_path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise PipelineError(f"baseline {baseline_path} is not a readable results.json: {exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PipelineError(f"--baseline={baseline_path} is not a readable results.json ({reason}): give a "
+                            "results.json of an earlier `invoke measure`, or history:N") from None
+    if not isinstance(baseline, dict) or not isinstance(baseline.get("latency_us"), dict) \
+            or "median" not in baseline["latency_us"]:
+        raise PipelineError(f"--baseline={baseline_path} is not a results.json of `invoke measure` (it has no "
+                            "latency_us.median)")
+    return baseline
+
+
+def regressions(result: dict, baseline_path: Path, max_regression_pct: float) -> list[str]:
+    """Figures that got worse than the baseline's by more than max_regression_pct."""
+    baseline = read_baseline(baseline_path)
     found = []
     pairs = [("latency median", result["latency_us"]["median"], baseline.get("latency_us", {}).get("median"))]
     if result.get("energy_uj") is not None:
