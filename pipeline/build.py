@@ -203,7 +203,9 @@ class Pipeline:
         if self._data is None:
             if self.spec:
                 input_shape, num_classes, autoencoder = self.spec.input_shape, self.spec.num_classes, self.spec.autoencoder
-            self._data = datasets.load(self.data_source, input_shape, num_classes, self.opts.seed, autoencoder)
+            # A zoo model's output layer is sized to the data's classes; a brought model's outputs are fixed.
+            self._data = datasets.load(self.data_source, input_shape, num_classes, self.opts.seed, autoencoder,
+                                       classes_from_data=self.spec is not None and not self.spec.source)
         return self._data
 
     def stage(self, index: int, name: str, out_dir: Path, key: str, outputs: list[Path], fn: Callable[[], dict]) -> dict:

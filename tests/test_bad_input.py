@@ -115,10 +115,19 @@ def test_dataset_of_the_wrong_shape_names_the_expected_one(tmp_path):
 
 
 def test_labels_outside_the_models_classes(tmp_path):
+    """A zoo model's output layer is sized to the data's classes (0..18: 19), so a negative label is what is out."""
     data = tmp_path / "labels.npz"
-    np.savez(data, x_train=np.zeros((20, 8, 8, 1)), y_train=np.arange(20), x_test=np.zeros((5, 8, 8, 1)),
+    np.savez(data, x_train=np.zeros((20, 8, 8, 1)), y_train=np.arange(20) - 1, x_test=np.zeros((5, 8, 8, 1)),
              y_test=np.zeros(5, int))
-    assert_clean_error(run_invoke("train", f"--data={data}", f"--build-dir={tmp_path}"), "0..19", "10 classes")
+    assert_clean_error(run_invoke("train", f"--data={data}", f"--build-dir={tmp_path}"), "-1..18", "19 classes")
+
+
+def test_labels_beyond_the_names_given(tmp_path):
+    data = tmp_path / "labels.npz"
+    np.savez(data, x_train=np.zeros((20, 8, 8, 1)), y_train=np.arange(20) % 4, x_test=np.zeros((5, 8, 8, 1)),
+             y_test=np.zeros(5, int), labels=np.array(["a", "b", "c"]))
+    assert_clean_error(run_invoke("train", f"--data={data}", f"--build-dir={tmp_path}"), "labels up to 3",
+                       "3 names")
 
 
 @pytest.mark.parametrize("bad, what", [(np.nan, "NaN"), (np.inf, "infinite")])

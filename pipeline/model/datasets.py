@@ -121,7 +121,25 @@ def _check_labels(y: np.ndarray, num_classes: int, where: str) -> np.ndarray:
     return y
 
 
-def from_npz(path: Path, input_shape: tuple, num_classes: int | None, seed: int, autoencoder: bool) -> Dataset:
+def _require_two_classes(count: int, where: str) -> None:
+    if count < 2:
+        raise PipelineError(f"{where} has {count} class{'' if count == 1 else 'es'}: a classifier needs at least 2 "
+                            "(add a sub-folder or label per class, e.g. one for 'other')")
+
+
+def _classes_of_npz(archive, path: Path) -> int:
+    """How many classes an .npz holds: its `labels` names, or the largest label + 1."""
+    highest = max(int(np.max(archive[k])) if archive[k].size else -1 for k in ("y_train", "y_test"))
+    if "labels" in archive.files and archive["labels"].size:
+        names = len(archive["labels"].tolist())
+        if highest >= names:
+            raise PipelineError(f"dataset {path} has labels up to {highest}, but only {names} names in `labels`")
+        return names
+    return highest + 1
+
+
+def from_npz(path: Path, input_shape: tuple, num_classes: int | None, seed: int, autoencoder: bool,
+             classes_from_data: bool = False) -> Dataset:
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -141,6 +159,14 @@ def from_npz(path: Path, input_shape: tuple, num_classes: int | None, seed: int,
         _check_finite(y_test, f"dataset {path}: y_test")
         task, labels = "regression", ["y"]
     else:
+        if classes_from_data:
+            try:
+                found = _classes_of_npz(archive, path)
+            except (TypeError, ValueError):  # labels that are not integers: _check_labels names the problem
+                found = None
+            if found is not None:
+                _require_two_classes(found, f"dataset {path}")
+                num_classes = found
         y_train = _check_labels(archive["y_train"], num_classes, f"dataset {path}: y_train")
         y_test = _check_labels(archive["y_test"], num_classes, f"dataset {path}: y_test")
         task = "classification"
@@ -158,13 +184,16 @@ def from_npz(path: Path, input_shape: tuple, num_classes: int | None, seed: int,
     return Dataset(path.stem, task, x_train[train], y_train[train], x_train[val], y_train[val], x_test, y_test, labels)
 
 
-def from_image_folder(path: Path, input_shape: tuple, num_classes: int, seed: int) -> Dataset:
+def from_image_folder(path: Path, input_shape: tuple, num_classes: int | None, seed: int) -> Dataset:
+    """One class per sub-folder, in name order. num_classes: the model's fixed number of outputs (a brought
+    model); None: as many classes as sub-folders (a zoo model's output layer is sized to them)."""
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
     if not classes:
         raise PipelineError(f"dataset folder {path} has no class sub-folders (expected {path}/<class>/<image>.png)")
-    if len(classes) > num_classes:
+    _require_two_classes(len(classes), f"dataset folder {path}")
+    if num_classes is not None and len(classes) > num_classes:
         raise PipelineError(
             f"dataset folder {path} has {len(classes)} classes ({', '.join(classes)}), but the model has {num_classes}"
         )
@@ -189,12 +218,16 @@ def from_image_folder(path: Path, input_shape: tuple, num_classes: int, seed: in
         empty = [classes[i] for i in np.flatnonzero(counts < 3)]
         raise PipelineError(f"dataset folder {path}: classes {', '.join(empty)} have fewer than 3 images (one each for train, validation, test)")
     parts = _split(np.stack(xs), np.array(ys, dtype=np.int64), seed, stratify=True)
-    labels = classes + [f"class{i}" for i in range(len(classes), num_classes)]
+    labels = classes + [f"class{i}" for i in range(len(classes), num_classes or len(classes))]
     return Dataset(path.name, "classification", *parts, labels=labels)
 
 
-def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, autoencoder: bool = False) -> Dataset:
-    """A dataset by bundled name ("digits", "sine") or by path (.npz file or image folder)."""
+def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, autoencoder: bool = False,
+         classes_from_data: bool = False) -> Dataset:
+    """A dataset by bundled name ("digits", "sine") or by path (.npz file or image folder).
+
+    num_classes: None for regression; for a classifier its number of outputs, which the labels must fit, unless
+    classes_from_data (a zoo model, whose output layer is sized to the data): then the data says how many."""
     if source == "digits":
         data = digits(seed)
     elif source == "sine":
@@ -204,10 +237,10 @@ def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, au
         if path.is_dir():
             if num_classes is None:
                 raise PipelineError(f"dataset folder {path}: image folders are for classification models")
-            return from_image_folder(path, tuple(input_shape), num_classes, seed)
+            return from_image_folder(path, tuple(input_shape), None if classes_from_data else num_classes, seed)
         if path.suffix != ".npz" or not path.is_file():
             raise PipelineError(f"dataset {source} not found: pass 'digits', 'sine', an .npz file or a folder of class sub-folders")
-        return from_npz(path, tuple(input_shape), num_classes, seed, autoencoder)
+        return from_npz(path, tuple(input_shape), num_classes, seed, autoencoder, classes_from_data)
     _check_x(data.x_train, tuple(input_shape), f"dataset {source}")
     if num_classes is not None and data.task != "classification":
         raise PipelineError(f"dataset {source} is a regression dataset; the model is a {num_classes}-class classifier")

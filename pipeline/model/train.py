@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import quiet
+from pipeline.errors import PipelineError
 from pipeline.model import tfenv
 from pipeline.model.datasets import Dataset
 from pipeline.model.zoo import ModelSpec
@@ -112,6 +113,9 @@ def distillation_targets(teacher_path: Path, data: Dataset):
 
     teacher = load_model(teacher_path)
     classes = teacher.output_shape[-1]
+    if classes != len(data.labels):
+        raise PipelineError(f"teacher {teacher_path} has {classes} outputs, the data {len(data.labels)} classes: "
+                            "distil from a teacher trained on the same classes")
 
     def pack(x, y):
         soft = np.asarray(soften(teacher.predict(x, verbose=0), DISTILL_TEMPERATURE))
@@ -147,8 +151,8 @@ def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, 
         from pipeline.model import user_model
 
         made, bridge = user_model.make_checked(spec, data, width, depth)
-    else:
-        made = spec.make(width, depth)
+    else:  # a zoo classifier's output layer follows the data's classes
+        made = spec.make(width, depth, len(data.labels) if data.task == "classification" else None)
     if spec.pretrained:  # its weights are kept: pruning and QAT fine-tune from them
         model = compile_model(made, spec, spec.learning_rate)
         _, val = model.evaluate(data.x_val, data.y_val, verbose=0)

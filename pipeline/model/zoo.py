@@ -25,7 +25,7 @@ class ModelSpec:
     epochs: int
     batch_size: int
     learning_rate: float
-    build: Callable[[float, int], object]  # (width, depth) -> a Keras model
+    build: Callable[..., object]  # (width, depth[, classes]) -> a Keras model; classes only for classifiers
     default_depth: int = 1
     depth_range: tuple[int, int] = (1, 1)  # the depths the builder accepts
     autoencoder: bool = False
@@ -45,11 +45,15 @@ class ModelSpec:
     loss: str | None = None  # None: sparse categorical cross-entropy for classifiers, MSE for regression
     from_logits: bool = False  # a classifier without a final softmax
 
-    def make(self, width: float, depth: int | None = None):
+    def make(self, width: float, depth: int | None = None, classes: int | None = None):
+        """The model at this width and depth; a classifier's output layer has `classes` outputs (the data's
+        classes; default num_classes, the benchmark's own)."""
         depth = self.default_depth if depth is None else depth
         low, high = self.depth_range
         if depth is not None and not low <= depth <= high:
             raise PipelineError(f"--depth for {self.name} must be {low} to {high} (got {depth})")
+        if self.task == "classification" and not self.source:  # a user's model keeps its own outputs
+            return self.build(width, depth, classes=classes or self.num_classes)
         return self.build(width, depth)
 
 
@@ -57,7 +61,7 @@ def _scaled(filters: int, width: float) -> int:
     return max(1, int(round(filters * width)))
 
 
-def _digits_cnn(width: float, depth: int = 2):
+def _digits_cnn(width: float, depth: int = 2, classes: int = 10):
     """depth 3x3 convolutions (16, 32, 32 filters; the last one unpadded), a 2x2 max pool, two dense layers."""
     k = tfenv.keras()
     L = k.layers
@@ -69,7 +73,7 @@ def _digits_cnn(width: float, depth: int = 2):
         L.MaxPooling2D(2),
         L.Flatten(),
         L.Dense(_scaled(64, width), activation="relu"),
-        L.Dense(10, activation="softmax"),
+        L.Dense(classes, activation="softmax"),
     ], name="digits")
 
 
@@ -101,7 +105,7 @@ def _pooled_classifier(L, x, classes):
     return L.Dense(classes, activation="softmax")(x)
 
 
-def _ds_cnn(width: float, depth: int = 4):
+def _ds_cnn(width: float, depth: int = 4, classes: int = 12):
     """Keyword spotting: a stem conv over 49 MFCC frames x 10 coefficients, `depth` (4) depthwise-separable blocks."""
     k = tfenv.keras()
     L = k.layers
@@ -112,10 +116,10 @@ def _ds_cnn(width: float, depth: int = 4):
     for _ in range(depth):
         x = _separable_block(L, x, filters)
     x = L.Dropout(0.4)(x)
-    return k.Model(inputs, _pooled_classifier(L, x, 12), name="ds_cnn")
+    return k.Model(inputs, _pooled_classifier(L, x, classes), name="ds_cnn")
 
 
-def _mobilenet_v1(width: float, depth: int = 13):
+def _mobilenet_v1(width: float, depth: int = 13, classes: int = 2):
     """Visual wake words: MobileNetV1 with alpha 0.25 (times --width) on 96x96 RGB, two classes; the first `depth`
     (13) separable blocks."""
     k = tfenv.keras()
@@ -126,10 +130,10 @@ def _mobilenet_v1(width: float, depth: int = 13):
     blocks = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
     for filters, stride in blocks[:depth]:
         x = _separable_block(L, x, _scaled(filters, alpha), stride)
-    return k.Model(inputs, _pooled_classifier(L, x, 2), name="mobilenet_v1")
+    return k.Model(inputs, _pooled_classifier(L, x, classes), name="mobilenet_v1")
 
 
-def _resnet8(width: float, depth: int = 3):
+def _resnet8(width: float, depth: int = 3, classes: int = 10):
     """Image classification: ResNet-8 on 32x32 RGB, `depth` (3) residual stacks of 16, 32 and 64 filters."""
     k = tfenv.keras()
     L = k.layers
@@ -149,7 +153,7 @@ def _resnet8(width: float, depth: int = 3):
         if stride != 1:  # the shortcut must change shape with the residual branch
             x = L.Conv2D(filters, 1, strides=stride, padding="same", kernel_regularizer=reg)(x)
         x = L.ReLU()(L.Add()([x, y]))
-    return k.Model(inputs, _pooled_classifier(L, x, 10), name="resnet8")
+    return k.Model(inputs, _pooled_classifier(L, x, classes), name="resnet8")
 
 
 def _autoencoder(width: float, depth: int = 4):
