@@ -105,10 +105,31 @@ def check_options(opts: ExploreOptions) -> zoo.ModelSpec:
                             f"(got {','.join(opts.objectives)})")
     for name in ("max_latency_ms", "max_ram_kb", "max_flash_kb"):
         value = getattr(opts, name)
-        if value is not None and value <= 0:
-            raise PipelineError(f"--{name.replace('_', '-')} must be positive (got {value})")
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise PipelineError(f"--{name.replace('_', '-')} must be a positive number (got {value})")
+    if opts.min_accuracy is not None:
+        if spec.task != "classification":
+            raise PipelineError(f"--min-accuracy applies to classifiers; {opts.model} is a regression model (its "
+                                "metric is an error): leave it out")
+        if not (math.isfinite(opts.min_accuracy) and 0 < opts.min_accuracy <= 100):
+            raise PipelineError(f"--min-accuracy is a percentage, above 0 and at most 100 (got {opts.min_accuracy})")
+    if opts.epochs is not None and opts.epochs < 1:
+        raise PipelineError(f"--epochs must be at least 1 (got {opts.epochs})")
+    if opts.seed < 0:
+        raise PipelineError(f"--seed must not be negative (got {opts.seed})")
+    if opts.storage is not None and "://" not in opts.storage:
+        raise PipelineError(f"--storage must be a database URL such as sqlite:////path/study.db or "
+                            f"postgresql://user@host/db (got {opts.storage!r})")
     if not spec.search:
         raise PipelineError(f"model {opts.model} declares no search space")
+    # The data is read once here, so a missing or malformed --data is refused before any trial or output.
+    source = opts.data or spec.default_data
+    if source is None:
+        raise PipelineError(f"model '{opts.model}' has no bundled dataset: pass --data=FILE.npz or --data=FOLDER "
+                            f"(input shape {spec.input_shape})")
+    from pipeline.model import datasets
+
+    datasets.load(source, spec.input_shape, spec.num_classes, opts.seed, spec.autoencoder, classes_from_data=True)
     return spec
 
 

@@ -200,3 +200,22 @@ def test_concurrent_trains_into_one_folder_train_once(tmp_path):
     assert any("waiting for another build of this stage" in out for out in reused)
     results = {json.dumps(json.loads(out[out.index("{"):]), sort_keys=True) for out, _ in outs}
     assert len(results) == 1  # all three print the one training's result
+
+
+# -- item 12: explore's limits are checked before anything is written ---------------------------------------------
+@pytest.mark.parametrize("args, fragment", [
+    (["--min-accuracy=150"], "--min-accuracy"), (["--min-accuracy=-5"], "--min-accuracy"),
+    (["--max-ram-kb=0"], "--max-ram-kb"), (["--max-latency-ms=nan"], "--max-latency-ms"),
+    (["--max-flash-kb=-1"], "--max-flash-kb"), (["--trials=0"], "--trials"), (["--epochs=0"], "--epochs"),
+    (["--model=sine", "--min-accuracy=90"], "regression"), (["--model=ds_cnn"], "--data"),
+    (["--data=nowhere.npz"], "nowhere.npz"), (["--storage=study.db"], "--storage"),
+])
+def test_refused_explore_leaves_the_last_report_as_it_was(tmp_path, args, fragment):
+    model = next((a.split("=", 1)[1] for a in args if a.startswith("--model=")), "digits")
+    out = tmp_path / "esp32" / model / "explore"
+    out.mkdir(parents=True)
+    for name in ("report.html", "pareto.json"):
+        (out / name).write_text(f"the last good {name}")
+    assert_clean_error(run_invoke("explore", "--board=esp32", *args, f"--build-dir={tmp_path}"), fragment)
+    assert sorted(p.name for p in out.iterdir()) == ["pareto.json", "report.html"]
+    assert (out / "pareto.json").read_text() == "the last good pareto.json"
