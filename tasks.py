@@ -134,6 +134,24 @@ def cli_errors(fn):
     return wrapper
 
 
+def _refuse_unused(task_obj, values: dict, names, reason: str) -> None:
+    """Options that do not apply, given anyway (a value other than the task's default), are refused in one line
+    rather than silently ignored."""
+    import inspect
+
+    defaults = {n: p.default for n, p in inspect.signature(task_obj.body).parameters.items()}
+    given = [n for n in names if n in values and values[n] != defaults.get(n)]
+    if given:
+        flags = ", ".join("--" + ("no-" if defaults[n] is True else "") + n.replace("_", "-") for n in given)
+        raise PipelineError(f"{flags} {'does' if len(given) == 1 else 'do'} not apply {reason}: leave "
+                            f"{'it' if len(given) == 1 else 'them'} out")
+
+
+# What shapes a model in training and conversion: none of it applies to a model brought with --tflite.
+TRAINING_OPTS = ("model", "epochs", "width", "depth", "teacher", "sparsity", "prune", "qat", "max_drop", "precision")
+BROUGHT = "to a model brought with --tflite (it is trained and quantized already)"
+
+
 def _number(option: str, value, kind=float):
     """An option value as int or float, or one line naming the option (invoke passes what was typed as text)."""
     try:
@@ -252,6 +270,8 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
              model_id=None, trust_model=False):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check, report.json and report.html."""
     _quiet(verbose)
+    if tflite:
+        _refuse_unused(generate, locals(), TRAINING_OPTS + (() if data else ("seed",)), BROUGHT)
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                   memory_plan=memory_plan, name=name, fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb,
@@ -281,6 +301,12 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
     _quiet(verbose)
     gates = dict(fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb, max_flash_kb=max_flash_kb,
                  max_energy_uj=max_energy_uj, elf=elf)
+    if from_explore:
+        _refuse_unused(build, locals(), ("tflite", "width", "depth", "teacher", "sparsity", "prune", "qat", "max_drop",
+                                         "precision", "memory_plan"),
+                       "with --from-explore (the trial gives the model's options)")
+    elif tflite:
+        _refuse_unused(build, locals(), TRAINING_OPTS + (() if data else ("seed",)), BROUGHT)
     if from_explore:
         from dataclasses import replace
 
@@ -375,6 +401,8 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
     ESTIMATES from the board's cost model (boards/costs/); `invoke measure --profile` adds measured times.
     """
     _quiet(verbose)
+    if tflite:
+        _refuse_unused(profile, locals(), TRAINING_OPTS + (() if data else ("seed",)), BROUGHT)
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                   memory_plan=memory_plan, name=name, trust_model=trust_model)
@@ -712,12 +740,15 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     from pipeline.hil.transport import find_port
 
     if rig:
+        _refuse_unused(hil, locals(), ("board", "model", "tflite", "runs", "warmup", "iterations", "inputs", "energy",
+                                       "baseline", "max_regression", "junit", "timeout", "profile", "fast_baud"),
+                       "with --rig (the rig file gives each device's board, models, runs and limits)")
         return _hil_rig(Path(rig), port, out, build_dir, db, runner,
                         dict(data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                              sparsity=sparsity, prune=prune, qat=qat))
 
     if tflite:
-        model = Path(tflite).stem
+        _refuse_unused(hil, locals(), TRAINING_OPTS, BROUGHT)
     outcome = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
                         depth=depth, teacher=teacher, name=name, trust_model=trust_model,
                         build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat).run_board(with_firmware=True)
@@ -728,6 +759,7 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
     b = load_board(board)
     port = port or find_port(b.usb_ids, b.name)
     flash_mod.flash(b, Path(firmware["project_dir"]), port, runner=runner)
+    model = Path(tflite).stem if tflite else model  # a brought model is measured by its name
     options = _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
                                max_regression, junit, timeout, build_dir, profile, db, fast_baud, name)
     _print_measurement(run_measure(replace(options, build_folder=outcome.report_path.parent)))

@@ -219,3 +219,32 @@ def test_refused_explore_leaves_the_last_report_as_it_was(tmp_path, args, fragme
     assert_clean_error(run_invoke("explore", "--board=esp32", *args, f"--build-dir={tmp_path}"), fragment)
     assert sorted(p.name for p in out.iterdir()) == ["pareto.json", "report.html"]
     assert (out / "pareto.json").read_text() == "the last good pareto.json"
+
+
+# -- item 13: options that do not apply are refused -----------------------------------------------------------
+@pytest.mark.parametrize("task, args, fragment", [
+    ("build", ["--tflite=x.tflite", "--model=ds_cnn", "--prune=structured", "--width=0.5"],
+     "--model, --width, --prune do not apply to a model brought with --tflite"),
+    ("generate", ["--tflite=x.tflite", "--no-qat"], "--no-qat does not apply"),
+    ("profile", ["--tflite=x.tflite", "--epochs=3"], "--epochs does not apply"),
+    ("hil", ["--tflite=x.tflite", "--sparsity=0.2"], "--sparsity does not apply"),
+    ("build", ["--from-explore=best", "--depth=2"], "--depth does not apply with --from-explore"),
+    ("hil", ["--rig=rig.toml", "--board=nano33ble", "--runs=3"], "--board, --runs do not apply with --rig"),
+])
+def test_options_that_do_not_apply_are_refused(tmp_path, task, args, fragment):
+    assert_clean_error(run_invoke(task, *args, f"--build-dir={tmp_path}"), fragment)
+    assert not list(tmp_path.iterdir())
+
+
+def test_measure_of_a_brought_model_without_data_says_it_checks_one_input(esp32_build, tmp_path):
+    from pipeline import boards
+    from pipeline.hil.emulate import Serving, device_for_build
+
+    brought = tmp_path / "kws.tflite"
+    shutil.copy(esp32_build["dir"] / "model.tflite", brought)
+    build_dir = tmp_path / "b"
+    assert run_invoke("generate", f"--tflite={brought}", f"--build-dir={build_dir}").returncode == 0
+    with Serving(device_for_build(build_dir, boards.load_board("esp32"), "kws")) as port:
+        proc = run_invoke("measure", "--model=kws", f"--port={port}", f"--build-dir={build_dir}", "--runs=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "checking one input, not --inputs=20" in proc.stdout and "pass --data" in proc.stdout

@@ -237,6 +237,10 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
     info = tflite_model.read(build / "model.tflite")
     meter = energy.meter_for(opts.energy, board)
     x_q, labels = _test_inputs(opts, holds, info)
+    if len(x_q) == 1 and opts.data is None and opts.inputs > 1:
+        log(f"checking one input, not --inputs={opts.inputs}: {opts.model} was brought as a .tflite and no --data "
+            "was given, so its only input is the built-in sample (the input zero point everywhere): latency and "
+            "bit-exact outputs, no accuracy; pass --data for accuracy over --inputs test examples")
     port_name = opts.port or transport.find_port(board.usb_ids, board.name)
     out_dir = opts.out_dir or build / "measure"
     port = transport.open_port(port_name, board.serial_baud)  # a refused port creates no results folder
