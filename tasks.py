@@ -723,6 +723,8 @@ def flash(c, board="esp32", model=None, port=None, runner=None, image=None, buil
                     "inputs measured (default 0)",
             "tflite": "an int8 .tflite trained elsewhere: build, flash and measure it (its name is the model's)",
             "runner": "flashing tool (default: the board's first available runner)",
+            "no_flash": "measure what already runs on --port (an `invoke emulate` device, QEMU, a flashed board): no "
+                        "compiling, no flashing; the device must run this build's model",
             "rig": "a rig file (TOML) listing several devices, their ports, models and limits: all are built, flashed "
                    "and measured in parallel, each with its own faults, into one rig.json/.csv/.md and JUnit XML "
                    "(default folder build/rig/<rig name>, or --out); see pipeline/hil/rig.py for the format"})
@@ -730,12 +732,17 @@ def flash(c, board="esp32", model=None, port=None, runner=None, image=None, buil
 def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", iterations="1", inputs="20",
         energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
         timeout="5.0", build_dir="build", epochs=None, sparsity="0.5", prune="magnitude", qat=True, width="1.0", depth=None, teacher=None, runner=None, profile=False, tflite=None, db=None, fast_baud=None, rig=None,
-        name=None, trust_model=False):
-    """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py)."""
+        name=None, trust_model=False, no_flash=False):
+    """Build -> flash -> measure -> compare, in one command (needs the board's build tool, e.g. idf.py).
+
+    --no-flash measures what already runs on --port (an `invoke emulate` device, QEMU, a board flashed before):
+    the build is made (without compiling) only to know the model, and the device must run that model.
+    """
     from dataclasses import replace
 
     from pipeline.boards import load_board
     from pipeline.hil import flash as flash_mod
+    from pipeline.hil.measure import check_options as check_measure_options
     from pipeline.hil.measure import measure as run_measure
     from pipeline.hil.transport import find_port
 
@@ -749,20 +756,40 @@ def hil(c, board="esp32", model="digits", port=None, runs="10", warmup="10", ite
 
     if tflite:
         _refuse_unused(hil, locals(), TRAINING_OPTS, BROUGHT)
-    outcome = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
-                        depth=depth, teacher=teacher, name=name, trust_model=trust_model,
-                        build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat).run_board(with_firmware=True)
-    model = _folder(model)
-    firmware = outcome.report["firmware"] or {}
-    if not firmware.get("compiled"):
-        raise PipelineError(f"hil needs compiled firmware, and it was not compiled: {firmware.get('message')}")
+    if no_flash:
+        _refuse_unused(hil, locals(), ("runner",), "with --no-flash (nothing is flashed)")
+    measured = Path(tflite).stem if tflite else _folder(model)  # a brought model is measured by its name
+    measure_opts = _measure_options(board, measured, port, runs, warmup, iterations, inputs, energy, data, seed, out,
+                                    baseline, max_regression, junit, timeout, build_dir, profile, db, fast_baud, name)
+    check_measure_options(measure_opts)  # a bad --baseline or --junit is refused before building and flashing
     b = load_board(board)
-    port = port or find_port(b.usb_ids, b.name)
-    flash_mod.flash(b, Path(firmware["project_dir"]), port, runner=runner)
-    model = Path(tflite).stem if tflite else model  # a brought model is measured by its name
-    options = _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
-                               max_regression, junit, timeout, build_dir, profile, db, fast_baud, name)
-    _print_measurement(run_measure(replace(options, build_folder=outcome.report_path.parent)))
+    p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
+                  depth=depth, teacher=teacher, name=name, trust_model=trust_model, build_dir=build_dir,
+                  sparsity=sparsity, prune=prune, qat=qat, compile_firmware=not no_flash)
+    before = _built_model_hash(p.board_dir(b))
+    outcome = p.run_board(with_firmware=True)
+    if no_flash:
+        if before and before != outcome.report["model_hash"]:
+            print(f"note: this build replaced the model in {p.board_dir(b)} (hash {before} -> "
+                  f"{outcome.report['model_hash']}); the device on the port still runs what it was given (an emulator "
+                  "serves the build it was started on): the measurement checks which one it is")
+    else:
+        firmware = outcome.report["firmware"] or {}
+        if not firmware.get("compiled"):
+            raise PipelineError(f"hil needs compiled firmware, and it was not compiled: {firmware.get('message')}; "
+                                "or measure what already runs on the port (an emulator, a flashed board) with "
+                                "--no-flash --port=PORT")
+        port = port or find_port(b.usb_ids, b.name)
+        flash_mod.flash(b, Path(firmware["project_dir"]), port, runner=runner)
+    _print_measurement(run_measure(replace(measure_opts, port=port, build_folder=outcome.report_path.parent)))
+
+
+def _built_model_hash(folder: Path) -> str | None:
+    """The model hash of the build in a folder (what a device flashed from it, or an emulator started on it, runs)."""
+    from pipeline import buildfolder
+
+    holds = buildfolder.read(folder)
+    return holds.model_hash if holds else None
 
 
 def _hil_rig(path, port, out, build_dir, db, runner, build_opts):

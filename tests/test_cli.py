@@ -248,3 +248,36 @@ def test_measure_of_a_brought_model_without_data_says_it_checks_one_input(esp32_
         proc = run_invoke("measure", "--model=kws", f"--port={port}", f"--build-dir={build_dir}", "--runs=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "checking one input, not --inputs=20" in proc.stdout and "pass --data" in proc.stdout
+
+
+# -- item 15: hil against what already runs on the port -------------------------------------------------------
+def test_hil_no_flash_measures_the_emulator_and_says_when_a_rebuild_replaced_its_build(esp32_build, tmp_path):
+    build_dir = tmp_path / "b"
+    shutil.copytree(esp32_build["build_dir"], build_dir, symlinks=True)
+    emulator = _start("emulate", "--board=esp32", f"--build-dir={build_dir}")
+    try:
+        port = re.search(r"on (/dev/\S+)", _wait_for(emulator, r"^EMULATED")).group(1)
+        same = run_invoke("hil", "--no-flash", f"--port={port}", f"--build-dir={build_dir}", "--runs=2",
+                          "--inputs=2", f"--db={tmp_path / 'h.sqlite'}")
+        assert same.returncode == 0, same.stderr[-2000:]
+        assert "[emulated] latency (emulated)" in same.stdout and "replaced" not in same.stdout
+        other = run_invoke("hil", "--no-flash", f"--port={port}", f"--build-dir={build_dir}", "--runs=2",
+                           "--width=0.5", "--epochs=2", f"--db={tmp_path / 'h.sqlite'}")
+    finally:
+        emulator.send_signal(signal.SIGINT)
+        emulator.communicate(timeout=30)
+    assert "note: this build replaced the model in" in other.stdout
+    line = assert_clean_error(other, "runs model hash", "restart the emulator on the current build (invoke emulate")
+    assert "invoke flash" not in line
+
+
+def test_hil_without_no_flash_needs_compiled_firmware_and_names_the_way_out(esp32_build):
+    proc = run_invoke("hil", "--board=esp32", "--port=/dev/null", f"--build-dir={esp32_build['build_dir']}")
+    assert_clean_error(proc, "hil needs compiled firmware", "--no-flash")
+
+
+def test_hil_checks_the_baseline_before_building(tmp_path):
+    proc = run_invoke("hil", "--no-flash", "--port=/dev/null", f"--baseline={tmp_path / 'missing.json'}",
+                      f"--build-dir={tmp_path / 'b'}")
+    assert_clean_error(proc, "missing.json")
+    assert not (tmp_path / "b").exists()

@@ -160,7 +160,25 @@ def _test_inputs(opts: MeasureOptions, holds: buildfolder.Holds, info: tflite_mo
 INPUT_DB = re.compile(r"Input db has (\d+)")
 
 
-def check_shapes(port: str, dut: dict, load_lines: list, info: tflite_model.TFLiteModel) -> None:
+def reload_advice(dut: dict, board: boards.Board, model: str, build: Path) -> str:
+    """How to put the current build on what answered: restart an emulator, rebuild a QEMU image or host harness,
+    flash a board (only where a flasher applies)."""
+    from pipeline.hil import flash
+
+    names = f"--board={board.name} --model={model}"
+    if dut.get("backend") == "emulated":
+        return f"restart the emulator on the current build (invoke emulate {names})"
+    if dut.get("platform") == "qemu-icount":
+        return f"rebuild the QEMU image from the current build (invoke firmware-qemu {names}) and restart QEMU"
+    if dut.get("platform") == "host":
+        return f"rebuild the host harness from the current build (invoke firmware-host {names}) and restart it"
+    if any(name in flash.FLASHERS for name in board.flashers):
+        return f"flash the current build (invoke flash {names})"
+    return f"flash the current build's firmware ({build / 'firmware'}) with your board's own tool"
+
+
+def check_shapes(port: str, dut: dict, load_lines: list, info: tflite_model.TFLiteModel,
+                 advice: str = "flash this build's firmware (invoke flash)") -> None:
     """Firmware built for another model: its sizes differ from the build's, whether or not it has the extensions."""
     want_in = int(np.prod(info.inputs[0].shape))
     want_out = int(np.prod(info.outputs[0].shape))
@@ -174,15 +192,15 @@ def check_shapes(port: str, dut: dict, load_lines: list, info: tflite_model.TFLi
         if match and int(match.group(1)) != want_in:
             found.append(f"it says 'Input db has {match.group(1)}', the build's model takes {want_in} bytes")
     if found:
-        raise WrongFirmware(f"the device on {port} runs firmware for another model: {'; '.join(found)}; flash this "
-                            "build's firmware (invoke flash)")
+        raise WrongFirmware(f"the device on {port} runs firmware for another model: {'; '.join(found)}; {advice}")
 
 
-def check_outputs(port: str, reply, info: tflite_model.TFLiteModel) -> None:
+def check_outputs(port: str, reply, info: tflite_model.TFLiteModel,
+                  advice: str = "flash this build's firmware (invoke flash)") -> None:
     want = int(np.prod(info.outputs[0].shape))
     if len(reply.results) != want:
         raise WrongFirmware(f"the device on {port} answered {len(reply.results)} results, the build's model has "
-                            f"{want} outputs: it runs firmware for another model; flash this build's firmware")
+                            f"{want} outputs: it runs firmware for another model; {advice}")
 
 
 def _write_profile(build: Path, board: boards.Board, model: str, measured: list[tuple[str, int]], source: str,
@@ -198,10 +216,9 @@ def _write_profile(build: Path, board: boards.Board, model: str, measured: list[
     return profile.write(result, out_dir)
 
 
-def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool = True) -> dict:
-    """Measure one build on one device. The figures that regressed against --baseline are in
-    result["regressions"]; with gate (the default) any of them also raises, after everything is written."""
-    # Every input is checked before the device is opened and before anything is stored in the run history.
+def check_options(opts: MeasureOptions) -> None:
+    """Every input, checked before the device is opened and before anything is stored in the run history (hil calls
+    it before it builds and flashes)."""
     if opts.baseline and history.parse_baseline(opts.baseline) is None:
         results.read_baseline(Path(opts.baseline))
     if opts.junit and not Path(opts.junit).parent.is_dir():
@@ -211,6 +228,12 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
     if opts.runs < 1 or opts.iterations < 1 or opts.warmup < 0 or opts.inputs < 0:
         raise PipelineError("--runs and --iterations must be at least 1, --warmup and --inputs at least 0 "
                             "(--inputs=0 measures latency only)")
+
+
+def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool = True) -> dict:
+    """Measure one build on one device. The figures that regressed against --baseline are in
+    result["regressions"]; with gate (the default) any of them also raises, after everything is written."""
+    check_options(opts)
     board = boards.load_board(opts.board)
     if opts.rate is not None:
         if opts.rate <= 0 or opts.battery_mah <= 0 or opts.battery_v <= 0:
@@ -258,13 +281,14 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
         dut = open_link(device, board, fast)
         log(f"device on {port_name}: {dut.get('name')} / {dut.get('profile')} / model {dut.get('model')}, "
             f"backend {dut.get('backend', 'unknown')}")
+        advice = reload_advice(dut, board, opts.model, build)
         if dut.get("model_hash") and dut["model_hash"] != report["model_hash"]:
             raise WrongFirmware(f"the device on {port_name} runs model hash {dut['model_hash']}, the build has "
-                                f"{report['model_hash']}: flash the current build (invoke flash --board={board.name})")
+                                f"{report['model_hash']}: {advice}")
         if dut.get("mode") == "energy":
             raise PipelineError(f"the device on {port_name} runs MLPerf Tiny energy-mode firmware: its timestamps are "
                                 "pulses for a power board, not m-lap-us lines; run it with the MLCommons runner and its "
-                                "interface board, or build without --energy-mode to measure it here")
+                                "interface board, or build without --energy-mode to measure it with invoke measure")
         if isinstance(meter, energy.Ppk2Energy) and dut.get("timestamp_pin") == "0":
             raise PipelineError(f"--energy=ppk2: the firmware on {port_name} drives no timestamp pin (its board file "
                                 f"has no [energy] table): add [energy] timestamp_pin and timestamp_gpio to the board "
@@ -285,7 +309,7 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
         switched = faster_link(device, dut, board, fast, log)
         frames = bool(dut.get("extensions")) and int(dut.get("version") or 0) >= protocol.FRAMES_VERSION
         upload_start = time.perf_counter()
-        check_shapes(port_name, dut, device.load(x_q[0].tobytes(), frames), info)
+        check_shapes(port_name, dut, device.load(x_q[0].tobytes(), frames), info, advice)
         log(f"input uploaded in {time.perf_counter() - upload_start:.2f} s "
             f"({'xdb frames' if frames else 'db hex commands'}, {device.baud or 'no'} baud)")
         x_q = x_q[:opts.inputs]  # --inputs=0: latency only
@@ -293,7 +317,7 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
             meter.start()
             reply = device.infer(opts.iterations, opts.warmup if run == 0 else 0, timeout=infer_timeout)
             if run == 0:
-                check_outputs(port_name, reply, info)
+                check_outputs(port_name, reply, info, advice)
             record = {"kind": "latency", "run": run, "iterations": reply.iterations,
                       "latency_us": reply.elapsed_us / reply.iterations, "energy_uj": meter.per_inference_uj(reply),
                       "energy_source": meter.label, "source": source, "time": time.time()}
