@@ -37,7 +37,7 @@ COMMON_HELP = {
     "model_id": "what the firmware reports as its model in `profile` (m-model-[...]; MLPerf Tiny's runner picks its "
                 "script by it); default: the MLPerf Tiny id for the zoo's reference models (ds_cnn kws01, "
                 "mobilenet_v1 vww01, resnet8 ic01, autoencoder ad01), the model's name otherwise",
-    "memory_plan": "offline (default: plan the activations' offsets here and embed them in the model, where it beats "
+    "memory_plan": "offline (default: plan the activations' offsets at build time and embed them in the model, where it beats "
                    "TFLM's greedy planner) or tflm (TFLM plans at run time)",
     "depth": "number of blocks (conv layers, separable blocks, residual stacks ...; default: the model's own)",
     "build_dir": "where build outputs go (default build/)",
@@ -695,7 +695,7 @@ def emulate(c, board="esp32", model=None, build_dir="build", name=None, realtime
                      "board)",
             "name": "the build folder whose firmware is flashed, build/<board>/NAME/",
             "port": "serial port of the board (esptool) or the probe's unique id (pyocd); default: found by USB VID:PID",
-            "runner": "flashing tool, one of the board's [flash] runners (default: the first one available here)",
+            "runner": "flashing tool, one of the board's [flash] runners (default: the first one installed on this computer)",
             "image": "firmware image to flash instead of the build's (ELF/HEX for pyocd, flasher_args.json for esptool)",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors

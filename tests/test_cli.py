@@ -281,3 +281,22 @@ def test_hil_checks_the_baseline_before_building(tmp_path):
                       f"--build-dir={tmp_path / 'b'}")
     assert_clean_error(proc, "missing.json")
     assert not (tmp_path / "b").exists()
+
+
+# -- item 16: user-facing text holds on the user's machine -----------------------------------------------------
+WORKSHOP = re.compile(r"\bhere\b|issues' closing notes|closing note|this session|this machine|this workshop|"
+                      r"no Xtensa compiler exists", re.IGNORECASE)
+
+
+def test_user_facing_text_does_not_speak_of_the_machine_it_was_written_on(esp32_build):
+    """README, board files, every task's help, a build's summary and its generated and rendered files."""
+    texts = {"README.md": (REPO / "README.md").read_text()}
+    texts.update({str(p.relative_to(REPO)): p.read_text() for p in sorted((REPO / "boards").rglob("*.toml"))})
+    texts.update({f"invoke --help {name}": run_invoke("--help", name).stdout for name in _task_names()})
+    texts["invoke build (summary)"] = esp32_build["proc"].stdout
+    for path in esp32_build["dir"].rglob("*"):
+        if path.is_file() and path.suffix in (".h", ".cc", ".c", ".txt", ".yml", ".csv", ".md", ".json", ".defaults"):
+            texts[str(path.relative_to(esp32_build["dir"]))] = path.read_text(errors="replace")
+    found = [f"{name}: {line.strip()}" for name, text in texts.items() for line in text.splitlines()
+             if WORKSHOP.search(line.replace("[other tasks here ...]", ""))]  # invoke's own usage line
+    assert not found, "\n".join(found)

@@ -30,7 +30,7 @@ class Board:
     # Estimates of what the firmware besides the model costs: SDK, TFLM runtime and kernels, the harness.
     runtime_flash_bytes: int
     runtime_ram_bytes: int
-    runtime_source: str  # where the runtime figures came from: a build measured here, or "estimate: ..."
+    runtime_source: str  # where the runtime figures came from: a build of this firmware measured with a named framework version, or "estimate: ..."
     flashers: tuple[str, ...]
     serial_baud: int
     usb_ids: tuple[str, ...] = ()

@@ -1,4 +1,4 @@
-"""Stage 8: render the firmware project for the board's framework, and compile it when its tool is here.
+"""Stage 8: render the firmware project for the board's framework, and compile it when its tool is on PATH.
 
 One small class per framework behind one interface, chosen by the board file's `framework` field
 (as Zephyr's west picks a runner). A framework without a renderer still gets the generated sources.
@@ -72,7 +72,7 @@ class Framework:
         raise NotImplementedError
 
     def missing(self) -> str | None:
-        """Why the project cannot be compiled here (its tool is absent), or None."""
+        """Why the project cannot be compiled on this computer (its tool is not on PATH), or None."""
         return None if shutil.which(self.tool) else f"{self.tool} is not on PATH"
 
     def half_made(self, project_dir: Path) -> Path | None:

@@ -1,6 +1,6 @@
 """`invoke emulate`: a virtual device on a pseudo-terminal, for rigs without hardware.
 
-It runs the firmware's own harness core (firmware/harness/ee_core.c, built here as a host shared library and
+It runs the firmware's own harness core (firmware/harness/ee_core.c, built on the user's computer as a host shared library and
 driven through ctypes), so the emulator, the host port and the firmware share one parser and one set of replies.
 Its backend answers with the real int8 outputs of the TFLM host runtime for the uploaded input and advances the
 port's clock by the board's latency ESTIMATE (pipeline.target.costmodel, per operator; `xprofile` answers with those

@@ -88,7 +88,7 @@ class Reference(KernelFamily):
 
 class EspNN(KernelFamily):
     name = "esp-nn"
-    # Not verified on a device here (no Xtensa toolchain or ESP32 emulator): esp-tflite-micro's kernels may keep
+    # Not verified on an ESP32 (no Xtensa build or ESP32 emulator of this firmware was run): esp-tflite-micro's kernels may keep
     # persistent data the reference kernels do not, so 1 KiB is kept on top.
     margin_bytes = 1024
     OWN_KERNELS = ("esp32s3",)  # chips with esp-nn code of their own; the rest run its generic C (no scratch)
