@@ -89,6 +89,8 @@ INTERRUPTED_KEEPS = {
     "profile": "the profile files were not replaced",
     "measure": "results.json was not written and nothing was stored in the run history",
     "hil": "results.json was not written and nothing was stored in the run history",
+    "explore": "the finished trials are kept in the study and the same command resumes it; report.html and "
+               "pareto.json were not rewritten",
 }
 
 
@@ -100,7 +102,7 @@ def _os_error(exc: OSError, build_dir: str | None) -> str:
 
     reason = exc.strerror or str(exc)
     if exc.filename is None:
-        return f"{reason}" if exc.strerror is None else f"{type(exc).__name__}: {reason}"
+        return reason
     path = re.sub(r"\.\d+\.tmp(\.\w+)?$", "", str(exc.filename))
     under = bool(build_dir) and (path == str(build_dir) or path.startswith(str(build_dir).rstrip("/") + "/"))
     other = "give --build-dir another folder" if under else "choose another path"
