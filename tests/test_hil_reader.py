@@ -230,8 +230,22 @@ def test_reset_mid_run_keeps_what_was_measured(host_harness, esp32_build, tmp_pa
 def test_wrong_firmware_is_refused(host_harness, esp32_build, tmp_path):
     report = dict(esp32_build["report"], model_hash="feedfacefeedface")
     with HostDevice(host_harness, *harness_args(report)) as dev:
-        with pytest.raises(WrongFirmware, match="feedfacefeedface.*invoke flash"):
+        with pytest.raises(WrongFirmware, match="feedfacefeedface.*rebuild the host harness.*invoke firmware-host"):
             _measure(esp32_build, dev.port, tmp_path)
+
+
+def test_wrong_firmware_advice_fits_what_answered(tmp_path):
+    """Flash only where a flasher applies: an emulator is restarted, a QEMU image or host harness rebuilt."""
+    from dataclasses import replace
+
+    from pipeline.hil.measure import reload_advice
+
+    esp32 = boards.load_board("esp32")
+    assert "invoke flash --board=esp32" in reload_advice({"backend": "tflm"}, esp32, "digits", tmp_path)
+    assert "invoke emulate" in reload_advice({"backend": "emulated"}, esp32, "digits", tmp_path)
+    assert "invoke firmware-qemu" in reload_advice({"platform": "qemu-icount"}, esp32, "digits", tmp_path)
+    own = reload_advice({}, replace(esp32, flashers=("jlink",)), "digits", tmp_path)
+    assert "invoke flash" not in own and "your board's own tool" in own
 
 
 def test_error_reply_is_reported(host_harness, esp32_build, tmp_path):
