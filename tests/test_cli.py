@@ -71,7 +71,7 @@ def test_measure_out_under_a_regular_file_is_refused_before_the_device(esp32_bui
     afile.write_text("not a folder")
     proc = run_invoke("measure", "--port=/dev/null", f"--build-dir={esp32_build['build_dir']}", f"--out={afile}/m",
                       f"--db={tmp_path / 'h.sqlite'}")
-    assert_clean_error(proc, str(afile / "m"), "Not a directory")
+    assert_clean_error(proc, f"--out={afile / 'm'}", "is a file, not a folder")
     assert not (tmp_path / "h.sqlite").exists()
 
 

@@ -216,11 +216,29 @@ def _write_profile(build: Path, board: boards.Board, model: str, measured: list[
     return profile.write(result, out_dir)
 
 
+def _check_writable_folder(option: str, folder: Path | None) -> None:
+    """A folder that is, or can be made, writable: the first part of the path that exists must be a folder one can
+    write to (a file in the path, or a read-only folder, is refused before the device is opened)."""
+    import os
+
+    if folder is None:
+        return
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PipelineError(f"{option}={folder}: {existing} is a file, not a folder; give {option} a folder")
+    if not os.access(existing, os.W_OK):
+        raise PipelineError(f"{option}={folder}: {existing} is not writable; give {option} a folder you can write to")
+
+
 def check_options(opts: MeasureOptions) -> None:
     """Every input, checked before the device is opened and before anything is stored in the run history (hil calls
     it before it builds and flashes)."""
     if opts.baseline and history.parse_baseline(opts.baseline) is None:
         results.read_baseline(Path(opts.baseline))
+    for option, folder in (("--out", opts.out_dir), ("--db", Path(opts.db).parent if opts.db else None)):
+        _check_writable_folder(option, folder)
     if opts.junit and not Path(opts.junit).parent.is_dir():
         raise PipelineError(f"--junit={opts.junit}: the folder {Path(opts.junit).parent} does not exist")
     if opts.fast_baud is not None and opts.fast_baud != 0 and not 1200 <= opts.fast_baud <= 16_000_000:
