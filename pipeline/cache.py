@@ -90,7 +90,8 @@ def run_stage(out_dir: Path, name: str, key: str, outputs: list[Path], fn: Calla
         return StageRun(found, 0.0, True)
     stamp = stamp_path(out_dir, name)
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    with open(stamp.with_suffix(".lock"), "a") as lock:
+    lock_path = stamp.with_suffix(".lock")
+    with open(lock_path, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -103,11 +104,14 @@ def run_stage(out_dir: Path, name: str, key: str, outputs: list[Path], fn: Calla
         start = time.perf_counter()
         try:
             result = fn()
-        except Interrupted:
+        except BaseException as exc:
+            # A failed or refused stage leaves no lock file behind (a refused input leaves no folders). A build
+            # already waiting on it then runs the stage itself, as it would have after this failure anyway.
+            lock_path.unlink(missing_ok=True)
+            if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, Interrupted):
+                raise Interrupted(f"stage {name} was stopped and left no result in {out_dir}; the stages finished "
+                                  "before it are kept and the next run reuses them") from None
             raise
-        except KeyboardInterrupt:
-            raise Interrupted(f"stage {name} was stopped and left no result in {out_dir}; the stages finished "
-                              "before it are kept and the next run reuses them") from None
         seconds = time.perf_counter() - start
         tmp = tmp_path(stamp)
         tmp.write_text(json.dumps({"key": key, "result": result, "seconds": seconds}, indent=2, default=str))
