@@ -1,6 +1,6 @@
 // @NAME@: the C API of model.h over TensorFlow Lite Micro, rendered by mcu-deploy from firmware/library/model.cc.
 // Everything but the API's @P@_* functions has internal linkage or lives in namespace @P@_model, so libraries
-// of several models link into one firmware. No printing here (TFLM itself may log through MicroPrintf).
+// of several models link into one firmware. This file prints nothing (TFLM itself may log through MicroPrintf).
 @TFLM_PRELUDE@#include "@P@.h"
 
 #include <cstring>

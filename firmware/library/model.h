@@ -1,6 +1,6 @@
 /* @NAME@: the model "@MODEL@" as a library (C API), rendered by mcu-deploy from firmware/library/model.h.
  * Callable from C (C99) and C++. Every symbol starts with @P@_ / @PU@_, so libraries of several models link into
- * one firmware. The implementation runs TensorFlow Lite Micro; nothing here prints.
+ * one firmware. The implementation runs TensorFlow Lite Micro and prints nothing.
  *
  * Arenas. Each library has its own state and, for @P@_init(), its own static arena of @PU@_ARENA_SIZE bytes (the
  * exact size mcu-deploy computed for the board's kernels). Two models may instead share ONE buffer of the larger
