@@ -94,3 +94,25 @@ def configure_fails_once(build: str, flag, product: str) -> str:
             f'if [ ! -f {flag} ]; then touch {flag}; echo "CMake Error: configure failed" >&2; exit 1; fi\n'
             f'echo rules > "{build}/build.ninja" && mkdir -p "$(dirname "{build}/{product}")" && '
             f'echo image > "{build}/{product}"\n')
+
+
+SYSTEM_TOOLS = {  # what the tests use from the system, and the Debian package that brings it (.ci/run installs them)
+    "g++": "g++", "arm-none-eabi-g++": "gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib",
+    "qemu-system-arm": "qemu-system-arm", "chromium": "chromium", "cmake": "cmake", "initdb": "postgresql",
+}
+
+
+def _find_tool(name: str) -> str | None:
+    import glob
+    import shutil
+
+    return shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+
+
+def pytest_report_header(config):
+    """Say up front which system tools are missing: the tests that need them are skipped, each with its reason."""
+    missing = {tool: pkg for tool, pkg in SYSTEM_TOOLS.items() if _find_tool(tool) is None}
+    if not missing:
+        return "system tools: all found (" + ", ".join(SYSTEM_TOOLS) + ")"
+    return ("system tools missing (the tests that need them are skipped, reasons listed at the end): "
+            + "; ".join(f"{tool} (Debian: {pkg})" for tool, pkg in missing.items()))
