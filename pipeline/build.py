@@ -205,7 +205,7 @@ class Pipeline:
                 input_shape, num_classes, autoencoder = self.spec.input_shape, self.spec.num_classes, self.spec.autoencoder
             # A zoo model's output layer is sized to the data's classes; a brought model's outputs are fixed.
             self._data = datasets.load(self.data_source, input_shape, num_classes, self.opts.seed, autoencoder,
-                                       classes_from_data=self.spec is not None and not self.spec.source)
+                                       classes_from_data=self.spec is not None and not self.spec.source, log=self.log)
         return self._data
 
     def stage(self, index: int, name: str, out_dir: Path, key: str, outputs: list[Path], fn: Callable[[], dict]) -> dict:
@@ -246,7 +246,8 @@ class Pipeline:
             params.update(source=user_model.digest(self.opts.model), trust=self.opts.trust_model)
         teacher = self.teacher_path()
         key = cache.stage_key("train", params, [teacher] if teacher else [],
-                              _code("model/train", "model/zoo", "model/datasets", "model/user_model", "model/keras_bridge"))
+                              _code("model/train", "model/zoo", "model/datasets", "model/user_model", "model/keras_bridge",
+                                    "model/audio", "target/frontend"))
         return self.stage(1, "train", self.train_dir, key, [self.float_path], lambda: asdict(
             train_mod.train(self.spec, self.data(), self.opts.width, self.epochs, self.opts.seed, self.float_path,
                             self.opts.depth, teacher)))

@@ -31,8 +31,12 @@ class Dataset:
 
 def fingerprint(source: str, seed: int) -> str:
     """A hash of what a dataset is made from, cheap enough to compute on every build (no TensorFlow)."""
+    from pipeline.model import audio
+
     h = hashlib.sha256(f"{source}|seed={seed}".encode())
     path = Path(source)
+    if audio.is_audio(source):  # the features depend on the front end's settings and version
+        h.update(audio.fingerprint_extra())
     if path.is_file():
         h.update(path.read_bytes())
     elif path.is_dir():
@@ -223,8 +227,9 @@ def from_image_folder(path: Path, input_shape: tuple, num_classes: int | None, s
 
 
 def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, autoencoder: bool = False,
-         classes_from_data: bool = False) -> Dataset:
-    """A dataset by bundled name ("digits", "sine") or by path (.npz file or image folder).
+         classes_from_data: bool = False, log=print) -> Dataset:
+    """A dataset by bundled name ("digits", "sine") or by path (.npz file, image folder, or audio: a folder of
+    .wav class sub-folders or an .npz of int16 audio, see pipeline/model/audio.py).
 
     num_classes: None for regression; for a classifier its number of outputs, which the labels must fit, unless
     classes_from_data (a zoo model, whose output layer is sized to the data): then the data says how many."""
@@ -234,6 +239,18 @@ def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, au
         data = sine(seed)
     else:
         path = Path(source)
+        from pipeline.model import audio
+
+        if audio.is_audio(source):
+            from pipeline.target import frontend
+
+            want = (*frontend.SETTINGS.feature_shape, 1)
+            if num_classes is None or tuple(input_shape) != want:
+                raise PipelineError(f"dataset {source} is audio: it needs a classifier with {want[0]}x{want[1]}x1 "
+                                    f"input (--model=ds_cnn), not {tuple(input_shape)}")
+            if path.is_dir():
+                return audio.from_wav_folder(path, num_classes, seed, log)
+            return audio.from_audio_npz(path, num_classes, seed, log)
         if path.is_dir():
             if num_classes is None:
                 raise PipelineError(f"dataset folder {path}: image folders are for classification models")
