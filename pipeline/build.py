@@ -199,6 +199,15 @@ class Pipeline:
             self._fingerprint = datasets.fingerprint(self.data_source, self.opts.seed)
         return self._fingerprint
 
+    def frontend(self) -> dict | None:
+        """The audio front end's settings when the data is audio (part of the data fingerprint, so of every key)."""
+        from pipeline.model import audio
+        from pipeline.target import frontend
+
+        if self.data_source is None or not audio.is_audio(self.data_source):
+            return None
+        return frontend.SETTINGS.as_dict()
+
     def data(self, input_shape=None, num_classes=None, autoencoder=False) -> datasets.Dataset:
         if self._data is None:
             if self.spec:
@@ -398,7 +407,7 @@ class Pipeline:
                                                      scratch.margin_bytes)
             sample = self.sample(final_info, measured.arena_bytes)
             result = codegen.generate(final_info, self.model_name, measured.arena_bytes, self.labels(final_info),
-                                      sample, generated, model_id=self.model_id)
+                                      sample, generated, model_id=self.model_id, frontend=self.frontend())
             return {"arena": asdict(measured), "files": result.files, "ops": result.ops, "memory_plan": plan_report,
                     "model_hash": result.model_hash, "sample_bytes": int(sample.input_q.size),
                     "labels": self.labels(final_info)}
@@ -442,13 +451,16 @@ class Pipeline:
 
         cost_file = costmodel.for_board(board).path
         errors = self.quant_debug_path if not self.byo and self.quant_debug_path.is_file() else None
-        key = cache.stage_key("profile", {"model": self.model_name, "board": board.name, "kernels": board.kernels},
+        key = cache.stage_key("profile", {"model": self.model_name, "board": board.name, "kernels": board.kernels,
+                                          "frontend": self.frontend()},
                               [self.tflite_path, cost_file] + ([board.source] if board.source else [])
-                              + ([errors] if errors else []), _code("target/profile", "target/costmodel", "target/graph", "target/kernels"))
+                              + ([errors] if errors else []), _code("target/profile", "target/costmodel", "target/graph", "target/kernels",
+                                                                      "target/frontend"))
 
         def run():
             layer_errors = json.loads(errors.read_text()) if errors else None
-            result = profile_mod.build(graph.read(self.tflite_path), board, self.model_name, layer_errors)
+            result = profile_mod.build(graph.read(self.tflite_path), board, self.model_name, layer_errors,
+                                       self.frontend())
             profile_mod.write(result, board_dir)
             return asdict(result)
 
@@ -806,6 +818,8 @@ class Pipeline:
             "stage_seconds": self.stage_seconds,
             "stages_cached": self.cached,
             "keras_sparsity": optimized.get("keras_sparsity"),
+            "audio_frontend": self.frontend(),
+            "frontend_estimate": profile.get("frontend"),
         }
 
 
