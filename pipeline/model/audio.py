@@ -112,9 +112,8 @@ def _noise_segment(noises: list[np.ndarray], rng, samples: int) -> np.ndarray:
     return n[start:start + samples]
 
 
-def from_wav_folder(path: Path, num_classes: int, seed: int, log=print):
-    from pipeline.model import datasets
-
+def wav_folder_examples(path: Path, num_classes: int, seed: int, log=print):
+    """Features, labels and class names of a folder of class sub-folders of .wav files (split by the caller)."""
     settings = frontend.SETTINGS
     classes = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name != NOISE_FOLDER)
     if not classes:
@@ -166,38 +165,29 @@ def from_wav_folder(path: Path, num_classes: int, seed: int, log=print):
             f"{int(counts[classes.index(SILENCE)])} {SILENCE} clips, seed {seed}")
     log(f"audio: {len(clips)} clips -> {settings.library} front end -> {settings.frames}x{settings.channels} features")
     x = frontend.batch_features(np.stack(clips), settings)
-    parts = datasets._split(x, np.array(ys, dtype=np.int64), seed, stratify=True)
     labels = classes + [f"class{i}" for i in range(len(classes), num_classes)]
-    return datasets.Dataset(path.name, "classification", *parts, labels=labels)
+    return x, np.array(ys, dtype=np.int64), labels
 
 
-def from_audio_npz(path: Path, num_classes: int, seed: int, log=print):
-    """An .npz whose x_train/x_test hold int16 audio (N, samples) at the front end's rate."""
-    from pipeline.model import datasets
-
+def npz_examples(path: Path, log=print) -> tuple[dict, list | None]:
+    """An .npz whose x_train/x_test hold int16 audio (N, samples) at the front end's rate: x_* as features,
+    y_* as stored (checked by the caller), and the class names if it has them."""
     settings = frontend.SETTINGS
-    with np.load(path, allow_pickle=False) as archive:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in archive.files]
-        if missing:
-            raise PipelineError(f"dataset {path} lacks {', '.join(missing)}")
-        arrays = {k: archive[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        names = archive["labels"].tolist() if "labels" in archive.files else None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in archive.files]
+            if missing:
+                raise PipelineError(f"dataset {path} lacks {', '.join(missing)} (it has: {', '.join(archive.files)})")
+            arrays = {k: archive[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            names = archive["labels"].tolist() if "labels" in archive.files else None
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"dataset {path} is not a readable .npz file: {exc}") from None
     for k in ("x_train", "x_test"):
-        if arrays[k].dtype != np.int16 or arrays[k].ndim != 2:
+        if arrays[k].dtype != np.int16 or arrays[k].ndim != 2 or arrays[k].shape[1] == 0:
             raise PipelineError(f"dataset {path}: {k} must be int16 audio of shape (N, samples) at "
                                 f"{settings.sample_rate} Hz (got {arrays[k].dtype} {arrays[k].shape})")
-    y_train = datasets._check_labels(arrays["y_train"], num_classes, f"dataset {path}: y_train")
-    y_test = datasets._check_labels(arrays["y_test"], num_classes, f"dataset {path}: y_test")
-    if len(y_train) != len(arrays["x_train"]) or len(y_test) != len(arrays["x_test"]):
-        raise PipelineError(f"dataset {path}: x and y hold different numbers of examples")
-    log(f"audio: {len(y_train) + len(y_test)} int16 clips -> {settings.library} front end -> "
-        f"{settings.frames}x{settings.channels} features")
-    fit = lambda xs: np.stack([fit_window(c, settings.clip_samples) for c in xs])
-    x_train = frontend.batch_features(fit(arrays["x_train"]), settings)
-    x_test = frontend.batch_features(fit(arrays["x_test"]), settings)
-    order = np.random.default_rng(seed).permutation(len(x_train))
-    n_val = max(1, len(x_train) // 10)
-    val, train = order[:n_val], order[n_val:]
-    labels = [str(n) for n in names] if names and len(names) == num_classes else [str(i) for i in range(num_classes)]
-    return datasets.Dataset(path.stem, "classification", x_train[train], y_train[train], x_train[val], y_train[val],
-                            x_test, y_test, labels)
+    log(f"audio: {len(arrays['x_train']) + len(arrays['x_test'])} int16 clips at {settings.sample_rate} Hz -> "
+        f"{settings.library} front end -> {settings.frames}x{settings.channels} features")
+    for k in ("x_train", "x_test"):
+        arrays[k] = frontend.batch_features(np.stack([fit_window(c, settings.clip_samples) for c in arrays[k]]), settings)
+    return arrays, names

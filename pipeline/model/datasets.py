@@ -226,6 +226,25 @@ def from_image_folder(path: Path, input_shape: tuple, num_classes: int | None, s
     return Dataset(path.name, "classification", *parts, labels=labels)
 
 
+def _audio_npz(path: Path, num_classes: int, seed: int, log) -> Dataset:
+    from pipeline.model import audio
+
+    arrays, names = audio.npz_examples(path, log)
+    y_train = _check_labels(arrays["y_train"], num_classes, f"dataset {path}: y_train")
+    y_test = _check_labels(arrays["y_test"], num_classes, f"dataset {path}: y_test")
+    x_train, x_test = arrays["x_train"], arrays["x_test"]
+    if len(y_train) != len(x_train) or len(y_test) != len(x_test):
+        raise PipelineError(f"dataset {path}: x and y hold different numbers of examples")
+    if len(x_train) < 2 or len(x_test) < 1:
+        raise PipelineError(f"dataset {path} needs at least 2 training and 1 test examples")
+    order = np.random.default_rng(seed).permutation(len(x_train))
+    n_val = max(1, len(x_train) // 10)
+    val, train = order[:n_val], order[n_val:]
+    labels = [str(n) for n in names] if names and len(names) == num_classes else [str(i) for i in range(num_classes)]
+    return Dataset(path.stem, "classification", x_train[train], y_train[train], x_train[val], y_train[val],
+                   x_test, y_test, labels)
+
+
 def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, autoencoder: bool = False,
          classes_from_data: bool = False, log=print) -> Dataset:
     """A dataset by bundled name ("digits", "sine") or by path (.npz file, image folder, or audio: a folder of
@@ -249,8 +268,9 @@ def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, au
                 raise PipelineError(f"dataset {source} is audio: it needs a classifier with {want[0]}x{want[1]}x1 "
                                     f"input (--model=ds_cnn), not {tuple(input_shape)}")
             if path.is_dir():
-                return audio.from_wav_folder(path, num_classes, seed, log)
-            return audio.from_audio_npz(path, num_classes, seed, log)
+                x, y, labels = audio.wav_folder_examples(path, num_classes, seed, log)
+                return Dataset(path.name, "classification", *_split(x, y, seed, stratify=True), labels=labels)
+            return _audio_npz(path, num_classes, seed, log)
         if path.is_dir():
             if num_classes is None:
                 raise PipelineError(f"dataset folder {path}: image folders are for classification models")
