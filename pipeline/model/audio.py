@@ -114,6 +114,14 @@ def _noise_segment(noises: list[np.ndarray], rng, samples: int) -> np.ndarray:
 
 def wav_folder_examples(path: Path, num_classes: int, seed: int, log=print):
     """Features, labels and class names of a folder of class sub-folders of .wav files (split by the caller)."""
+    clips, y, labels = wav_folder_clips(path, num_classes, seed, log)
+    settings = frontend.SETTINGS
+    log(f"audio: {len(clips)} clips -> {settings.library} front end -> {settings.frames}x{settings.channels} features")
+    return frontend.batch_features(clips, settings), y, labels
+
+
+def wav_folder_clips(path: Path, num_classes: int, seed: int, log=print):
+    """The int16 clips (N, clip_samples) as training sees them (noise mixed, silence added), labels, class names."""
     settings = frontend.SETTINGS
     classes = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name != NOISE_FOLDER)
     if not classes:
@@ -163,10 +171,8 @@ def wav_folder_examples(path: Path, num_classes: int, seed: int, log=print):
     if noises:
         log(f"audio: {NOISE_FOLDER} ({len(noises)} files) mixed into {NOISE_FRACTION:.0%} of clips at {NOISE_SNR_DB:g} dB SNR, "
             f"{int(counts[classes.index(SILENCE)])} {SILENCE} clips, seed {seed}")
-    log(f"audio: {len(clips)} clips -> {settings.library} front end -> {settings.frames}x{settings.channels} features")
-    x = frontend.batch_features(np.stack(clips), settings)
     labels = classes + [f"class{i}" for i in range(len(classes), num_classes)]
-    return x, np.array(ys, dtype=np.int64), labels
+    return np.stack(clips), np.array(ys, dtype=np.int64), labels
 
 
 def npz_examples(path: Path, log=print) -> tuple[dict, list | None]:

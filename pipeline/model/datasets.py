@@ -245,6 +245,21 @@ def _audio_npz(path: Path, num_classes: int, seed: int, log) -> Dataset:
                    x_test, y_test, labels)
 
 
+def audio_test_clips(source: str, num_classes: int, seed: int, log=print) -> tuple[np.ndarray, np.ndarray]:
+    """The int16 clips of an audio dataset's test split (the same split as load's) and their labels, for a
+    device that takes audio."""
+    from pipeline.model import audio
+
+    path = Path(source)
+    if path.is_dir():
+        clips, y, _labels = audio.wav_folder_clips(path, num_classes, seed, log)
+        test = _split(np.arange(len(y)), y, seed, stratify=True)[4]  # the split depends on the labels only
+        return clips[test], y[test]
+    with np.load(path, allow_pickle=False) as archive:
+        clips = np.stack([audio.fit_window(c, audio.frontend.SETTINGS.clip_samples) for c in archive["x_test"]])
+        return clips, _check_labels(archive["y_test"], num_classes, f"dataset {path}: y_test")
+
+
 def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, autoencoder: bool = False,
          classes_from_data: bool = False, log=print) -> Dataset:
     """A dataset by bundled name ("digits", "sine") or by path (.npz file, image folder, or audio: a folder of
