@@ -907,6 +907,13 @@ def summary(report: dict) -> str:
                                      report["cost_model"], report["profile_top_latency"], report["profile_peak"],
                                      tuple(span) if span and span[0] != span[1] else None,
                                      cpi_line(report) if "cpi_source" in report else None))
+    if report.get("audio_frontend") and report.get("frontend_estimate"):
+        fe, settings = report["frontend_estimate"], report["audio_frontend"]
+        lines.append(f"  audio front end: {settings['library']} {settings['version']}, {settings['window_ms']}/"
+                     f"{settings['stride_ms']} ms, {settings['mel_channels']} mel channels -> "
+                     f"{settings['feature_shape'][0]}x{settings['feature_shape'][1]}; {fe['est_us'] / 1000:.3f} ms per "
+                     f"{settings['clip_samples'] / settings['sample_rate']:g} s of audio (ESTIMATE, "
+                     f"{100 * fe['share_with_model']:.0f}% of front end + one inference)")
     lines.append(f"  fit: flash {report['flash_bytes']} / {report['flash_budget_bytes']}, RAM {report['ram_bytes']} / "
                  f"{report['ram_budget_bytes']} -> {'fits' if report['fits'] else 'does NOT fit'}"
                  + (f" (runtime {report['runtime_flash_bytes']} B flash, {report['runtime_ram_bytes']} B RAM: "

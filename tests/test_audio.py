@@ -111,6 +111,7 @@ def test_keyword_spotter_from_spoken_wavs_and_the_emulated_device_computes_the_s
                       f"--build-dir={build_dir}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "216 files 22050 Hz resampled" in proc.stdout  # espeak-ng's rate, said in one line
+    assert "audio front end: pymicro-features" in proc.stdout and "(ESTIMATE," in proc.stdout
     out = build_dir / "esp32" / "ds_cnn"
     report = json.loads((out / "report.json").read_text())
     classes = 6  # 4 words, _unknown_, _silence_: chance is 1/6
