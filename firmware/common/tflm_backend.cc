@@ -1,6 +1,7 @@
 #include "tflm_backend.h"
 
 #include "model_runner.h"
+#include MODEL_LIB_SETTINGS_H  // MODEL_HAS_AUDIO_FRONTEND and the front end's kFrontend* settings
 
 #if MODEL_HAS_AUDIO_FRONTEND
 #include <cstring>
@@ -11,6 +12,8 @@
 #include "tensorflow/lite/experimental/microfrontend/lib/frontend_util.h"
 
 namespace {
+
+using namespace MODEL_LIB_NAMESPACE;  // the generated settings
 
 FrontendState g_frontend;
 bool g_frontend_ready = false;
@@ -104,8 +107,8 @@ const ee_backend_t* TflmBackend(void) {
   backend.fe_channel_group = kFrontendChannelGroup;
   backend.fe_frames = kFrontendFrames;
   backend.fe_feature_scale = kFeatureScale;
-  backend.input_scale = kInputScale;
-  backend.input_zero_point = kInputZeroPoint;
+  backend.input_scale = MODEL_LIB(input_scale)();
+  backend.input_zero_point = static_cast<int>(MODEL_LIB(input_zero_point)());
 #endif
   return &backend;
 }
