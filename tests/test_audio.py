@@ -139,7 +139,14 @@ def test_keyword_spotter_from_spoken_wavs_and_the_emulated_device_computes_the_s
         assert "FrontendProcessSamples" in symbols and "FrontendPopulateState" in symbols
 
     board = boards.load_board("esp32")
-    with Serving(device_for_build(build_dir, board, "ds_cnn", out)) as port:
+    device = device_for_build(build_dir, board, "ds_cnn", out)
+    device.take()
+    assert b"m-x-audio-frontend-1" in device.feed(b"xinfo%")
+    device.feed(b"db load 3%")
+    device.feed(b"db 010203%")
+    assert b"not a whole number of 320-byte strides" in device.feed(b"xaudio%")
+    assert b"0 of 49 frames so far" in device.feed(b"xfeatures%")
+    with Serving(device) as port:
         proc = run_invoke("measure", "--board=esp32", f"--port={port}", f"--build-dir={build_dir}", f"--data={words}",
                           "--runs=2", "--inputs=8")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
