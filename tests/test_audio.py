@@ -107,7 +107,8 @@ def test_keyword_spotter_from_spoken_wavs_and_the_emulated_device_computes_the_s
 
     words = make_words(tmp_path / "words")
     build_dir = tmp_path / "build"
-    proc = run_invoke("build", "--model=ds_cnn", f"--data={words}", "--board=esp32", "--epochs=30",
+    # 39 test clips: one clip is 2.6 accuracy points, so the int8 gate allows a few clips (--max-drop=8)
+    proc = run_invoke("build", "--model=ds_cnn", f"--data={words}", "--board=esp32", "--epochs=30", "--max-drop=8",
                       f"--build-dir={build_dir}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "216 files 22050 Hz resampled" in proc.stdout  # espeak-ng's rate, said in one line
