@@ -245,7 +245,7 @@ def frontend_benchmark(seconds: float = 2.0, tflite: Path | None = None) -> dict
     settings = frontend.SETTINGS.as_dict()
     for board in boards.all_boards():
         cost = costmodel.for_board(board)
-        cpi, _ = cost.cpi_for(board)
+        cpi = cost.cpi_for(board).value
         model_us = costmodel.estimate(model_graph, board, cost).latency_us if model_graph else 0.0
         row = profile.frontend_row(settings, board, cpi, model_us)
         rows.append({"board": board.name, **row, "model_us": model_us if model_graph else None})

@@ -157,3 +157,11 @@ def test_keyword_spotter_from_spoken_wavs_and_the_emulated_device_computes_the_s
     assert accuracy > 100 / classes
     results = json.loads((out / "measure" / "results.json").read_text())
     assert results["audio"]["source"] == "emulated" and results["audio"]["frontend_us"]["median"] > 0
+
+
+def test_bench_frontend_measures_the_host_and_labels_each_core_an_estimate():
+    proc = run_invoke("bench-frontend", "--seconds=0.3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    host = re.search(r"front end on the host \(host \(pymicro-features, measured wall time\)\): (\d+) frames/s", proc.stdout)
+    assert host and int(host.group(1)) > 100  # real time is 100 frames/s
+    assert re.search(r"esp32 +[0-9.]+ ms per 1 s window, +[0-9.]+ us per frame \(ESTIMATE, 240 MHz", proc.stdout)
