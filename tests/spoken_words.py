@@ -1,4 +1,4 @@
-"""Spoken keywords made here for tests: Debian's espeak-ng says each word in several voices, speeds and pitches,
+"""Spoken keywords made for the tests: Debian's espeak-ng says each word in several voices, speeds and pitches,
 and sox adds gain and speed changes. It demonstrates the chain; it is no substitute for real recordings."""
 from __future__ import annotations
 
