@@ -560,6 +560,17 @@ def bench(c, board="esp32", build_dir="build/bench"):
     run_benchmark(board=board, build_dir=Path(build_dir))
 
 
+@task(help={"seconds": "host wall time the front end is timed for (default 2)",
+            "tflite": "a keyword model's .tflite: also show the front end's share of front end + one inference"})
+@cli_errors
+def bench_frontend(c, seconds="2", tflite=None):
+    """Benchmark the audio front end: feature frames per second on the host (measured) and its cost per board's
+    core (estimated)."""
+    from pipeline.bench import frontend_benchmark
+
+    frontend_benchmark(_number("seconds", seconds), Path(tflite) if tflite else None)
+
+
 MEASURE_HELP = {
     "board": COMMON_HELP["board"],
     "model": "the model whose build is measured: a zoo name, your model file or builder (.keras, .h5, .py: its "
@@ -629,6 +640,12 @@ def _print_measurement(result):
         print(f"{tag}raw outputs: not checked (the firmware has no xraw extension)")
     else:
         print(f"{tag}raw outputs equal to {result['reference']}: {result['bit_exact']} of {result['inputs_checked']}")
+    audio = result.get("audio")
+    if audio:
+        print(f"{tag}audio front end ({audio['source']}): features of {audio['features_bit_exact']} of {audio['clips']} "
+              f"test clips bit-exact with the host's; keyword accuracy {audio['accuracy']:.1f}%; front end "
+              f"{audio['frontend_us']['median']:.0f} us per clip, model {audio['model_us']['median']:.0f} us per "
+              f"inference (median, {audio['source']})")
     if result.get("arena_used_bytes"):
         print(f"{tag}arena: predicted {result['arena_predicted_bytes']} bytes, device uses {result['arena_used_bytes']}")
 

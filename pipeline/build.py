@@ -199,13 +199,22 @@ class Pipeline:
             self._fingerprint = datasets.fingerprint(self.data_source, self.opts.seed)
         return self._fingerprint
 
+    def frontend(self) -> dict | None:
+        """The audio front end's settings when the data is audio (part of the data fingerprint, so of every key)."""
+        from pipeline.model import audio
+        from pipeline.target import frontend
+
+        if self.data_source is None or not audio.is_audio(self.data_source):
+            return None
+        return frontend.SETTINGS.as_dict()
+
     def data(self, input_shape=None, num_classes=None, autoencoder=False) -> datasets.Dataset:
         if self._data is None:
             if self.spec:
                 input_shape, num_classes, autoencoder = self.spec.input_shape, self.spec.num_classes, self.spec.autoencoder
             # A zoo model's output layer is sized to the data's classes; a brought model's outputs are fixed.
             self._data = datasets.load(self.data_source, input_shape, num_classes, self.opts.seed, autoencoder,
-                                       classes_from_data=self.spec is not None and not self.spec.source)
+                                       classes_from_data=self.spec is not None and not self.spec.source, log=self.log)
         return self._data
 
     def stage(self, index: int, name: str, out_dir: Path, key: str, outputs: list[Path], fn: Callable[[], dict]) -> dict:
@@ -246,7 +255,8 @@ class Pipeline:
             params.update(source=user_model.digest(self.opts.model), trust=self.opts.trust_model)
         teacher = self.teacher_path()
         key = cache.stage_key("train", params, [teacher] if teacher else [],
-                              _code("model/train", "model/zoo", "model/datasets", "model/user_model", "model/keras_bridge"))
+                              _code("model/train", "model/zoo", "model/datasets", "model/user_model", "model/keras_bridge",
+                                    "model/audio", "target/frontend"))
         return self.stage(1, "train", self.train_dir, key, [self.float_path], lambda: asdict(
             train_mod.train(self.spec, self.data(), self.opts.width, self.epochs, self.opts.seed, self.float_path,
                             self.opts.depth, teacher)))
@@ -397,7 +407,7 @@ class Pipeline:
                                                      scratch.margin_bytes)
             sample = self.sample(final_info, measured.arena_bytes)
             result = codegen.generate(final_info, self.model_name, measured.arena_bytes, self.labels(final_info),
-                                      sample, generated, model_id=self.model_id)
+                                      sample, generated, model_id=self.model_id, frontend=self.frontend())
             return {"arena": asdict(measured), "files": result.files, "ops": result.ops, "memory_plan": plan_report,
                     "model_hash": result.model_hash, "sample_bytes": int(sample.input_q.size),
                     "labels": self.labels(final_info)}
@@ -441,13 +451,16 @@ class Pipeline:
 
         cost_file = costmodel.for_board(board).path
         errors = self.quant_debug_path if not self.byo and self.quant_debug_path.is_file() else None
-        key = cache.stage_key("profile", {"model": self.model_name, "board": board.name, "kernels": board.kernels},
+        key = cache.stage_key("profile", {"model": self.model_name, "board": board.name, "kernels": board.kernels,
+                                          "frontend": self.frontend()},
                               [self.tflite_path, cost_file] + ([board.source] if board.source else [])
-                              + ([errors] if errors else []), _code("target/profile", "target/costmodel", "target/graph", "target/kernels"))
+                              + ([errors] if errors else []), _code("target/profile", "target/costmodel", "target/graph", "target/kernels",
+                                                                      "target/frontend"))
 
         def run():
             layer_errors = json.loads(errors.read_text()) if errors else None
-            result = profile_mod.build(graph.read(self.tflite_path), board, self.model_name, layer_errors)
+            result = profile_mod.build(graph.read(self.tflite_path), board, self.model_name, layer_errors,
+                                       self.frontend())
             profile_mod.write(result, board_dir)
             return asdict(result)
 
@@ -805,6 +818,8 @@ class Pipeline:
             "stage_seconds": self.stage_seconds,
             "stages_cached": self.cached,
             "keras_sparsity": optimized.get("keras_sparsity"),
+            "audio_frontend": self.frontend(),
+            "frontend_estimate": profile.get("frontend"),
         }
 
 
@@ -892,6 +907,13 @@ def summary(report: dict) -> str:
                                      report["cost_model"], report["profile_top_latency"], report["profile_peak"],
                                      tuple(span) if span and span[0] != span[1] else None,
                                      cpi_line(report) if "cpi_source" in report else None))
+    if report.get("audio_frontend") and report.get("frontend_estimate"):
+        fe, settings = report["frontend_estimate"], report["audio_frontend"]
+        lines.append(f"  audio front end: {settings['library']} {settings['version']}, {settings['window_ms']}/"
+                     f"{settings['stride_ms']} ms, {settings['mel_channels']} mel channels -> "
+                     f"{settings['feature_shape'][0]}x{settings['feature_shape'][1]}; {fe['est_us'] / 1000:.3f} ms per "
+                     f"{settings['clip_samples'] / settings['sample_rate']:g} s of audio (ESTIMATE, "
+                     f"{100 * fe['share_with_model']:.0f}% of front end + one inference)")
     lines.append(f"  fit: flash {report['flash_bytes']} / {report['flash_budget_bytes']}, RAM {report['ram_bytes']} / "
                  f"{report['ram_budget_bytes']} -> {'fits' if report['fits'] else 'does NOT fit'}"
                  + (f" (runtime {report['runtime_flash_bytes']} B flash, {report['runtime_ram_bytes']} B RAM: "

@@ -1,6 +1,61 @@
 #include "tflm_backend.h"
 
 #include "model_runner.h"
+#include MODEL_LIB_SETTINGS_H  // MODEL_HAS_AUDIO_FRONTEND and the front end's kFrontend* settings
+
+#if MODEL_HAS_AUDIO_FRONTEND
+#include <cstring>
+
+// TFLM's audio front end (tensorflow/lite/experimental/microfrontend/lib, shipped in esp-tflite-micro and Zephyr's
+// tflite-micro module), configured with the settings the model was trained with (model_settings.h).
+#include "tensorflow/lite/experimental/microfrontend/lib/frontend.h"
+#include "tensorflow/lite/experimental/microfrontend/lib/frontend_util.h"
+
+namespace {
+
+using namespace MODEL_LIB_NAMESPACE;  // the generated settings
+
+FrontendState g_frontend;
+bool g_frontend_ready = false;
+
+void FeReset(void) {
+  if (g_frontend_ready) {
+    FrontendReset(&g_frontend);
+    return;
+  }
+  FrontendConfig config;
+  FrontendFillConfigWithDefaults(&config);
+  config.window.size_ms = kFrontendWindowMs;
+  config.window.step_size_ms = kFrontendStrideMs;
+  config.filterbank.num_channels = kFrontendMelChannels;
+  config.filterbank.lower_band_limit = kFrontendLowerBandHz;
+  config.filterbank.upper_band_limit = kFrontendUpperBandHz;
+  config.noise_reduction.smoothing_bits = kFrontendNoiseSmoothingBits;
+  config.noise_reduction.even_smoothing = kFrontendNoiseEvenSmoothing;
+  config.noise_reduction.odd_smoothing = kFrontendNoiseOddSmoothing;
+  config.noise_reduction.min_signal_remaining = kFrontendNoiseReduction ? kFrontendNoiseMinSignalRemaining : 1.0f;
+  config.pcan_gain_control.enable_pcan = kFrontendPcan;
+  config.pcan_gain_control.strength = kFrontendPcanStrength;
+  config.pcan_gain_control.offset = kFrontendPcanOffset;
+  config.pcan_gain_control.gain_bits = kFrontendPcanGainBits;
+  config.log_scale.enable_log = kFrontendLogScale;
+  config.log_scale.scale_shift = kFrontendLogScaleShift;
+  g_frontend_ready = FrontendPopulateState(&config, &g_frontend, kFrontendSampleRate) != 0;
+}
+
+int FeProcess(const int16_t* samples, size_t n, uint16_t* frame) {
+  if (!g_frontend_ready) FeReset();
+  if (!g_frontend_ready) return -1;
+  size_t read = 0;
+  FrontendOutput out = FrontendProcessSamples(&g_frontend, samples, n, &read);
+  if (out.size == 0) return 0;
+  if (out.size != static_cast<size_t>(kFrontendMelChannels)) return -1;
+  std::memcpy(frame, out.values, out.size * sizeof(uint16_t));
+  return 1;
+}
+
+}  // namespace
+#endif
 
 namespace {
 
@@ -43,5 +98,17 @@ const ee_backend_t* TflmBackend(void) {
   backend.arena_used = ArenaUsed;
   backend.profile_count = ProfileCount;
   backend.profile = model_runner::ProfileEntry;
+#if MODEL_HAS_AUDIO_FRONTEND  // the xaudio/xfeatures hook: 16-bit PCM in, the model's features out
+  backend.fe_reset = FeReset;
+  backend.fe_process = FeProcess;
+  backend.fe_stride_samples = kFrontendStrideSamples;
+  backend.fe_mel_channels = kFrontendMelChannels;
+  backend.fe_frame_step = kFrontendFrameStep;
+  backend.fe_channel_group = kFrontendChannelGroup;
+  backend.fe_frames = kFrontendFrames;
+  backend.fe_feature_scale = kFeatureScale;
+  backend.input_scale = MODEL_LIB(input_scale)();
+  backend.input_zero_point = static_cast<int>(MODEL_LIB(input_zero_point)());
+#endif
   return &backend;
 }

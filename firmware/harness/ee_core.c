@@ -6,6 +6,7 @@
 #include <string.h>
 
 #define EE_LINE_SIZE 160u
+#define EE_MAX_FEATURE_CHANNELS 32u /* a frame's features on one xfeatures line: 4 hex digits each */
 #ifndef EE_FW_NAME
 #define EE_FW_NAME "mcu-deploy benchmark firmware 1.0"
 #endif
@@ -363,6 +364,8 @@ static void cmd_help(ee_ctx_t *ctx) {
       "xprofile     : (extension) time of each operator in the last inference, us",
       "xdb LEN CRC  : (extension) the next LEN raw bytes go to db; CRC: their CRC-32, 8 hex digits",
       "xbaud RATE   : (extension) switch the baud rate; confirm with xbaudok at the new rate within 1 s",
+      "xaudio [reset]: (extension) run db's 16-bit PCM through the audio front end (reset: fresh state)",
+      "xfeatures    : (extension) print the front end's features and load them as the model input",
 #endif
   };
   for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); ++i) ee_printf(ctx, "%s", lines[i]);
@@ -385,6 +388,7 @@ static void cmd_xinfo(ee_ctx_t *ctx) {
   ee_printf(ctx, "m-x-timestamp-pin-%d", ctx->port->pin != NULL);
   ee_printf(ctx, "m-x-pin-edges-%lu", ctx->pin_edges);
   ee_printf(ctx, "m-x-mode-[%s]", ctx->port->energy_mode ? "energy" : "performance");
+  ee_printf(ctx, "m-x-audio-frontend-%d", ctx->backend->fe_process != NULL);
 }
 
 /* Per-operator time of the last inference, from the backend's profiler (the port's microsecond clock). */
@@ -410,6 +414,103 @@ static void cmd_xprofile(ee_ctx_t *ctx) {
     ee_printf(ctx, "m-x-profile-[%lu,%s,%lu]", (unsigned long)i, name, (unsigned long)us);
   }
   ee_printf(ctx, "m-x-profile-count-%lu", (unsigned long)count);
+}
+
+/* The audio front end (extension "audio"): xaudio feeds db's 16-bit PCM through the port's front end one stride
+ * at a time and pools the frames into ctx->features; xfeatures prints them and loads them as the model input. */
+static int audio_ready(ee_ctx_t *ctx, const char *cmd) {
+  const ee_backend_t *b = ctx->backend;
+  if (b->fe_process == NULL || b->fe_reset == NULL) {
+    ee_printf(ctx, "e-[%s: this firmware has no audio front end]", cmd);
+    return 0;
+  }
+  if (b->fe_stride_samples == 0 || b->fe_mel_channels == 0 || b->fe_mel_channels > EE_MAX_MEL_CHANNELS ||
+      b->fe_channel_group == 0 || b->fe_mel_channels % b->fe_channel_group || b->fe_frame_step == 0 ||
+      b->fe_mel_channels / b->fe_channel_group > EE_MAX_FEATURE_CHANNELS ||
+      (size_t)b->fe_frames * (b->fe_mel_channels / b->fe_channel_group) > EE_MAX_FEATURES) {
+    ee_printf(ctx, "e-[%s: the front end's settings do not fit this firmware]", cmd);
+    return 0;
+  }
+  return 1;
+}
+
+static void cmd_xaudio(ee_ctx_t *ctx, const char *sub) {
+  const ee_backend_t *b = ctx->backend;
+  if (!audio_ready(ctx, "xaudio")) return;
+  if (sub != NULL && strcmp(sub, "reset") == 0) {
+    b->fe_reset();
+    ctx->fe_raw_frames = ctx->fe_kept = ctx->fe_samples = 0;
+    ee_printf(ctx, "m-x-audio-reset");
+    return;
+  }
+  size_t stride_bytes = (size_t)b->fe_stride_samples * 2u;
+  if (ctx->db_pos == 0 || ctx->db_pos % stride_bytes) {
+    ee_printf(ctx, "e-[xaudio: db holds %lu bytes, not a whole number of %lu-byte strides of 16-bit PCM]",
+              (unsigned long)ctx->db_pos, (unsigned long)stride_bytes);
+    return;
+  }
+  uint32_t channels = b->fe_mel_channels / b->fe_channel_group;
+  int16_t samples[512];
+  uint16_t frame[EE_MAX_MEL_CHANNELS];
+  if (b->fe_stride_samples > sizeof(samples) / sizeof(samples[0])) {
+    ee_printf(ctx, "e-[xaudio: a stride of %lu samples is longer than this firmware takes]",
+              (unsigned long)b->fe_stride_samples);
+    return;
+  }
+  uint32_t t0 = ctx->port->micros(), busy = 0;
+  for (size_t pos = 0; pos < ctx->db_pos; pos += stride_bytes) {
+    for (uint32_t i = 0; i < b->fe_stride_samples; ++i)  /* little-endian, whatever the core's byte order */
+      samples[i] = (int16_t)(uint16_t)(ctx->db[pos + 2u * i] | (uint16_t)ctx->db[pos + 2u * i + 1u] << 8);
+    int got = b->fe_process(samples, b->fe_stride_samples, frame);
+    ctx->fe_samples += b->fe_stride_samples;
+    if (got < 0) {
+      ee_printf(ctx, "e-[xaudio: the front end failed at sample %lu]", (unsigned long)ctx->fe_samples);
+      return;
+    }
+    if (got == 0) continue;
+    if (ctx->fe_raw_frames++ % b->fe_frame_step || ctx->fe_kept >= b->fe_frames) continue;
+    uint16_t *out = ctx->features + (size_t)ctx->fe_kept++ * channels;
+    for (uint32_t c = 0; c < channels; ++c) {
+      uint32_t sum = 0;
+      for (uint32_t g = 0; g < b->fe_channel_group; ++g) sum += frame[c * b->fe_channel_group + g];
+      out[c] = (uint16_t)((sum + b->fe_channel_group / 2u) / b->fe_channel_group);
+    }
+  }
+  busy = ctx->port->micros() - t0;
+  ee_printf(ctx, "m-x-audio-samples-%lu", (unsigned long)ctx->fe_samples);
+  ee_printf(ctx, "m-x-audio-frames-%lu", (unsigned long)ctx->fe_kept);
+  ee_printf(ctx, "m-x-audio-us-%lu", (unsigned long)busy);
+}
+
+static void cmd_xfeatures(ee_ctx_t *ctx) {
+  const ee_backend_t *b = ctx->backend;
+  if (!audio_ready(ctx, "xfeatures")) return;
+  uint32_t channels = b->fe_mel_channels / b->fe_channel_group;
+  size_t count = (size_t)b->fe_frames * channels;
+  if (ctx->fe_kept < b->fe_frames) {
+    ee_printf(ctx, "e-[xfeatures: %lu of %lu frames so far: send more audio with xaudio]",
+              (unsigned long)ctx->fe_kept, (unsigned long)b->fe_frames);
+    return;
+  }
+  if (count != b->input_bytes || b->input_scale <= 0.0f) {
+    ee_printf(ctx, "e-[xfeatures: %lu features do not make the model's %lu-byte input]", (unsigned long)count,
+              (unsigned long)b->input_bytes);
+    return;
+  }
+  for (uint32_t f = 0; f < b->fe_frames; ++f) {  /* one line a frame: uint16 values, 4 hex digits each */
+    char hex[4 * EE_MAX_FEATURE_CHANNELS + 1];
+    size_t n = 0;
+    for (uint32_t c = 0; c < channels; ++c) n += (size_t)sprintf(hex + n, "%04x", ctx->features[f * channels + c]);
+    ee_printf(ctx, "m-x-features-[%lu,%s]", (unsigned long)f, hex);
+  }
+  int8_t *input = (int8_t *)ctx->db;  /* db is free again: the audio is consumed */
+  for (size_t i = 0; i < count; ++i) {
+    float v = (float)ctx->features[i] * b->fe_feature_scale / b->input_scale;
+    long q = (long)(v + 0.5f) + b->input_zero_point;  /* features are never negative */
+    input[i] = (int8_t)(q < -128 ? -128 : q > 127 ? 127 : q);
+  }
+  ctx->db_size = ctx->db_pos = count;  /* infer runs on this input, as after a db upload */
+  ee_printf(ctx, "m-x-features-count-%lu", (unsigned long)count);
 }
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
@@ -473,6 +574,10 @@ static void execute(ee_ctx_t *ctx, char *line) {
     cmd_xinfo(ctx);
   } else if (strcmp(tok, "xprofile") == 0) {
     cmd_xprofile(ctx);
+  } else if (strcmp(tok, "xaudio") == 0) {
+    cmd_xaudio(ctx, next_token(&cursor));
+  } else if (strcmp(tok, "xfeatures") == 0) {
+    cmd_xfeatures(ctx);
   } else if (strcmp(tok, "xdb") == 0) {
     char *len_arg = next_token(&cursor);
     if (cmd_xdb(ctx, len_arg, next_token(&cursor))) return;  /* m-ready after the frame's bytes */

@@ -44,6 +44,13 @@ extern "C" {
 #ifndef EE_MAX_OUTPUTS
 #define EE_MAX_OUTPUTS 1024u
 #endif
+/* Audio front end (xaudio, xfeatures): the most feature values (frames x channels) one model input holds. */
+#ifndef EE_MAX_FEATURES
+#define EE_MAX_FEATURES 1024u
+#endif
+#ifndef EE_MAX_MEL_CHANNELS
+#define EE_MAX_MEL_CHANNELS 64u
+#endif
 
 typedef struct {
   /* Writes len bytes to the serial port (blocking). */
@@ -91,6 +98,17 @@ typedef struct {
   /* The id `profile` reports as m-model-[...] (MLPerf Tiny's runner picks its script by it: kws01, vww01, ic01,
    * ad01); NULL: model_name. */
   const char *model_id;
+  /* Optional audio front end (NULL where the model takes no audio): the port's TFLM microfrontend, configured
+   * with the generated kFrontend* settings (model_settings.h). fe_reset starts from a fresh state; fe_process
+   * takes fe_stride_samples 16-bit samples and returns 1 with fe_mel_channels values in `frame` when a frame is
+   * out, 0 when it needs more samples, negative on error. The core keeps every fe_frame_step-th frame, averages
+   * each fe_channel_group adjacent channels in integers and quantizes value * fe_feature_scale to the input. */
+  void (*fe_reset)(void);
+  int (*fe_process)(const int16_t *samples, size_t n, uint16_t *frame);
+  uint32_t fe_stride_samples, fe_mel_channels, fe_frame_step, fe_channel_group, fe_frames;
+  float fe_feature_scale;
+  float input_scale;
+  int input_zero_point;
 } ee_backend_t;
 
 typedef struct {
@@ -114,6 +132,9 @@ typedef struct {
   unsigned long unsolicited; /* m-ready lines written without a command (a timed-out baud switch) */
   uint32_t boot_us;  /* the port's clock at ee_init: m-lap-us counts from here, so it starts at 0 at boot */
   unsigned long pin_edges;  /* timestamp pin level changes driven so far */
+  /* xaudio: the front end's pooled features so far, raw frames seen, samples taken */
+  uint16_t features[EE_MAX_FEATURES];
+  uint32_t fe_raw_frames, fe_kept, fe_samples;
 } ee_ctx_t;
 
 /* Prints the boot banner (timestamp mode, a timestamp, m-init-done, m-ready), sets the timestamp pin to its idle

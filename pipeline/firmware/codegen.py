@@ -131,8 +131,46 @@ def model_id(model_name: str, override: str | None = None, zoo_model: bool = Tru
     return MLPERF_IDS.get(model_name, model_name) if zoo_model else model_name
 
 
+def render_frontend(frontend: dict | None) -> str:
+    """The audio front end the model was trained on, for the device to configure its microfrontend the same way."""
+    if not frontend:
+        return "#define MODEL_HAS_AUDIO_FRONTEND 0\n\n"
+    f = frontend
+    flag = lambda v: 1 if v else 0
+    return (
+        f"// The audio front end training used: TFLM's microfrontend through {f['library']} {f['version']}.\n"
+        + "// Fill the device's FrontendConfig with these, feed kFrontendStrideSamples of 16-bit PCM at a time,\n"
+        + "// keep every kFrontendFrameStep-th frame, average each kFrontendChannelGroup adjacent channels\n"
+        + "// ((sum + group/2) / group, integers), then input = value * kFeatureScale, quantized with kInputScale.\n"
+        + "#define MODEL_HAS_AUDIO_FRONTEND 1\n"
+        + f"constexpr int kFrontendSampleRate = {f['sample_rate']};\n"
+        + f"constexpr int kFrontendWindowMs = {f['window_ms']};\n"
+        + f"constexpr int kFrontendStrideMs = {f['stride_ms']};\n"
+        + f"constexpr int kFrontendStrideSamples = {f['sample_rate'] * f['stride_ms'] // 1000};\n"
+        + f"constexpr int kFrontendMelChannels = {f['mel_channels']};\n"
+        + f"constexpr float kFrontendLowerBandHz = {f['lower_band_hz']!r}f;\n"
+        + f"constexpr float kFrontendUpperBandHz = {f['upper_band_hz']!r}f;\n"
+        + f"constexpr int kFrontendNoiseReduction = {flag(f['noise_reduction'])};\n"
+        + f"constexpr int kFrontendNoiseSmoothingBits = {f['noise_smoothing_bits']};\n"
+        + f"constexpr float kFrontendNoiseEvenSmoothing = {f['noise_even_smoothing']!r}f;\n"
+        + f"constexpr float kFrontendNoiseOddSmoothing = {f['noise_odd_smoothing']!r}f;\n"
+        + f"constexpr float kFrontendNoiseMinSignalRemaining = {f['noise_min_signal_remaining']!r}f;\n"
+        + f"constexpr int kFrontendPcan = {flag(f['pcan'])};\n"
+        + f"constexpr float kFrontendPcanStrength = {f['pcan_strength']!r}f;\n"
+        + f"constexpr float kFrontendPcanOffset = {f['pcan_offset']!r}f;\n"
+        + f"constexpr int kFrontendPcanGainBits = {f['pcan_gain_bits']};\n"
+        + f"constexpr int kFrontendLogScale = {flag(f['log_scale'])};\n"
+        + f"constexpr int kFrontendLogScaleShift = {f['log_scale_shift']};\n"
+        + f"constexpr int kFrontendFrameStep = {f['frame_step']};\n"
+        + f"constexpr int kFrontendChannelGroup = {f['channel_group']};\n"
+        + f"constexpr int kFrontendFrames = {f['frames']};\n"
+        + f"constexpr int kFrontendClipSamples = {f['clip_samples']};\n"
+        + f"constexpr float kFeatureScale = {f['feature_scale']!r}f;\n\n"
+    )
+
+
 def render_settings(model: TFLiteModel, model_name: str, arena_bytes: int, labels: list[str], sample: Sample,
-                    hash_hex: str, model_id_: str | None = None) -> tuple[str, str]:
+                    hash_hex: str, model_id_: str | None = None, frontend: dict | None = None) -> tuple[str, str]:
     inp, out = model.inputs[0], model.outputs[0]
     in_dims = ", ".join(str(d) for d in inp.shape)
     out_dims = ", ".join(str(d) for d in out.shape)
@@ -163,6 +201,7 @@ def render_settings(model: TFLiteModel, model_name: str, arena_bytes: int, label
         + "extern const int8_t kSampleInput[kInputSize];\n"
         + "extern const int8_t kSampleExpectedOutput[kOutputSize];\n"
         + f"#define SAMPLE_LABEL {c_string(sample.label or '')}\n\n"
+        + render_frontend(frontend)
         + "#endif  // MODEL_SETTINGS_H_\n"
     )
     source = (
@@ -176,12 +215,13 @@ def render_settings(model: TFLiteModel, model_name: str, arena_bytes: int, label
 
 
 def generate(model: TFLiteModel, model_name: str, arena_bytes: int, labels: list[str], sample: Sample,
-             out_dir: Path, model_id: str | None = None) -> GenerateResult:
+             out_dir: Path, model_id: str | None = None, frontend: dict | None = None) -> GenerateResult:
     model_bytes = model.path.read_bytes()
     hash_hex = model_hash(model_bytes)
     ops_h = render_ops(model)  # first: an unsupported op fails before anything is written
     data_h, data_cc = render_model_data(model_bytes)
-    settings_h, settings_cc = render_settings(model, model_name, arena_bytes, labels, sample, hash_hex, model_id)
+    settings_h, settings_cc = render_settings(model, model_name, arena_bytes, labels, sample, hash_hex, model_id,
+                                              frontend)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in ((MODEL_DATA_H, data_h), (MODEL_DATA_CC, data_cc), (MODEL_OPS_H, ops_h),
                        (MODEL_SETTINGS_H, settings_h), (MODEL_SETTINGS_CC, settings_cc)):

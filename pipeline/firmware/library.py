@@ -98,4 +98,7 @@ def render_harness_header(prefix: str, out_dir: Path) -> None:
         f"#define MODEL_LIB_OK {prefix.upper()}_OK\n"
         f"#define MODEL_LIB_ARENA_SIZE {prefix.upper()}_ARENA_SIZE\n"
         f"#define MODEL_LIB_INPUT_SIZE {prefix.upper()}_INPUT_SIZE\n"
-        f"#define MODEL_LIB_OUTPUT_SIZE {prefix.upper()}_OUTPUT_SIZE\n\n#endif  /* MODEL_LIBRARY_H_ */\n")
+        f"#define MODEL_LIB_OUTPUT_SIZE {prefix.upper()}_OUTPUT_SIZE\n"
+        f"/* The model's settings (the audio front end's among them) and their namespace, for the harness's C++. */\n"
+        f"#define MODEL_LIB_SETTINGS_H \"{prefix}_model_settings.h\"\n"
+        f"#define MODEL_LIB_NAMESPACE {prefix}_model\n\n#endif  /* MODEL_LIBRARY_H_ */\n")

@@ -197,6 +197,27 @@ class Device:
         except ValueError:
             raise DeviceError(f"the device on {self.name} sent a malformed xprofile line") from None
 
+    def audio_features(self, pcm: bytes, stride_bytes: int, max_db_bytes: int, frames: bool = False,
+                       timeout: float = 60.0) -> tuple[list[list[int]], int]:
+        """Stream 16-bit PCM through the device's audio front end (extension: xaudio, xfeatures) from a fresh
+        state, in db-sized pieces of whole strides; returns the features it computed (one list a frame, now also
+        the model's input on the device) and the front end's microseconds on the device's clock."""
+        self.command("xaudio reset")
+        piece = max(stride_bytes, max_db_bytes // stride_bytes * stride_bytes)
+        busy_us = 0
+        for start in range(0, len(pcm), piece):
+            self.load(pcm[start:start + piece], frames=frames)
+            for line in self.command("xaudio", timeout=timeout):
+                if line.kind == "x_number" and line.values[0] == "audio-us":
+                    busy_us += int(line.values[1])
+        rows = [line.values[1].split(",") for line in self.command("xfeatures", timeout=timeout)
+                if line.kind == "x_text" and line.values[0] == "features"]
+        try:
+            ordered = sorted((int(i), text) for i, text in rows)
+            return [[int(text[j:j + 4], 16) for j in range(0, len(text), 4)] for _, text in ordered], busy_us
+        except ValueError:
+            raise DeviceError(f"the device on {self.name} sent a malformed xfeatures line") from None
+
     def raw_outputs(self) -> bytes:
         for line in self.command("xraw"):
             if line.kind == "x_raw":

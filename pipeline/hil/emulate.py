@@ -41,6 +41,9 @@ SIZE = ctypes.CFUNCTYPE(ctypes.c_size_t)
 PROFILE = ctypes.CFUNCTYPE(None, ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_uint32))
 SET_BAUD = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_uint32)
 PIN = ctypes.CFUNCTYPE(None, ctypes.c_int)
+FE_RESET = ctypes.CFUNCTYPE(None)
+FE_PROCESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int16), ctypes.c_size_t,
+                              ctypes.POINTER(ctypes.c_uint16))
 
 
 class Port(ctypes.Structure):  # ee_port_t
@@ -53,7 +56,10 @@ class Backend(ctypes.Structure):
                 ("input_bytes", ctypes.c_size_t), ("output_count", ctypes.c_size_t), ("output_scale", ctypes.c_float),
                 ("output_zero_point", ctypes.c_int), ("arena_size", ctypes.c_uint32), ("load", LOAD),
                 ("infer", INFER), ("outputs", OUTPUTS), ("arena_used", SIZE), ("profile_count", SIZE),
-                ("profile", PROFILE), ("model_id", ctypes.c_char_p)]
+                ("profile", PROFILE), ("model_id", ctypes.c_char_p), ("fe_reset", FE_RESET), ("fe_process", FE_PROCESS),
+                ("fe_stride_samples", ctypes.c_uint32), ("fe_mel_channels", ctypes.c_uint32),
+                ("fe_frame_step", ctypes.c_uint32), ("fe_channel_group", ctypes.c_uint32), ("fe_frames", ctypes.c_uint32),
+                ("fe_feature_scale", ctypes.c_float), ("input_scale", ctypes.c_float), ("input_zero_point", ctypes.c_int)]
 
 
 def core_library(cache_dir: Path) -> ctypes.CDLL:
@@ -83,7 +89,8 @@ class EmulatedDevice:
     """The harness core with an emulated backend: feed() takes received bytes and returns what the device sends."""
 
     def __init__(self, model_bytes: bytes, model_name: str, model_hash: str, op_latency_us: list[tuple[str, float]],
-                 arena_bytes: int, cache_dir: Path, model_id: str | None = None, realtime: bool = False):
+                 arena_bytes: int, cache_dir: Path, model_id: str | None = None, realtime: bool = False,
+                 frontend: dict | None = None, frontend_us_per_frame: float = 0.0):
         from tflite_micro import runtime
 
         self.model_name, self.model_hash, self.op_latency_us = model_name, model_hash, op_latency_us
@@ -105,10 +112,21 @@ class EmulatedDevice:
         self.port = Port(WRITE(self._write), MICROS(lambda: int(self.clock_us) % (1 << 32)), b"host", SET_BAUD(), 0)
         self.callbacks = (LOAD(self._load), INFER(self._infer), OUTPUTS(lambda: ctypes.addressof(self.outputs)),
                           SIZE(lambda: 0), SIZE(lambda: len(op_latency_us)), PROFILE(self._profile))
+        # The audio front end: the same TFLM microfrontend C code training used (pymicro-features), one stride per
+        # call; the clock advances by the front end's per-frame ESTIMATE (the profile's AUDIO_FRONTEND row).
+        self.frontend, self.frontend_us_per_frame, self.fe_state = frontend, frontend_us_per_frame, None
+        fe = (FE_RESET(self._fe_reset), FE_PROCESS(self._fe_process)) if frontend else (FE_RESET(), FE_PROCESS())
+        self.fe_callbacks = fe
+        f = frontend or {}
+        in_q = inp["quantization_parameters"]
         self.backend = Backend(b"emulated", model_name.encode(), model_hash.encode(), self.input_bytes,
                                len(self.outputs), float(out["quantization_parameters"]["scales"][0]),
                                int(out["quantization_parameters"]["zero_points"][0]), arena_bytes, *self.callbacks,
-                               (model_id or model_name).encode())
+                               (model_id or model_name).encode(),
+                               *fe, f.get("sample_rate", 0) * f.get("stride_ms", 0) // 1000, f.get("mel_channels", 0),
+                               f.get("frame_step", 0), f.get("channel_group", 0), f.get("frames", 0),
+                               f.get("feature_scale", 0.0), float(in_q["scales"][0]) if len(in_q["scales"]) else 0.0,
+                               int(in_q["zero_points"][0]) if len(in_q["zero_points"]) else 0)
         self.core = core_library(cache_dir)
         self.ctx = ctypes.create_string_buffer(self.core.ee_ctx_size())
         self.core.ee_init(self.ctx, ctypes.byref(self.port), ctypes.byref(self.backend))
@@ -139,6 +157,24 @@ class EmulatedDevice:
                 time.sleep(min(0.05, max(0.0, self.wall_deadline - time.perf_counter())))
         return 0
 
+    def _fe_reset(self) -> None:
+        from pipeline.target import frontend
+
+        self.fe_state = frontend._binding().create_frontend()
+
+    def _fe_process(self, samples, n, frame) -> int:
+        from pipeline.target import frontend
+
+        if self.fe_state is None:
+            self._fe_reset()
+        features, _read = frontend._binding().process_samples(self.fe_state, ctypes.string_at(samples, 2 * n))
+        if not features:
+            return 0
+        values = np.rint(np.asarray(features, np.float64) / frontend.BINDING_SCALE).astype(np.uint16)
+        ctypes.memmove(frame, values.tobytes(), 2 * len(values))
+        self.clock_us += self.frontend_us_per_frame
+        return 1
+
     def _profile(self, i, op, us) -> None:
         op[0] = self.op_names[i].value if i < len(self.op_names) else b""
         us[0] = int(round(self.op_latency_us[i][1])) if i < len(self.op_latency_us) else 0
@@ -165,10 +201,12 @@ def device_for_build(build_dir: Path, board: boards.Board, model: str, folder: P
     model_bytes = path.read_bytes()
     report = json.loads((folder / "report.json").read_text())
     estimate = costmodel.estimate(graph.read(path), board)
+    frontend = report.get("audio_frontend")
+    per_frame = (report.get("frontend_estimate") or {}).get("est_us_per_frame", 0.0)
     return EmulatedDevice(model_bytes, model, codegen.model_hash(model_bytes),
                           [(op.op, op.us) for op in estimate.per_op], report["arena_bytes"],
                           Path(build_dir) / "_harness", report.get("model_id") or codegen.model_id(model),
-                          realtime)
+                          realtime, frontend, per_frame)
 
 
 class Serving:

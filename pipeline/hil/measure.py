@@ -53,6 +53,7 @@ class MeasureOptions:
     rate: float | None = None  # inferences a second, for the battery life at that duty cycle
     battery_mah: float = 1000.0
     battery_v: float = 3.7  # as invoke compare: a LiPo cell's nominal voltage
+    audio_clips: int = 10  # test clips (at most --inputs) streamed as audio through the device's front end
 
 
 # Where a figure comes from, by the firmware's backend and platform (xinfo): every output is labelled with it.
@@ -241,6 +242,56 @@ def check_options(opts: MeasureOptions) -> None:
         _check_writable_folder(option, folder)
     if opts.junit and not Path(opts.junit).parent.is_dir():
         raise PipelineError(f"--junit={opts.junit}: the folder {Path(opts.junit).parent} does not exist")
+def audio_check(device: Device, dut: dict, report: dict, opts: MeasureOptions, frames: bool, source: str,
+                run_log, log, timeout: float, num_classes: int) -> dict | None:
+    """Stream test clips through the device's audio front end: its features against the host's bit for bit,
+    the front end's time and the model's, each labelled with its source, and the keyword it reports."""
+    from pipeline.model import audio, datasets
+    from pipeline.target import frontend
+
+    settings = report.get("audio_frontend")
+    if not settings or opts.audio_clips <= 0:
+        return None
+    if dut.get("audio_frontend") != "1":
+        log("note: the model takes audio but the firmware has no audio front end (xaudio): features not checked")
+        return None
+    if not opts.data or not audio.is_audio(opts.data):
+        log("note: the model takes audio: pass --data=<the WAV folder or int16 .npz it was built from> to stream "
+            "test clips through the device's front end")
+        return None
+    clips, y = datasets.audio_test_clips(opts.data, num_classes, opts.seed, log=lambda _msg: None)
+    n = min(opts.audio_clips, opts.inputs)  # --inputs=0: latency only
+    clips, y = clips[:n], y[:n]
+    stride_bytes = 2 * settings["sample_rate"] * settings["stride_ms"] // 1000
+    max_db = int(dut.get("max_db_bytes") or 27648)
+    exact = correct = 0
+    fe_us, model_us = [], []
+    for i, (clip, label) in enumerate(zip(clips, y)):
+        host = frontend.features(clip).tolist()
+        got, busy = device.audio_features(clip.astype("<i2").tobytes(), stride_bytes, max_db, frames, timeout)
+        match = got == host
+        reply = device.infer(1, 0, timeout=timeout)
+        hit = bool(np.argmax(reply.results) == label)
+        exact, correct = exact + match, correct + hit
+        fe_us.append(busy)
+        model_us.append(reply.elapsed_us)
+        run_log.append({"kind": "audio", "index": i, "features_bit_exact": match, "correct": hit,
+                        "frontend_us": busy, "model_us": reply.elapsed_us, "source": source, "time": time.time()})
+    result = {"clips": len(clips), "features_bit_exact": exact, "accuracy": 100.0 * correct / len(clips) if len(clips) else None,
+              "frontend_us": stats(fe_us), "model_us": stats(model_us), "source": source,
+              "frontend_note": f"front end time for {settings['clip_samples'] / settings['sample_rate']:g} s of audio "
+                               f"({source}); model time for one inference ({source})"}
+    log(f"audio: {exact}/{len(clips)} clips' features bit-exact with the host front end, keyword accuracy "
+        f"{result['accuracy']:.1f}%, front end {statistics.median(fe_us):.0f} us per clip, model "
+        f"{statistics.median(model_us):.0f} us ({source})")
+    return result
+
+
+def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool = True) -> dict:
+    """Measure one build on one device. The figures that regressed against --baseline are in
+    result["regressions"]; with gate (the default) any of them also raises, after everything is written."""
+    if opts.baseline:
+        history.parse_baseline(opts.baseline)  # a malformed history:N is refused before anything is measured
     if opts.fast_baud is not None and opts.fast_baud != 0 and not 1200 <= opts.fast_baud <= 16_000_000:
         raise PipelineError(f"--fast-baud must be 0 (stay at the board's rate) or 1200 to 16000000 (got {opts.fast_baud})")
     if opts.runs < 1 or opts.iterations < 1 or opts.warmup < 0 or opts.inputs < 0:
@@ -365,6 +416,8 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
             exact += bool(match)
             run_log.append({"kind": "input", "index": i, "correct": hit, "bit_exact": match, "source": source,
                             "time": time.time()})
+        audio_result = audio_check(device, dut, report, opts, frames, source, run_log, log, infer_timeout,
+                                   output_count)
     except PipelineError as exc:
         run_log.append({"kind": "fault", "error": str(exc), "time": time.time()})
         raise type(exc)(f"{exc} ({len(runs)} runs kept in {run_log.path})") from None
@@ -398,6 +451,7 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
         "arena_predicted_bytes": report["arena_bytes"],
         "arena_used_bytes": int(dut["arena_used"]) if dut.get("arena_used") not in (None, "0") else None,
         "noise_lines": device.noise_lines, "runs": runs,
+        "audio": audio_result,
     }
     if opts.rate is not None and result["energy_uj"] is not None:
         life = energy.battery_life(result["energy_uj"], result["latency_us"]["median"], opts.rate,

@@ -31,8 +31,12 @@ class Dataset:
 
 def fingerprint(source: str, seed: int) -> str:
     """A hash of what a dataset is made from, cheap enough to compute on every build (no TensorFlow)."""
+    from pipeline.model import audio
+
     h = hashlib.sha256(f"{source}|seed={seed}".encode())
     path = Path(source)
+    if audio.is_audio(source):  # the features depend on the front end's settings and version
+        h.update(audio.fingerprint_extra())
     if path.is_file():
         h.update(path.read_bytes())
     elif path.is_dir():
@@ -222,9 +226,44 @@ def from_image_folder(path: Path, input_shape: tuple, num_classes: int | None, s
     return Dataset(path.name, "classification", *parts, labels=labels)
 
 
+def _audio_npz(path: Path, num_classes: int, seed: int, log) -> Dataset:
+    from pipeline.model import audio
+
+    arrays, names = audio.npz_examples(path, log)
+    y_train = _check_labels(arrays["y_train"], num_classes, f"dataset {path}: y_train")
+    y_test = _check_labels(arrays["y_test"], num_classes, f"dataset {path}: y_test")
+    x_train, x_test = arrays["x_train"], arrays["x_test"]
+    if len(y_train) != len(x_train) or len(y_test) != len(x_test):
+        raise PipelineError(f"dataset {path}: x and y hold different numbers of examples")
+    if len(x_train) < 2 or len(x_test) < 1:
+        raise PipelineError(f"dataset {path} needs at least 2 training and 1 test examples")
+    order = np.random.default_rng(seed).permutation(len(x_train))
+    n_val = max(1, len(x_train) // 10)
+    val, train = order[:n_val], order[n_val:]
+    labels = [str(n) for n in names] if names and len(names) == num_classes else [str(i) for i in range(num_classes)]
+    return Dataset(path.stem, "classification", x_train[train], y_train[train], x_train[val], y_train[val],
+                   x_test, y_test, labels)
+
+
+def audio_test_clips(source: str, num_classes: int, seed: int, log=print) -> tuple[np.ndarray, np.ndarray]:
+    """The int16 clips of an audio dataset's test split (the same split as load's) and their labels, for a
+    device that takes audio."""
+    from pipeline.model import audio
+
+    path = Path(source)
+    if path.is_dir():
+        clips, y, _labels = audio.wav_folder_clips(path, num_classes, seed, log)
+        test = _split(np.arange(len(y)), y, seed, stratify=True)[4]  # the split depends on the labels only
+        return clips[test], y[test]
+    with np.load(path, allow_pickle=False) as archive:
+        clips = np.stack([audio.fit_window(c, audio.frontend.SETTINGS.clip_samples) for c in archive["x_test"]])
+        return clips, _check_labels(archive["y_test"], num_classes, f"dataset {path}: y_test")
+
+
 def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, autoencoder: bool = False,
-         classes_from_data: bool = False) -> Dataset:
-    """A dataset by bundled name ("digits", "sine") or by path (.npz file or image folder).
+         classes_from_data: bool = False, log=print) -> Dataset:
+    """A dataset by bundled name ("digits", "sine") or by path (.npz file, image folder, or audio: a folder of
+    .wav class sub-folders or an .npz of int16 audio, see pipeline/model/audio.py).
 
     num_classes: None for regression; for a classifier its number of outputs, which the labels must fit, unless
     classes_from_data (a zoo model, whose output layer is sized to the data): then the data says how many."""
@@ -234,6 +273,19 @@ def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, au
         data = sine(seed)
     else:
         path = Path(source)
+        from pipeline.model import audio
+
+        if audio.is_audio(source):
+            from pipeline.target import frontend
+
+            want = (*frontend.SETTINGS.feature_shape, 1)
+            if num_classes is None or tuple(input_shape) != want:
+                raise PipelineError(f"dataset {source} is audio: it needs a classifier with {want[0]}x{want[1]}x1 "
+                                    f"input (--model=ds_cnn), not {tuple(input_shape)}")
+            if path.is_dir():
+                x, y, labels = audio.wav_folder_examples(path, num_classes, seed, log)
+                return Dataset(path.name, "classification", *_split(x, y, seed, stratify=True), labels=labels)
+            return _audio_npz(path, num_classes, seed, log)
         if path.is_dir():
             if num_classes is None:
                 raise PipelineError(f"dataset folder {path}: image folders are for classification models")

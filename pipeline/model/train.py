@@ -6,6 +6,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline import quiet
 from pipeline.errors import PipelineError
 from pipeline.model import tfenv
@@ -141,6 +143,46 @@ def compile_distilled(model, spec: ModelSpec, classes: int):
     return model
 
 
+BN_STEPS_ENOUGH = 100  # training steps per epoch above which Keras's BN moving averages keep up by themselves
+BN_SAMPLE = 1024       # training examples the statistics are re-estimated on
+
+
+def reestimate_batchnorm(model, x) -> int:
+    """Set every BatchNormalization layer's moving mean and variance to the statistics of its input on `x`, in
+    inference mode, layer by layer. On a small dataset the moving averages (momentum 0.99, starting at variance 1)
+    are still far from the data after a few hundred steps and the model answers one class in inference mode."""
+    k = tfenv.keras()
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, k.layers.BatchNormalization):
+            inputs = k.Model(model.input, layer.input).predict(x, verbose=0)
+            axes = tuple(range(inputs.ndim - 1))
+            layer.moving_mean.assign(inputs.mean(axis=axes))
+            layer.moving_variance.assign(inputs.var(axis=axes))
+            count += 1
+    return count
+
+
+def _batchnorm_callback(k, model, data: Dataset, batch_size: int):
+    """Re-estimate BN statistics at each epoch's end of a small training set and recompute the validation
+    figures the early stopping reads (Keras computed them with the stale statistics)."""
+    if not any(isinstance(layer, k.layers.BatchNormalization) for layer in model.layers):
+        return None
+    if len(data.x_train) / batch_size >= BN_STEPS_ENOUGH:
+        return None
+    sample = data.x_train[np.random.default_rng(0).permutation(len(data.x_train))[:BN_SAMPLE]]
+
+    class Reestimate(k.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            reestimate_batchnorm(self.model, sample)
+            if logs is not None and "val_loss" in logs:
+                values = self.model.evaluate(data.x_val, self.val_y, verbose=0, return_dict=True)
+                logs.update({f"val_{name}": value for name, value in values.items()})
+
+    callback = Reestimate()
+    return callback
+
+
 def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, out_path: Path,
           depth: int | None = None, teacher_path: Path | None = None) -> TrainResult:
     k = tfenv.keras()
@@ -168,9 +210,15 @@ def train(spec: ModelSpec, data: Dataset, width: float, epochs: int, seed: int, 
         monitor=monitor, mode="max" if spec.task == "classification" else "min",
         patience=8, restore_best_weights=True,
     )
+    callbacks = [stop]
+    bn = _batchnorm_callback(k, model, data, spec.batch_size)
+    if bn is not None:  # before the early stopping, so it reads the re-estimated validation figures
+        bn.val_y = y_val
+        callbacks.insert(0, bn)
     history = model.fit(
         data.x_train, y_train, validation_data=(data.x_val, y_val),
-        epochs=epochs, batch_size=spec.batch_size, callbacks=[stop, *progress("train", epochs)], verbose=keras_verbosity(),
+        epochs=epochs, batch_size=spec.batch_size, callbacks=[*callbacks, *progress("train", epochs)],
+        verbose=keras_verbosity(),
     )
     if teacher_path is not None:  # saved with the usual loss, so later stages load it like any trained model
         compile_model(model, spec, spec.learning_rate)

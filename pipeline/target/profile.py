@@ -66,6 +66,8 @@ class Profile:
     measured: dict = field(default_factory=dict)
     cpi_low: float = 1.0
     cpi_high: float = 1.0
+    # The audio front end's cost per one-second window, its own row (an ESTIMATE), for a model fed by audio.
+    frontend: dict | None = None
 
 
 def _short(name: str) -> str:
@@ -73,7 +75,26 @@ def _short(name: str) -> str:
     return name.split(";")[0][-48:]
 
 
-def build(graph: Graph, board: Board, model_name: str, layer_errors: dict | None = None) -> Profile:
+def frontend_row(settings: dict, board: Board, cpi: float, model_us: float) -> dict:
+    """The front end's ESTIMATED cost on the board's core: its operation count (pipeline.target.frontend) x the
+    core's cycles per instruction, at the board's clock."""
+    from pipeline.target import frontend
+
+    work = frontend.estimated_cycles()
+    cycles = work["ops"] * cpi
+    us = cycles / board.clock_mhz
+    return {"op": "AUDIO_FRONTEND", "frames": work["frames"], "est_cycles": round(cycles),
+            "est_us": round(us, 1), "est_us_per_frame": round(us / work["frames"], 2),
+            "share_with_model": round(us / (us + model_us), 4) if us + model_us else None,
+            "label": "estimate",
+            "source": (f"estimate: ~{work['ops_per_frame']} integer operations per {settings['stride_ms']} ms frame "
+                       f"(512-point FFT, window, {settings['mel_channels']}-channel filterbank, noise reduction, PCAN, "
+                       f"log) x {cpi:g} cycles per instruction at {board.clock_mhz} MHz, for a "
+                       f"{settings['clip_samples'] / settings['sample_rate']:g} s window; not measured")}
+
+
+def build(graph: Graph, board: Board, model_name: str, layer_errors: dict | None = None,
+          frontend: dict | None = None) -> Profile:
     cost = costmodel.for_board(board)
     est = costmodel.estimate(graph, board, cost)
     scratch = kernels.scratch(graph, board)
@@ -110,9 +131,12 @@ def build(graph: Graph, board: Board, model_name: str, layer_errors: dict | None
     source = cost.source
     if graph.inputs and graph.inputs[0].dtype == "INT16":
         source += " (int8 coefficients applied to an int16x8 model: not calibrated for the int16 kernels)"
-    return Profile(model_name, board.name, board.clock_mhz, board.kernels, cost.name, source, rows, totals, top,
-                   peak, board.ram_bytes - board.runtime_ram_bytes, est.cycles_per_instruction, est.cpi_source,
-                   cpi_low=est.cpi_low, cpi_high=est.cpi_high)
+    result = Profile(model_name, board.name, board.clock_mhz, board.kernels, cost.name, source, rows, totals, top,
+                     peak, board.ram_bytes - board.runtime_ram_bytes, est.cycles_per_instruction, est.cpi_source,
+                     cpi_low=est.cpi_low, cpi_high=est.cpi_high)
+    if frontend:
+        result.frontend = frontend_row(frontend, board, est.cycles_per_instruction, est.latency_us)
+    return result
 
 
 QEMU = "QEMU instruction count"
@@ -153,6 +177,11 @@ def to_markdown(p: Profile) -> str:
         head.append(f"measured us ({p.measured['source']})")
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
+    if p.frontend:
+        f = p.frontend
+        cells = ["front end", f"{f['op']} (estimate)", f"{f['frames']} frames"] + [""] * 7 + [
+            f"{f['est_cycles']}", f"{f['est_us']:.1f}", "not in total"]
+        lines.append("| " + " | ".join(cells + [""] * (len(head) - len(cells))) + " |")
     for r in p.rows:
         cells = [str(r.index), r.op + (" **hot**" if r.hot else ""), _fmt_shape(r.output_shape), str(r.params),
                  str(r.weight_bytes), str(r.macs), str(r.activation_in_bytes), str(r.activation_out_bytes),
@@ -175,6 +204,9 @@ def to_markdown(p: Profile) -> str:
     if errors:
         lines += ["", "int8 error: each layer's output, post-training int8 against float on held-back inputs (TFLite's "
                   "quantization debugger), RMSE in int8 steps of that output: the larger, the more sensitive."]
+    if p.frontend:
+        lines += ["", f"Front end (its own row, not in the model's total): {p.frontend['source']}; "
+                  f"{100 * p.frontend['share_with_model']:.1f}% of front end + one inference."]
     lines += ["", summary(p.totals["est_us"], p.totals["est_energy_uj"], p.cost_model, p.top_latency, p.peak,
                           latency_range(p.totals), cpi_line(asdict(p)))]
     return "\n".join(lines) + "\n"
@@ -219,6 +251,9 @@ def to_csv(p: Profile) -> str:
         row["output_shape"] = _fmt_shape(r.output_shape)
         row["live_tensors"] = " ".join(r.live_tensors)
         writer.writerow(row)
+    if p.frontend:  # its own row, labelled an estimate
+        writer.writerow({"index": "frontend", "op": f"{p.frontend['op']} (estimate)", "output_shape": "",
+                         "est_cycles": p.frontend["est_cycles"], "est_us": p.frontend["est_us"]})
     return out.getvalue()
 
 
