@@ -19,6 +19,7 @@ latency and energy ESTIMATES (pipeline.target.costmodel).
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import html
@@ -568,11 +569,17 @@ def open_study(opts: ExploreOptions, dirs: list[str]):
     import optuna
     import sqlalchemy
 
+    # SQLite: workers create the tables and the study one at a time, under the lock file beside the database that
+    # they take trials under (racing there made a loaded machine's workers give up as "busy").
+    creation = (ClaimLock(opts.storage_url, opts.study_name) if opts.storage_url.startswith("sqlite")
+                else contextlib.nullcontext())
     last = None
-    for attempt in range(5):
+    for attempt in range(8):
         try:
-            return optuna.create_study(study_name=opts.study_name, storage=storage(opts.storage_url, opts.heartbeat),
-                                       load_if_exists=True, directions=dirs)
+            with creation:
+                return optuna.create_study(study_name=opts.study_name,
+                                           storage=storage(opts.storage_url, opts.heartbeat),
+                                           load_if_exists=True, directions=dirs)
         except ValueError as exc:  # the stored study has other directions (other --objectives)
             raise PipelineError(f"study {opts.study_name} in {opts.storage_label} exists with other objectives: "
                                 f"{exc}; use the same --objectives or another --storage") from None

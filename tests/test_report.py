@@ -76,7 +76,7 @@ def test_user_strings_are_escaped(esp32_build, tmp_path):
     _two_class_folder(folder, ["<script>alert(1)", "<img src=x onerror=alert(2)>"])
     build_dir = tmp_path / "b"
     proc = run_invoke("generate", f"--tflite={esp32_build['dir'] / 'model.tflite'}", f"--data={folder}",
-                      "--board=esp32", f"--build-dir={build_dir}", "--max-drop=100")
+                      "--board=esp32", f"--build-dir={build_dir}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     page = build_dir / "esp32" / "model" / "report.html"
     text = page.read_text()
