@@ -230,6 +230,7 @@ def test_refused_explore_leaves_the_last_report_as_it_was(tmp_path, args, fragme
     ("hil", ["--tflite=x.tflite", "--sparsity=0.2"], "--sparsity does not apply"),
     ("build", ["--from-explore=best", "--depth=2"], "--depth does not apply with --from-explore"),
     ("hil", ["--rig=rig.toml", "--board=nano33ble", "--runs=3"], "--board, --runs do not apply with --rig"),
+    ("build", ["--prune=structured", "--sparsity=0"], "--sparsity=0 removes none"),
 ])
 def test_options_that_do_not_apply_are_refused(tmp_path, task, args, fragment):
     assert_clean_error(run_invoke(task, *args, f"--build-dir={tmp_path}"), fragment)
