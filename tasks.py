@@ -583,7 +583,9 @@ MEASURE_HELP = {
     "warmup": "warm-up inferences before the first timed run (default 10)",
     "iterations": "inferences per timed run; latency is the run's time divided by it (default 1)",
     "inputs": "test inputs uploaded for on-target accuracy and bit-exact output checks (default 20)",
-    "energy": "estimate (board power x latency, labelled estimated), firmware (on-board meter) or ppk2:PORT",
+    "energy": "estimate (board power x latency, labelled estimated), firmware (on-board meter), ppk2:PORT (a Nordic "
+              "PPK2, timestamp pin on its D0) or lpm01a:PORT (an ST LPM01A power board, MLPerf Tiny's, timestamp pin "
+              "on its D7); both power the DUT at 3.3 V",
     "data": COMMON_HELP["data"],
     "seed": "seed of the data split the test inputs are drawn from: give the build's --seed so they are its held-out "
             "test examples (default 0; trains nothing)",

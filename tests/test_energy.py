@@ -18,6 +18,7 @@ from pipeline.hil.dut import Device
 from pipeline.hil.harness_build import HostDevice, QemuDevice, build_qemu, free_tcp_port
 
 STANDIN_PPK2 = os.path.join(os.path.dirname(__file__), "standin", "ppk2.py")
+STANDIN_LPM01A = os.path.join(os.path.dirname(__file__), "standin", "lpm01a.py")
 ACTIVE_MA, IDLE_MA, SUPPLY_V = 20.0, 2.0, 3.3
 
 
@@ -76,6 +77,64 @@ def test_ppk2_standin_and_host_port_end_to_end(host_harness, esp32_build, tmp_pa
     assert battery["average_mw"] == pytest.approx(result["energy_uj"] / 1000 + sleep_mw * (1 - battery["active_fraction"]))
     assert battery["hours"] == pytest.approx(220 * 3.7 / battery["average_mw"])
     assert "battery life at 1 inferences/s" in proc.stdout and f"sleep {sleep_mw:g} mW" in proc.stdout
+
+
+def test_lpm01a_standin_and_host_port_end_to_end(host_harness, esp32_build, tmp_path):
+    """`invoke measure --energy=lpm01a:PORT` against the host harness whose virtual timestamp pin (on the stand-in
+    LPM01A's D7) shapes its energy samples: the energy reported is the active current x 3.3 V x the pin's high time,
+    within 1 % (the board samples every 1 ms), labelled as a power board's; then a pin nobody drives is refused
+    naming D7."""
+    pin = tmp_path / "pin.txt"
+    iterations = 100
+    common = [f"--build-dir={esp32_build['build_dir']}", "--inputs=0", "--warmup=0", f"--out={tmp_path / 'out'}",
+              f"--db={tmp_path / 'h.sqlite'}"]
+    with HostDevice(host_harness, *harness_args(esp32_build["report"], 64, 10), "--work", "2000",
+                    "--pin", str(pin)) as dut:
+        lpm = subprocess.Popen([sys.executable, STANDIN_LPM01A, "--pin", str(pin), "--active-ma", str(ACTIVE_MA),
+                                "--idle-ma", str(IDLE_MA)], stdout=subprocess.PIPE, text=True)
+        try:
+            lpm_port = lpm.stdout.readline().split()[1]
+            proc = run_invoke("measure", "--board=esp32", f"--port={dut.port}", f"--energy=lpm01a:{lpm_port}",
+                              "--runs=3", f"--iterations={iterations}", *common)
+        finally:
+            lpm.terminate()
+            lpm.wait(timeout=5)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    windows = _windows_s(_edges(pin))
+    assert len(windows) == 3 and min(windows) > 0.1, windows  # long against the 1 ms samples
+    expected = sorted(ACTIVE_MA * SUPPLY_V * w * 1000 / iterations for w in windows)
+    per_run = sorted(r["energy_uj"] for r in result["runs"])
+    for got, want in zip(per_run, expected):
+        assert got == pytest.approx(want, rel=0.01), (per_run, expected)
+    assert result["energy_source"] == "measured: power board (LPM01A)"
+    assert "energy per inference (measured: power board (LPM01A))" in proc.stdout
+
+    lpm = subprocess.Popen([sys.executable, STANDIN_LPM01A, "--pin", str(tmp_path / "unwired.txt")],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        lpm_port = lpm.stdout.readline().split()[1]
+        with HostDevice(host_harness, *harness_args(esp32_build["report"]), "--pin", str(tmp_path / "p2.txt")) as dut:
+            proc = run_invoke("measure", "--board=esp32", f"--port={dut.port}", f"--energy=lpm01a:{lpm_port}",
+                              "--runs=1", *common)
+    finally:
+        lpm.terminate()
+        lpm.wait(timeout=5)
+    assert_clean_error(proc, "no timestamp event on D7", "timestamp_pin")
+
+
+def test_energy_spec_refusals():
+    from pipeline import boards
+    from pipeline.errors import PipelineError
+    from pipeline.hil.energy import meter_for
+
+    board = boards.load_board("esp32")
+    with pytest.raises(PipelineError, match="--energy=lpm01a:/dev/ttyACM1"):
+        meter_for("lpm01a", board)
+    with pytest.raises(PipelineError, match="JS220 .* joulescope"):
+        meter_for("js220", board)
+    with pytest.raises(PipelineError, match="does not exist"):
+        meter_for("lpm01a:/dev/no-such-port", board)
 
 
 def test_ppk2_without_a_window_on_d0_is_refused_naming_the_wiring(host_harness, esp32_build, tmp_path):

@@ -1,7 +1,9 @@
-"""Energy per inference, from one of three sources behind one interface:
+"""Energy per inference, from one of four sources behind one interface:
 
 - ppk2: a Nordic Power Profiler Kit II through `ppk2-api`, integrating current only while the DUT's timestamp
   GPIO (wired to the PPK2's logic input D0) marks the timed loop, as MLPerf Tiny's energy monitors do;
+- lpm01a: an ST X-NUCLEO-LPM01A power board (MLPerf Tiny's reference energy monitor) over its serial text protocol,
+  set up as the MLCommons runner sets it up (energy samples at 1 kHz, events on D7's falling edges);
 - firmware: an on-board meter the firmware reports as "m-x-energy-uj-N" for the timed loop;
 - estimate: the board file's active power x the measured latency, labelled "estimated" in every output.
 """
@@ -20,6 +22,7 @@ from pipeline.hil.dut import InferReply
 class EnergyMeter:
     name = ""
     label = "measured"  # how the figure was obtained: "measured: PPK2", "measured: firmware meter", "estimated: ..."
+    needs_timestamp_pin = False  # the meter finds the timed loop by the DUT's timestamp pin
 
     def start(self) -> None:
         pass
@@ -76,6 +79,7 @@ class Ppk2Energy(EnergyMeter):
 
     name = "ppk2"
     label = "measured: PPK2"
+    needs_timestamp_pin = True
     SUPPLY_MV = 3300
     SAMPLE_S = 1e-5  # the PPK2 samples at 100 kHz
     WINDOW_WAIT_S = 5.0  # after the device's reply, how long the samples may take to show the window's end
@@ -158,8 +162,135 @@ class Ppk2Energy(EnergyMeter):
         self.ppk2.ser.close()
 
 
+class Lpm01aEnergy(EnergyMeter):
+    """An ST X-NUCLEO-LPM01A power board ("PowerShield") powering the DUT at 3.3 V, with the DUT's timestamp pin (the
+    board file's [energy] timestamp_pin) on the power board's D7. Set up as the MLCommons runner sets it up
+    (mlcommons/tiny benchmark/runner, power_manager_lpm.py): host control, endless acquisition started by software,
+    events on D7's falling edges, energy samples (joules a sample) in ascii_dec at 1 kHz. In performance mode the pin
+    falls where the timed loop ends; the loop's energy is the sum of the samples over the loop's length (the firmware's
+    own m-lap-us difference) before that event: one sample period (1 ms) of resolution at each end."""
+
+    name = "lpm01a"
+    label = "measured: power board (LPM01A)"
+    needs_timestamp_pin = True
+    BAUD = 3_686_400  # the runner's devices yaml; the PowerShield's virtual COM port
+    SUPPLY_MV = 3300
+    RATE_HZ = 1000
+    REPLY_S = 2.0  # how long a command's acknowledgement may take
+    WINDOW_WAIT_S = 5.0  # after the device's reply, how long the samples may take to show the window's end
+    SETUP = ("htc", "acqtime inf", "trigdelay 0", "trigsrc sw", "eventsrc d7 fal", "output energy",
+             "format ascii_dec", "freq 1k")
+
+    def __init__(self, port: str):
+        import queue
+        import re
+        import threading
+
+        from pipeline.hil import transport
+
+        self.port_name, self._sample = port, re.compile(r"\d{4}[+-]\d{2}")
+        self.ser = transport.open_port(port, self.BAUD, timeout=0.05)
+        self.messages: queue.Queue[str] = queue.Queue()
+        self.samples: list[float] = []
+        self.events: list[int] = []  # how many samples had come when each D7 event came
+        self.stop_reading = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        try:
+            for command in (*self.SETUP, f"volt {self.SUPPLY_MV}m", "pwr on nostatus"):
+                self._command(command)
+        except PipelineError:
+            self.close()
+            raise
+
+    def _read(self) -> None:
+        partial = b""
+        while not self.stop_reading.is_set():
+            try:
+                data = self.ser.read(4096)
+            except Exception:  # the port went away: the next command says so
+                return
+            if not data:
+                continue
+            *lines, partial = (partial + data).split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace").replace("PowerShield > ", "").strip()
+                if self._sample.match(line):
+                    self.samples.extend(float(v[:4] + "e" + v[4:]) for v in self._sample.findall(line))
+                elif line.startswith("event "):
+                    self.events.append(len(self.samples))
+                elif line and not line.startswith("TimeStamp"):
+                    self.messages.put(line)
+
+    def _command(self, command: str, then: str | None = None) -> None:
+        """Send a command and wait for its acknowledgement (and then for a line containing `then`)."""
+        import queue
+
+        while not self.messages.empty():
+            self.messages.get_nowait()
+        self.ser.write(command.encode() + b"\r\n")
+        deadline = time.monotonic() + self.REPLY_S
+        acked = False
+        while time.monotonic() < deadline:
+            try:
+                line = self.messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line.startswith("error") and command in line:
+                detail = ""
+                try:
+                    detail = self.messages.get(timeout=0.5).replace("Error detail:", "").strip()
+                except queue.Empty:
+                    pass
+                raise PipelineError(f"the power board on {self.port_name} refused '{command}'"
+                                    f"{': ' + detail if detail else ''}")
+            if line.startswith("ack") and command in line:
+                acked = True
+                if then is None:
+                    return
+            elif acked and then in line:
+                return
+        raise PipelineError(f"the power board on {self.port_name} did not acknowledge '{command}' within "
+                            f"{self.REPLY_S:g} s: is it an LPM01A (PowerShield firmware) on that port "
+                            "(--energy=lpm01a:PORT)?")
+
+    def start(self) -> None:
+        self.samples, self.events = [], []
+        self._command("start")
+
+    def per_inference_uj(self, reply: InferReply) -> float | None:
+        deadline = time.monotonic() + self.WINDOW_WAIT_S
+        while not self.events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._command("stop", then="Acquisition completed")
+        samples, events = list(self.samples), list(self.events)
+        if not events:
+            raise PipelineError("the power board saw no timestamp event on D7: wire the DUT's timestamp pin (the "
+                                "board file's [energy] timestamp_pin) to the LPM01A's D7")
+        if len(events) != 1:
+            raise PipelineError(f"the power board saw {len(events)} falling edges on D7 during one timed run, "
+                                "expected 1: is D7 wired to the timestamp pin alone?")
+        end = events[0]
+        count = round(reply.elapsed_us * self.RATE_HZ / 1e6)
+        if count < 1 or count > end:
+            raise PipelineError(f"the power board's samples do not cover the timed loop ({reply.elapsed_us} us, "
+                                f"{end} samples before its end): the acquisition started late")
+        self.window_us = count * 1e6 / self.RATE_HZ
+        return sum(samples[end - count:end]) * 1e6 / reply.iterations
+
+    def close(self) -> None:
+        for command in ("pwr off", "hrc"):
+            try:
+                self._command(command)
+            except (PipelineError, OSError):
+                break
+        self.stop_reading.set()
+        self.reader.join(timeout=1)
+        self.ser.close()
+
+
 def meter_for(spec: str, board: Board) -> EnergyMeter:
-    """--energy=estimate | firmware | ppk2:PORT"""
+    """--energy=estimate | firmware | ppk2:PORT | lpm01a:PORT"""
     kind, _, arg = spec.partition(":")
     if kind == "estimate":
         if board.active_power_mw is None:  # the default: a board without a power figure measures without energy
@@ -171,7 +302,15 @@ def meter_for(spec: str, board: Board) -> EnergyMeter:
         if not arg:
             raise PipelineError("--energy=ppk2 needs the PPK2's port: --energy=ppk2:/dev/ttyACM1")
         return Ppk2Energy(arg)
-    raise PipelineError(f"unknown --energy '{spec}': use estimate, firmware or ppk2:PORT")
+    if kind == "lpm01a":
+        if not arg:
+            raise PipelineError("--energy=lpm01a needs the power board's port: --energy=lpm01a:/dev/ttyACM1")
+        return Lpm01aEnergy(arg)
+    if kind == "js220":
+        raise PipelineError("--energy=js220 is not supported: the Joulescope JS220 is read over USB through the "
+                            "joulescope package, not a serial port; measure with it through the MLCommons runner, "
+                            "or use --energy=lpm01a:PORT or ppk2:PORT")
+    raise PipelineError(f"unknown --energy '{spec}': use estimate, firmware, ppk2:PORT or lpm01a:PORT")
 
 
 @dataclass

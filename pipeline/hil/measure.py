@@ -358,10 +358,10 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
             raise PipelineError(f"the device on {port_name} runs MLPerf Tiny energy-mode firmware: its timestamps are "
                                 "pulses for a power board, not m-lap-us lines; run it with the MLCommons runner and its "
                                 "interface board, or build without --energy-mode to measure it with invoke measure")
-        if isinstance(meter, energy.Ppk2Energy) and dut.get("timestamp_pin") == "0":
-            raise PipelineError(f"--energy=ppk2: the firmware on {port_name} drives no timestamp pin (its board file "
-                                f"has no [energy] table): add [energy] timestamp_pin and timestamp_gpio to the board "
-                                "file, rebuild and flash")
+        if meter.needs_timestamp_pin and dut.get("timestamp_pin") == "0":
+            raise PipelineError(f"--energy={meter.name}: the firmware on {port_name} drives no timestamp pin (its "
+                                "board file has no [energy] table): add [energy] timestamp_pin and timestamp_gpio to "
+                                "the board file, rebuild and flash")
         source = source_of(dut)
         if source == UNKNOWN_SOURCE:
             log("note: the firmware has no xinfo (MLCommons' reference firmware?): its latency is labelled "
