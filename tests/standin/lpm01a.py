@@ -16,7 +16,7 @@ What it measures is made up from the DUT's timestamp pin, wired to D7: it reads 
 (`ee_host --pin FILE`: lines "<CLOCK_MONOTONIC ns> <level>") and the DUT draws ACTIVE current while the pin is high,
 IDLE current while it is low, at the voltage `volt` set. Each sample is the exact integral over its period. So with
 performance-mode firmware (the pin high for the timed loop) the energy of the loop is ACTIVE x V x its length, and
-with energy-mode firmware (the pin idles high, >= 1 us low pulses) the DUT draws ACTIVE current all the time.
+with energy-mode firmware (the pin idles high, >= 100 us low pulses) the DUT draws ACTIVE current all the time.
 
     python tests/standin/lpm01a.py --pin PIN_FILE [--active-ma 20] [--idle-ma 2]     # prints "pty: /dev/pts/N"
 """
