@@ -19,6 +19,7 @@ from pipeline.hil.harness_build import HostDevice, QemuDevice, build_qemu, free_
 
 STANDIN_PPK2 = os.path.join(os.path.dirname(__file__), "standin", "ppk2.py")
 STANDIN_LPM01A = os.path.join(os.path.dirname(__file__), "standin", "lpm01a.py")
+STANDIN_INTERFACE = os.path.join(os.path.dirname(__file__), "standin", "interface_board.py")
 ACTIVE_MA, IDLE_MA, SUPPLY_V = 20.0, 2.0, 3.3
 
 
@@ -82,8 +83,7 @@ def test_ppk2_standin_and_host_port_end_to_end(host_harness, esp32_build, tmp_pa
 def test_lpm01a_standin_and_host_port_end_to_end(host_harness, esp32_build, tmp_path):
     """`invoke measure --energy=lpm01a:PORT` against the host harness whose virtual timestamp pin (on the stand-in
     LPM01A's D7) shapes its energy samples: the energy reported is the active current x 3.3 V x the pin's high time,
-    within 1 % (the board samples every 1 ms), labelled as a power board's; then a pin nobody drives is refused
-    naming D7."""
+    within 1 % (the board samples every 1 ms), labelled as a power board's."""
     pin = tmp_path / "pin.txt"
     iterations = 100
     common = [f"--build-dir={esp32_build['build_dir']}", "--inputs=0", "--warmup=0", f"--out={tmp_path / 'out'}",
@@ -110,17 +110,62 @@ def test_lpm01a_standin_and_host_port_end_to_end(host_harness, esp32_build, tmp_
     assert result["energy_source"] == "measured: power board (LPM01A)"
     assert "energy per inference (measured: power board (LPM01A))" in proc.stdout
 
+
+def test_lpm01a_without_an_event_on_d7_is_refused_naming_the_wiring(tmp_path):
+    """The meter against the stand-in LPM01A watching a pin nobody drives: one timed run's samples come, no event on
+    D7, and the reader says to wire the timestamp pin to D7 (the meter alone: no device, no invoke)."""
+    from pipeline.errors import PipelineError
+    from pipeline.hil.dut import InferReply
+    from pipeline.hil.energy import Lpm01aEnergy
+
     lpm = subprocess.Popen([sys.executable, STANDIN_LPM01A, "--pin", str(tmp_path / "unwired.txt")],
                            stdout=subprocess.PIPE, text=True)
     try:
-        lpm_port = lpm.stdout.readline().split()[1]
-        with HostDevice(host_harness, *harness_args(esp32_build["report"]), "--pin", str(tmp_path / "p2.txt")) as dut:
-            proc = run_invoke("measure", "--board=esp32", f"--port={dut.port}", f"--energy=lpm01a:{lpm_port}",
-                              "--runs=1", *common)
+        meter = Lpm01aEnergy(lpm.stdout.readline().split()[1])
+        meter.WINDOW_WAIT_S = 0.3
+        try:
+            meter.start()
+            time.sleep(0.2)
+            with pytest.raises(PipelineError, match="no timestamp event on D7.*timestamp_pin"):
+                meter.per_inference_uj(InferReply(iterations=1, elapsed_us=100_000, results=[], extra={}))
+            assert len(meter.samples) > 100  # the samples came (1 kHz), only the event did not
+        finally:
+            meter.close()
     finally:
         lpm.terminate()
         lpm.wait(timeout=5)
-    assert_clean_error(proc, "no timestamp event on D7", "timestamp_pin")
+
+
+def test_interface_board_standin_relays_the_energy_mode_dut(host_harness, tmp_path):
+    """The stand-in interface board between a host and the host port in energy mode, spoken to as the MLCommons
+    runner's IOManager does: its own name, then `dut CMD` relayed at 9600 baud with each DUT line prefixed."""
+    with HostDevice(host_harness, *harness_args({"model": "kws01", "model_hash": "0" * 16}), "--energy-mode",
+                    "--pin", str(tmp_path / "pin.txt")) as dut:
+        board = subprocess.Popen([sys.executable, STANDIN_INTERFACE, "--dut", dut.port, "--dut-baud", "9600"],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            port = transport.open_port(board.stdout.readline().split()[1], 115200)
+
+            def ask(command: bytes, readies: int) -> bytes:
+                port.write(command)
+                data, deadline = b"", time.monotonic() + 10
+                while data.count(b"m-ready") < readies and time.monotonic() < deadline:
+                    data += port.read(max(1, port.in_waiting))
+                return data
+
+            assert ask(b"name%", 1) == b"tinyML Enhanced Interface Board\r\nm-ready\r\n"
+            start = time.monotonic()
+            data = ask(b"dut profile%", 2)
+            elapsed = time.monotonic() - start
+            port.close()
+        finally:
+            board.terminate()
+            board.wait(timeout=5)
+    lines = data.decode().split("\r\n")
+    assert lines[:2] == ["m-dut-passthrough(profile)", "m-ready"], lines
+    assert "[dut]: m-model-[kws01]" in lines and lines[-2] == "[dut]: m-ready", lines
+    relayed = sum(len(l) - len("[dut]: ") + 2 for l in lines if l.startswith("[dut]: ")) + len("profile%")
+    assert elapsed >= relayed * 10 / 9600 * 0.9  # the UART's wire time at 9600 baud (8N1), both ways
 
 
 def test_energy_spec_refusals():
