@@ -180,6 +180,13 @@ def test_energy_spec_refusals():
         meter_for("js220", board)
     with pytest.raises(PipelineError, match="does not exist"):
         meter_for("lpm01a:/dev/no-such-port", board)
+    master, slave = os.openpty()  # a port where nothing answers: not a power board
+    try:
+        with pytest.raises(PipelineError, match="did not acknowledge 'htc'.*LPM01A"):
+            meter_for(f"lpm01a:{os.ttyname(slave)}", board)
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_ppk2_without_a_window_on_d0_is_refused_naming_the_wiring(host_harness, esp32_build, tmp_path):
