@@ -23,10 +23,13 @@ with energy-mode firmware (the pin idles high, >= 100 us low pulses) the DUT dra
 from __future__ import annotations
 
 import argparse
+import fcntl
 import math
 import os
 import select
+import struct
 import sys
+import termios
 import time
 import tty
 
@@ -68,8 +71,9 @@ def high_ns(pin: PinFile, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 class PowerShield:
-    def __init__(self, pin: PinFile, active_a: float, idle_a: float, write):
+    def __init__(self, pin: PinFile, active_a: float, idle_a: float, write, log=None, unread=lambda: 0):
         self.pin, self.active_a, self.idle_a, self.write = pin, active_a, idle_a, write
+        self.log, self.unread = log, unread
         self.volts, self.freq, self.output = 3.3, 100, "current"
         self.acquiring, self.powered = False, False
         self.t0 = self.count = self.events = self.next_edge = 0
@@ -162,6 +166,11 @@ class PowerShield:
         out, f = [], 0
         for k, value in zip(index, values):
             while f < len(fall_at) and fall_at[f] <= k:
+                if self.log:  # how far behind the host's reading is when the event is written
+                    self.log.write(f"event {self.events} sample {k} written {time.monotonic_ns()} "
+                                   f"sample_start_ns {self.t0 + fall_at[f] * period} "
+                                   f"unread_bytes {self.unread()}\n")
+                    self.log.flush()
                 out.append(f"event {self.events:02d} ris")
                 self.events, f = self.events + 1, f + 1
             out.append(ascii_dec(float(value)))
@@ -176,12 +185,17 @@ def main() -> int:
     parser.add_argument("--pin", required=True, help="the host harness's virtual timestamp pin file (wired to D7)")
     parser.add_argument("--active-ma", type=float, default=20.0, help="current while the pin is high (mA)")
     parser.add_argument("--idle-ma", type=float, default=2.0, help="current while the pin is low (mA)")
+    parser.add_argument("--log", help="append a line per D7 event: when it was written and how many bytes the host "
+                                      "had not read yet (diagnoses a host that falls behind the 1 kHz stream)")
     args = parser.parse_args()
     master, slave = os.openpty()
     tty.setraw(slave)
     print(f"pty: {os.ttyname(slave)}", flush=True)
+    def unread() -> int:  # bytes written to the host and not read by it yet
+        return struct.unpack("i", fcntl.ioctl(slave, termios.FIONREAD, b"\0" * 4))[0]
+
     board = PowerShield(PinFile(args.pin), args.active_ma / 1000, args.idle_ma / 1000,
-                        lambda data: os.write(master, data))
+                        lambda data: os.write(master, data), open(args.log, "a") if args.log else None, unread)
     pending = b""
     while True:
         ready, _, _ = select.select([master], [], [], 0.002)
