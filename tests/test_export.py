@@ -270,3 +270,52 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(exports, tmp_path)
     assert [p.name for p in mine.iterdir()] == ["main.c"] and "[1/" not in proc.stdout
     again = run_invoke("export", "--board=esp32", f"--build-dir={exports['build_dir']}")  # an earlier export: replaced
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+CLOCK_DRIVER = r"""
+/* The test's own kernel clock for the exported Zephyr example's main.c (compiled with -Dmain=example_main): a 32-bit
+ * cycle counter at 25 MHz (QEMU mps2/an386) the test sets, and example_report() timing an inference across it. */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+static uint32_t counter;
+uint32_t k_cycle_get_32(void) { return counter; }
+uint64_t k_cyc_to_us_floor64(uint64_t cycles) { return cycles / 25u; }
+void printk(const char *fmt, ...) { va_list a; va_start(a, fmt); vprintf(fmt, a); va_end(a); }
+int example_report(uint32_t (*micros)(void), void (*print)(const char *line)) {
+  static const uint32_t start[] = {0u, 0x7fffffffu, 0xffd00000u, 0xfffffff0u};
+  char line[96];
+  unsigned i;
+  for (i = 0; i < sizeof start / sizeof start[0]; ++i) {
+    uint32_t t0, t1;
+    counter = start[i];
+    t0 = micros();
+    counter = start[i] + 25000000u * 2u; /* two seconds later, past the wrap from the third start on */
+    t1 = micros();
+    snprintf(line, sizeof line, "elapsed %lu us", (unsigned long)(uint32_t)(t1 - t0));
+    print(line);
+  }
+  return 1;
+}
+int example_main(void);
+int main(void) { return example_main(); }
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_zephyr_example_times_across_the_cycle_counter_wrap(exports, tmp_path):
+    """The exported Zephyr example's clock (src/main.c with the harness's cycle_clock.h) on the host: an inference
+    timed across the 32-bit cycle counter's wrap (every 172 s at mps2/an386's 25 MHz) takes its real 2 s, not
+    a fall to 0 read as ~49 days. Zephyr's headers are STAND-INs (tests/standin/zephyr), the counter is the test's."""
+    src = exports["zephyr"] / "example" / "src"
+    assert (src / "cycle_clock.h").read_bytes() == (projects.Zephyr.template / "src" / "cycle_clock.h").read_bytes()
+    (tmp_path / "driver.c").write_text(CLOCK_DRIVER)
+    exe = tmp_path / "clock"
+    for args in (["-Dmain=example_main", "-c", str(src / "main.c"), "-o", str(tmp_path / "main.o")],
+                 [str(tmp_path / "main.o"), str(tmp_path / "driver.c"), "-o", str(exe)]):
+        proc = subprocess.run(["gcc", "-std=c99", *STRICT, f"-I{os.path.join(HERE, 'standin', 'zephyr')}", *args],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["elapsed 2000000 us"] * 4

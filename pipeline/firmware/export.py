@@ -218,6 +218,8 @@ class ZephyrForm(Form):
                f"project({libs[0].prefix}_example)\n\ntarget_sources(app PRIVATE src/main.c src/example_models.c)\n")
         _write(example_dir / "prj.conf", "# TFLM is Zephyr's optional west module tflite-micro.\n" + self.prj_conf(board, libs))
         _copy(EXAMPLE_TEMPLATES / "zephyr" / "src" / "main.c", example_dir / "src" / "main.c")
+        # the harness's wrap-safe cycle clock, the same header (one implementation)
+        _copy(projects.Zephyr.template / "src" / "cycle_clock.h", example_dir / "src" / "cycle_clock.h")
         self.example_sources(example_dir / "src", libs)
         return f"west build -b {board.zephyr_board} example"
 

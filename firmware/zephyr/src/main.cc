@@ -17,6 +17,7 @@
 
 #include <cstdio>
 
+#include "cycle_clock.h"
 #include "ee_core.h"
 #include "model_runner.h"
 #include "tflm_backend.h"
@@ -69,28 +70,10 @@ int SetBaud(uint32_t baud) {
   return 0;
 }
 
-// A 32-bit cycle counter extended to 64 bits across its wraps (every 67 s at 64 MHz; the harness reads the clock
-// far more often than that), never stepping back: only a fall of more than half its range is a wrap; a smaller one
-// (a counter read around its reload before the kernel accounted for it) holds the last value instead of reading as
-// a wrap, which would leap 2^32 cycles ahead.
-uint64_t ExtendCycles(uint32_t now) {
-  static uint32_t last = 0;
-  static uint64_t high = 0;
-  if (now < last) {
-    if (last - now > 0x80000000u) {
-      high += 1ull << 32;
-    } else {
-      now = last;
-    }
-  }
-  last = now;
-  return high + now;
-}
-
 #if EE_CLOCK_DWT
 // Microseconds from the core's DWT cycle counter at the CPU clock (the kernel's cycle counter can be far coarser:
 // 32,768 Hz on the nRF52840).
-uint32_t Micros() { return static_cast<uint32_t>(ExtendCycles(DWT->CYCCNT) / EE_CPU_MHZ); }
+uint32_t Micros() { return static_cast<uint32_t>(cycle_clock_extend(DWT->CYCCNT) / EE_CPU_MHZ); }
 
 void StartClock() {
   CoreDebug->DEMCR |= CoreDebug_DEMCR_TRCENA_Msk;
@@ -99,7 +82,7 @@ void StartClock() {
 }
 #else
 // Microseconds from the kernel's 32-bit hardware cycle counter (under QEMU -icount it counts instructions).
-uint32_t Micros() { return static_cast<uint32_t>(k_cyc_to_us_floor64(ExtendCycles(k_cycle_get_32()))); }
+uint32_t Micros() { return static_cast<uint32_t>(k_cyc_to_us_floor64(cycle_clock_extend(k_cycle_get_32()))); }
 
 void StartClock() {}
 #endif
