@@ -319,3 +319,27 @@ def test_zephyr_example_times_across_the_cycle_counter_wrap(exports, tmp_path):
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["elapsed 2000000 us"] * 4
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="needs gcc-arm-none-eabi")
+def test_arduino_example_sketch_compiles_as_the_arduino_builder_does(exports, tmp_path):
+    """The exported example sketch as Arduino's builder compiles it for the Nano 33 BLE's Mbed core: the .ino as C++
+    after `#include <Arduino.h>`, in the core's own C++ standard (gnu++14, its cxxflags.txt), with the library's
+    sources beside it. The Arduino API (arduino::Print in scope) and the TFLM library header are STAND-INs
+    (tests/standin/arduino, tests/standin/tflm). A sketch function named `Print` failed here as in the real core."""
+    export = exports["arduino"]
+    lib_src = export / "libraries" / "digits" / "src"
+    sketch = tmp_path / "sketch"
+    shutil.copytree(export / "example", sketch)
+    (sketch / "example.ino.cpp").write_text("#include <Arduino.h>\n#line 1 \"example.ino\"\n"
+                                            + (sketch / "example.ino").read_text())
+    cpu = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=softfp", "-mfpu=fpv4-sp-d16", "-Os", *STRICT]
+    includes = [f"-I{os.path.join(HERE, 'standin', 'arduino')}", f"-I{STANDIN_TFLM}", f"-I{lib_src}"]
+    jobs = [("arm-none-eabi-g++", "-std=gnu++14", sketch / "example.ino.cpp"),
+            ("arm-none-eabi-gcc", "-std=gnu11", sketch / "example_models.c")]
+    jobs += [("arm-none-eabi-g++", "-std=gnu++14", source) for source in sorted(lib_src.glob("*.cpp"))]
+    for compiler, std, source in jobs:
+        cxx = ["-fno-rtti", "-fno-exceptions"] if compiler.endswith("g++") else []
+        proc = subprocess.run([compiler, std, *cpu, *includes, *cxx, "-c", str(source), "-o",
+                               str(tmp_path / (source.name + ".o"))], capture_output=True, text=True)
+        assert proc.returncode == 0, f"{source.name}: {proc.stderr[-3000:]}"

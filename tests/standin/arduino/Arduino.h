@@ -11,7 +11,17 @@ void delay(unsigned long ms);
 #define D2 2
 void pinMode(uint8_t pin, uint8_t mode);
 void digitalWrite(uint8_t pin, uint8_t value);
-class StandInSerial {
+/* The Arduino API's classes live in namespace arduino, which Arduino.h puts in scope (ArduinoCore-API): a sketch's
+ * own `Print` is ambiguous with arduino::Print, as with the real core. */
+namespace arduino {
+class Print {
+ public:
+  size_t print(const char *text);
+  size_t println(const char *text);
+};
+}  // namespace arduino
+using namespace arduino;
+class StandInSerial : public Print {
  public:
   void begin(unsigned long baud);
   explicit operator bool();
