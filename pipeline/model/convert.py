@@ -31,21 +31,17 @@ def _float_size(model) -> int:
 PRECISIONS = ("int8", "int16x8")
 
 
-def convert(model_path: Path, float_path: Path, data: Dataset, seed: int, out_path: Path,
-            precision: str = "int8") -> ConvertResult:
-    """Full-integer conversion: int8, or int16x8 (TFLite's 16x8 mode: int16 activations, int8 weights)."""
+def quantize(model, representative, precision: str = "int8", per_tensor_dense: bool = False) -> bytes:
+    """The one full-integer conversion of a Keras model: int8, or int16x8 (TFLite's 16x8 mode: int16 activations,
+    int8 weights). `representative` yields lists of float32 input batches. `per_tensor_dense` gives fully connected
+    layers one weight scale per tensor (TF's converter flag `_experimental_disable_per_channel_quantization_for_
+    dense_layers`), as some published models have."""
     tf = tfenv.tf()
-    model = load_model(model_path)
-    rng = np.random.default_rng(seed)
-    picks = rng.permutation(len(data.x_train))[:REPRESENTATIVE_SAMPLES]
-
-    def representative():
-        for i in picks:
-            yield [data.x_train[i : i + 1].astype(np.float32)]
-
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
+    if per_tensor_dense:
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
     if precision == "int16x8":
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
@@ -54,10 +50,24 @@ def convert(model_path: Path, float_path: Path, data: Dataset, seed: int, out_pa
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = converter.inference_output_type = tf.int8
     try:
-        flatbuffer = converter.convert()
+        return converter.convert()
     except Exception as exc:  # the converter raises many types; its first line names the layer or op
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PipelineError(f"{precision} conversion failed: {first}") from None
+
+
+def convert(model_path: Path, float_path: Path, data: Dataset, seed: int, out_path: Path,
+            precision: str = "int8") -> ConvertResult:
+    """Full-integer conversion of a stage's model (see quantize), checked tensor by tensor."""
+    model = load_model(model_path)
+    rng = np.random.default_rng(seed)
+    picks = rng.permutation(len(data.x_train))[:REPRESENTATIVE_SAMPLES]
+
+    def representative():
+        for i in picks:
+            yield [data.x_train[i : i + 1].astype(np.float32)]
+
+    flatbuffer = quantize(model, representative, precision)
     tmp = cache.tmp_path(out_path)
     tmp.write_bytes(flatbuffer)
     try:
