@@ -406,9 +406,9 @@ class Pipeline:
             scratch = kernels.scratch(model_graph, board)
             where = (f"#{scratch.max_op} {model_graph.ops[scratch.max_op].kind}"
                      if scratch.max_op is not None else None)
-            measured = arena_mod.with_kernel_scratch(host, scratch.max_bytes, where, scratch.kernels,
-                                                     scratch.margin_bytes)
-            sample = self.sample(final_info, measured.arena_bytes)
+            measured = arena_mod.for_board(host, arena_mod.model_layout(final), scratch.per_op, scratch.kernels,
+                                           scratch.max_bytes, where, scratch.margin_bytes)
+            sample = self.sample(final_info, measured.measured_bytes)  # a host run: the host's (64-bit) need
             result = codegen.generate(final_info, self.model_name, measured.arena_bytes, self.labels(final_info),
                                       sample, generated, model_id=self.model_id, frontend=self.frontend())
             return {"arena": asdict(measured), "files": result.files, "ops": result.ops, "memory_plan": plan_report,
@@ -685,7 +685,8 @@ class Pipeline:
         model_graph = graph.read(tflite)
         host = arena_mod.measure(tflite.read_bytes())
         scratch = kernels.scratch(model_graph, board)
-        arena = arena_mod.arena_size_for(host.measured_bytes + scratch.max_bytes, scratch.margin_bytes)
+        arena = arena_mod.for_board(host, arena_mod.model_layout(tflite.read_bytes()), scratch.per_op,
+                                    scratch.kernels, margin=scratch.margin_bytes).arena_bytes
         estimate = costmodel.estimate(model_graph, board)
         return {"tflite_bytes": tflite.stat().st_size, "arena_bytes": arena,
                 "ops": sorted({op.kind for op in model_graph.ops}),
@@ -785,6 +786,9 @@ class Pipeline:
             "float_tflite_bytes": converted.get("float_tflite_bytes"),
             "arena_bytes": generated["arena"]["arena_bytes"],
             "arena_measured_bytes": generated["arena"]["measured_bytes"],
+            "arena_host_bytes": generated["arena"]["measured_bytes"],
+            "arena_device_used_bytes": generated["arena"].get("device_used_bytes"),
+            "arena_device_planning_bytes": generated["arena"].get("device_planning_bytes"),
             "arena_margin_bytes": generated["arena"]["margin_bytes"],
             "arena_kernel_scratch_bytes": generated["arena"]["kernel_scratch_bytes"],
             "memory_plan": generated.get("memory_plan"),
@@ -897,10 +901,13 @@ def summary(report: dict) -> str:
                      f"{d['metric_name']} {d['distilled']['tflm']:.2f} distilled vs {d['alone']['tflm']:.2f} trained "
                      f"alone (float {d['distilled']['float']:.2f} vs {d['alone']['float']:.2f})")
     scratch = report.get("arena_kernel_scratch_bytes") or 0
-    kernel = (f" + {report['kernels']} scratch {scratch} for {report['arena_kernel_scratch_op']}" if scratch
-              else f" + no {report['kernels']} kernel scratch")
-    lines.append(f"  arena: {report['arena_bytes']} bytes (TFLM measured on the host {report['arena_measured_bytes']}"
-                 f"{kernel} + margin {report['arena_margin_bytes']}), ops: {', '.join(report['ops'])}")
+    kernel = (f", {report['kernels']} scratch up to {scratch} for {report['arena_kernel_scratch_op']}" if scratch
+              else f", no {report['kernels']} kernel scratch")
+    used = report.get("arena_device_used_bytes")
+    device = f"; arena_used_bytes {used} expected" if used else ""
+    lines.append(f"  arena: {report['arena_bytes']} bytes (TFLM's need on the core from the host's recording "
+                 f"{report['arena_measured_bytes']}{kernel}, + margin {report['arena_margin_bytes']}{device}), "
+                 f"ops: {', '.join(report['ops'])}")
     lines.extend(memory_plan_summary(report.get("memory_plan")))
     if report.get("latency_estimate_us") is not None:
         from pipeline.target.profile import cpi_line, summary as profile_summary

@@ -90,11 +90,11 @@ class EmulatedDevice:
 
     def __init__(self, model_bytes: bytes, model_name: str, model_hash: str, op_latency_us: list[tuple[str, float]],
                  arena_bytes: int, cache_dir: Path, model_id: str | None = None, realtime: bool = False,
-                 frontend: dict | None = None, frontend_us_per_frame: float = 0.0):
+                 frontend: dict | None = None, frontend_us_per_frame: float = 0.0, host_arena_bytes: int = 0):
         from tflite_micro import runtime
 
         self.model_name, self.model_hash, self.op_latency_us = model_name, model_hash, op_latency_us
-        self.interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=max(arena_bytes, 1 << 16))
+        self.interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=max(arena_bytes, host_arena_bytes, 1 << 16))  # the host is 64-bit: its need is larger
         inp = self.interpreter.get_input_details(0)
         out = self.interpreter.get_output_details(0)
         self.input_shape, self.input_bytes = tuple(inp["shape"]), int(np.prod(inp["shape"]))
@@ -206,7 +206,7 @@ def device_for_build(build_dir: Path, board: boards.Board, model: str, folder: P
     return EmulatedDevice(model_bytes, model, codegen.model_hash(model_bytes),
                           [(op.op, op.us) for op in estimate.per_op], report["arena_bytes"],
                           Path(build_dir) / "_harness", report.get("model_id") or codegen.model_id(model),
-                          realtime, frontend, per_frame)
+                          realtime, frontend, per_frame, report.get("arena_host_bytes") or 0)
 
 
 class Serving:

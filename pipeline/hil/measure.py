@@ -404,7 +404,7 @@ def measure(opts: MeasureOptions, log: Callable[[str], None] = print, gate: bool
         if dut.get("backend") == "test":
             expected = [test_backend_outputs(sample.tobytes(), output_count) for sample in x_q]
         else:  # one host TFLM interpreter for all the inputs, in the build's arena
-            expected = ([row.tobytes() for row in validate.run_tflm(model_bytes, x_q, report["arena_bytes"])]
+            expected = ([row.tobytes() for row in validate.run_tflm(model_bytes, x_q, report.get("arena_host_bytes") or report["arena_bytes"])]
                         if len(x_q) else [])
         for i, sample in enumerate(x_q):
             device.load(sample.tobytes(), frames)

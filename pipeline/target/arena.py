@@ -1,4 +1,5 @@
-"""The tensor arena a model needs, measured by TFLM's RecordingMicroAllocator on the host.
+"""The tensor arena a model needs: TFLM's RecordingMicroAllocator on the host, carried over to the board's 32-bit
+core by pipeline.target.mcu_arena.
 
 print_allocations() writes from C++ straight to file descriptor 2, so Python's sys.stderr never sees it:
 the descriptor itself is redirected to a temporary file for the call.
@@ -6,45 +7,51 @@ the descriptor itself is redirected to a temporary file for the call.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.target import mcu_arena
 
-# The margin added to the host's measurement plus the kernels' scratch, at most 1 KiB where it is unverified
-# (pipeline.target.kernels: per kernel family). The host build is 64-bit with reference kernels: a 32-bit MCU needs less
-# for TFLM's structs. The firmware prints its real arena_used_bytes() so the size can be checked on the device.
+# The margin kept on top of the computed need where the rule is not checked on the device (ESP-NN: no ESP32 run);
+# pipeline.target.kernels gives it per kernel family.
 ARENA_MARGIN_BYTES = 1024
 ARENA_ALIGNMENT = 16
-
-_TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
-_HEAD = re.compile(r"Arena allocation head (\d+) bytes")
-_TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
 
 
 @dataclass
 class ArenaResult:
-    measured_bytes: int  # TFLM's total on the host
-    head_bytes: int  # non-persistent (activations, scratch)
+    measured_bytes: int  # the host's need (64-bit, reference kernels): its runs use this arena
+    head_bytes: int  # non-persistent (activations, scratch), as TFLM recorded it on the host
     tail_bytes: int  # persistent (tensor structs, kernel data)
-    arena_bytes: int  # what the firmware allocates: measured + kernel scratch + margin, a multiple of 16
+    arena_bytes: int  # what the firmware allocates (the board's need + margin, a multiple of 16)
     margin_bytes: int
-    # The largest scratch buffer the board's optimized kernels request beyond the host's reference kernels
-    # (pipeline.target.kernels); a scratch buffer lives only while its op runs, so the largest one is what is added.
+    # The largest scratch buffer the board's optimized kernels request (pipeline.target.kernels): informative, the
+    # planner places every request beside the tensors alive at its op.
     kernel_scratch_bytes: int = 0
     kernel_scratch_op: str | None = None  # "#1 CONV_2D"
     kernels: str = "reference"
+    # The board's figures from the rule (pipeline.target.mcu_arena): the need, what arena_used_bytes() will report,
+    # and the peak while TFLM plans the head; 0 for the host's own result.
+    device_need_bytes: int = 0
+    device_used_bytes: int = 0
+    device_planning_bytes: int = 0
+    recording: dict = field(default_factory=dict)  # the host recording by kind: [used, requested, count]
+    host_recorded_bytes: int = 0  # the host's RecordingMicroAllocator total (tail + head after AllocateTensors)
 
 
-def with_kernel_scratch(host: ArenaResult, scratch_bytes: int, scratch_op: str | None, kernels: str,
-                        margin: int = ARENA_MARGIN_BYTES) -> ArenaResult:
-    """The arena for a board: what the host measured, plus the board kernels' largest scratch request, plus the
-    kernel family's margin."""
-    arena = arena_size_for(host.measured_bytes + scratch_bytes, margin)
-    return ArenaResult(host.measured_bytes, host.head_bytes, host.tail_bytes, arena,
-                       arena - host.measured_bytes - scratch_bytes, scratch_bytes, scratch_op, kernels)
+def for_board(host: ArenaResult, layout: mcu_arena.ModelLayout, scratch_per_op: list[int], kernels: str,
+              scratch_bytes: int = 0, scratch_op: str | None = None, margin: int = 0) -> ArenaResult:
+    """The arena for a board: TFLM's need on its 32-bit core (its allocations replayed with the core's struct sizes,
+    the head planned with the kernels' scratch requests beside the tensors), plus the kernel family's margin, a
+    multiple of 16."""
+    device = mcu_arena.rule(None, layout, scratch_per_op, bits=32, kernels=kernels)
+    arena = mcu_arena.align(device.need_bytes + margin)
+    return ArenaResult(host.measured_bytes, host.head_bytes, host.tail_bytes, arena, arena - device.need_bytes,
+                       scratch_bytes, scratch_op, kernels, device.need_bytes, device.used_bytes,
+                       device.planning_bytes, host.recording, host.host_recorded_bytes)
 
 
 def capture_fd2(fn) -> str:
@@ -69,7 +76,8 @@ def arena_size_for(need: int, margin: int = ARENA_MARGIN_BYTES) -> int:
     return max(aligned_up, (need + margin) // ARENA_ALIGNMENT * ARENA_ALIGNMENT)
 
 
-def measure(model_bytes: bytes) -> ArenaResult:
+def record(model_bytes: bytes) -> mcu_arena.Recording:
+    """TFLM's RecordingMicroAllocator on the host, by kind."""
     from tflite_micro import runtime
 
     def allocate_and_print():
@@ -81,16 +89,35 @@ def measure(model_bytes: bytes) -> ArenaResult:
         log = capture_fd2(allocate_and_print)
     except RuntimeError as exc:
         raise PipelineError(f"TFLM could not allocate the model on the host: {exc}") from None
-    found = [rx.search(log) for rx in (_TOTAL, _HEAD, _TAIL)]
-    if not all(found):
+    recording = mcu_arena.parse_recording(log)
+    if recording is None:
         raise PipelineError("TFLM printed no allocation totals for the model (tflite-micro's output format changed?)")
-    total, head, tail = (int(m.group(1)) for m in found)
-    # The recorded total is not always enough: some kernels (seen with FULLY_CONNECTED) take a different path
-    # in a tight arena. So the real minimum is searched for when total + margin does not run the model.
+    return recording
+
+
+def model_layout(model_bytes: bytes) -> mcu_arena.ModelLayout:
+    from pipeline.target import graph
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(model_bytes)
+        return mcu_arena.layout(graph.read(path))
+
+
+def measure(model_bytes: bytes) -> ArenaResult:
+    """The host's need: the recording's total is what is left after AllocateTensors, but TFLM peaks earlier on a
+    model with many small tensors (while planning: pipeline.target.mcu_arena), so the need is the same rule with the
+    host's 64-bit struct sizes, checked by running the model in exactly that arena; only if that fails (a model the
+    rule does not describe) is the smallest arena searched for."""
+    rec = record(model_bytes)
+    layout = model_layout(model_bytes)
+    need = mcu_arena.rule(rec, layout, [0] * len(layout.ops), bits=64).need_bytes
     with Prober(model_bytes) as prober:
-        need = total if prober.runs_in(arena_size_for(total, 0)) else smallest_arena(prober, total)
+        if not prober.runs_in(need):
+            need = smallest_arena(prober, need)
     arena = arena_size_for(need)
-    return ArenaResult(need, head, tail, arena, arena - need)
+    return ArenaResult(need, rec.head, rec.tail, arena, arena - need, recording=rec.kinds,
+                       host_recorded_bytes=rec.total)
 
 
 MEASURE_ARENA_BYTES = 1 << 22

@@ -27,6 +27,7 @@ class Tensor:
     constant: bool  # weights, biases and shapes live in the flatbuffer (flash), not in the arena
     per_channel: bool = False  # quantized with one scale per output channel
     scale: float = 0.0  # the (first) quantization scale: one int8 step in real units
+    zero_points: int = 0  # how many zero points its quantization carries (TFLM copies them into the arena)
 
     @property
     def elements(self) -> int:
@@ -152,10 +153,12 @@ def read(path: Path) -> Graph:
             buffer = model.buffers[t.buffer].data if 0 < t.buffer < len(model.buffers) else None
             shape = tuple(int(d) for d in t.shape) if t.shape is not None else ()
             scales = t.quantization.scale if t.quantization is not None else None
+            zero_points = t.quantization.zeroPoint if t.quantization is not None else None
             tensors.append(Tensor(i, t.name.decode(errors="replace") if t.name else f"t{i}", shape,
                                   type_names.get(t.type, str(t.type)), buffer is not None and len(buffer) > 0,
                                   scales is not None and len(scales) > 1,
-                                  float(scales[0]) if scales is not None and len(scales) else 0.0))
+                                  float(scales[0]) if scales is not None and len(scales) else 0.0,
+                                  len(zero_points) if zero_points is not None else 0))
         ops = []
         for n, op in enumerate(graph.operators or []):
             code = model.operatorCodes[op.opcodeIndex]

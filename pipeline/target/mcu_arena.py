@@ -36,15 +36,35 @@ STRUCTS = {
          "allocator": 36 + 36, "planner": 44, "builtin_allocator": 8, "subgraph_allocations": 8},
 }
 
-# Kernel op data (the user data each kernel allocates in Init, 16-byte aligned in the arena): sizeof of the 64-bit
-# reference kernel's struct and of the 32-bit one of each kernel family, per operator (TFLM 90b983c, CMSIS-NN
-# 4ab83cc). Operators missing here keep the host's bytes.
-OP_DATA = {
-    # kind: (64-bit reference, 32-bit reference, 32-bit cmsis-nn)
-    "CONV_2D": (72, 56, 60),
-    "DEPTHWISE_CONV_2D": (72, 56, 60),
-    "FULLY_CONNECTED": (64, 48, 56),
+# What each operator leaves in the persistent tail on a 32-bit core (TFLM 90b983c + CMSIS-NN 4ab83cc, sizeof from
+# arm-none-eabi-g++ 12.2, whose AAPCS enums are short, so several builtin parameter structs shrink to bytes):
+# (builtin parameters: size, alignment), kernel op data from Init (16-byte aligned) for the reference kernels and
+# for CMSIS-NN's (None: no Init allocation). Per-channel output multipliers and shifts are two more 16-byte aligned
+# arrays of 4 bytes a channel, allocated in Prepare (conv, depthwise, per-channel fully connected).
+OPS_32 = {
+    "CONV_2D": ((28, 4), 56, 60),
+    "DEPTHWISE_CONV_2D": ((28, 4), 56, 60),
+    "FULLY_CONNECTED": ((5, 1), 48, 72),
+    "AVERAGE_POOL_2D": ((40, 4), 32, 36),
+    "MAX_POOL_2D": ((40, 4), 32, 36),
+    "SOFTMAX": ((4, 4), 56, 64),
+    "ADD": ((2, 1), 60, 60),
+    "SUB": ((2, 1), 60, 60),
+    "MUL": ((1, 1), 36, 36),
+    "RESHAPE": ((36, 4), None, None),
+    "SQUEEZE": ((36, 4), None, None),
+    "CONCATENATION": ((8, 4), 24, 24),
+    "MEAN": ((1, 1), 44, 44),
+    "QUANTIZE": ((0, 1), 32, 32),
 }
+# An operator missing from the table: assumed to keep 64 bytes of op data and 40 of parameters (an estimate; the
+# rule names such operators).
+UNKNOWN_OP = ((40, 4), 64, 64)
+PER_CHANNEL_ARRAYS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+# The allocator's own objects on a 32-bit core, in the order MicroAllocator::Create makes them:
+# SingleArenaBufferAllocator 36, GreedyMemoryPlanner 44, MicroAllocator 36; then StartModelAllocation's builtin data
+# allocator 8 and one SubgraphAllocations 8.
+ALLOCATOR_32 = [(36, 4), (44, 4), (36, 4), (8, 4), (8, 4)]
 
 _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 _HEAD = re.compile(r"Arena allocation head (\d+) bytes")
@@ -96,6 +116,11 @@ class ModelLayout:
     inputs: int
     outputs: int
     buffers: list[Buffer]  # the activations, in tensor order, with TFLM's lifetimes
+    channels: list[int] = field(default_factory=list)  # per op: channels of its per-channel arrays, 0 for none
+    zero_points: list[int] = field(default_factory=list)  # per model input then output: its zero points
+
+    def unknown_ops(self) -> list[str]:
+        return sorted({k for k in self.ops if k not in OPS_32})
 
 
 def layout(g) -> ModelLayout:
@@ -126,7 +151,14 @@ def layout(g) -> ModelLayout:
             continue
         offline = offsets[t.index] if offsets and t.index < len(offsets) else -1
         buffers.append(Buffer(t.bytes, first[t.index], last.get(t.index, first[t.index]), offline))
-    return ModelLayout(len(g.tensors), [op.kind for op in g.ops], len(g.inputs), len(g.outputs), buffers)
+    channels = []
+    for op in g.ops:
+        w = op.weights
+        arrays = op.kind in PER_CHANNEL_ARRAYS and w is not None and (op.kind != "FULLY_CONNECTED" or w.per_channel)
+        channels.append(int(w.shape[-1] if op.kind == "DEPTHWISE_CONV_2D" else w.shape[0]) if arrays else 0)
+    zero_points = [max(1, t.zero_points) for t in list(g.inputs) + list(g.outputs)]
+    return ModelLayout(len(g.tensors), [op.kind for op in g.ops], len(g.inputs), len(g.outputs), buffers,
+                       channels, zero_points)
 
 
 def greedy_head(buffers: list[Buffer]) -> int:
@@ -176,47 +208,68 @@ class ArenaRule:
     used_bytes: int  # what arena_used_bytes() reports after AllocateTensors: tail + head
 
 
-def tail_bytes(rec: Recording, m: ModelLayout, bits: int, kernels: str, scratch_requests: int) -> int:
-    """The persistent section on a `bits`-bit core, kind by kind from the host recording."""
-    h, d = STRUCTS[64], STRUCTS[bits]
-    recorded = sum(v[0] for v in rec.kinds.values())
-    # What the recording does not itemise: the allocator's objects, the subgraph table, the builtin-data
-    # allocator, the input/output pointer arrays (16-byte aligned each) and the operators' builtin parameters.
-    known_fixed = h["allocator"] + h["planner"] + h["builtin_allocator"] + h["subgraph_allocations"] + 2 * ALIGN
-    builtin = rec.tail - recorded - known_fixed
-    fixed = (d["allocator"] + d["planner"] + d["builtin_allocator"] + d["subgraph_allocations"] + 2 * ALIGN
-             + max(builtin, 0))
-    eval_tensors = align(m.tensors * d["eval_tensor"], 4)
-    nodes = len(m.ops) * d["node_and_reg"]
-    n_tensors = rec.count("Persistent TfLiteTensor data")
-    tensors = n_tensors * d["tflite_tensor"]
-    quant = rec.used("Persistent TfLiteTensor quantization data") - (n_tensors if n_tensors else 0) * (
-        h["affine_quant"] - d["affine_quant"])
-    column = {"reference": 1, "cmsis-nn": 2}.get(kernels, 1)
-    op_data = rec.used("Persistent buffer data")
-    if bits != 64 or kernels != "reference":
-        for kind in m.ops:
-            sizes = OP_DATA.get(kind)
-            if sizes:
-                op_data += align(sizes[column]) - align(sizes[0])
-    handles = align(scratch_requests * d["scratch_handle"]) if scratch_requests else 0
-    variables = rec.used("TfLiteTensor variable buffer data")
-    return fixed + eval_tensors + nodes + tensors + quant + op_data + handles + variables
+class _Tail:
+    """TFLM's SingleArenaBufferAllocator tail: each allocation goes down from the end and is aligned down."""
+
+    def __init__(self):
+        self.used = 0
+
+    def take(self, size: int, alignment: int) -> None:
+        self.used = -(-(self.used + size) // alignment) * alignment
 
 
-def rule(rec: Recording, m: ModelLayout, scratch_per_op: list[int], bits: int = 32,
+def tail_32(m: ModelLayout, kernels: str, scratch_requests: int) -> tuple[int, int]:
+    """The persistent section on a 32-bit core, replayed allocation by allocation in TFLM's order; returns (the
+    tail at memory planning, the tail after AllocateTensors)."""
+    column = 2 if kernels == "cmsis-nn" else 1
+    tail = _Tail()
+    for size, alignment in ALLOCATOR_32:
+        tail.take(size, alignment)
+    tail.take(12 * m.tensors, 4)  # TfLiteEvalTensor
+    tail.take(32 * len(m.ops), 4)  # NodeAndRegistration
+    for kind in m.ops:  # builtin parameters, parsed in op order
+        (size, alignment) = OPS_32.get(kind, UNKNOWN_OP)[0]
+        if size:
+            tail.take(size, alignment)
+    for kind in m.ops:  # kernel Init: op data
+        op_data = OPS_32.get(kind, UNKNOWN_OP)[column]
+        if op_data:
+            tail.take(op_data, ALIGN)
+    for channels in m.channels:  # kernel Prepare: per-channel output multipliers and shifts
+        if channels:
+            tail.take(4 * channels, ALIGN)
+            tail.take(4 * channels, ALIGN)
+    if scratch_requests:
+        tail.take(4 * scratch_requests, 4)  # ScratchBufferHandle
+    planning = tail.used
+    zero_points = iter(m.zero_points or [1] * (m.inputs + m.outputs))
+    for count in (m.inputs, m.outputs):  # the interpreter's input and output TfLiteTensors
+        tail.take(4 * count, ALIGN)
+        for _ in range(count):
+            tail.take(32, 4)  # TfLiteTensor
+            tail.take(12, 4)  # TfLiteAffineQuantization
+            tail.take(4 + 4 * next(zero_points, 1), 4)  # its zero points, a TfLiteIntArray
+    return planning, tail.used
+
+
+def rule(rec: Recording | None, m: ModelLayout, scratch_per_op: list[int], bits: int = 32,
          kernels: str = "reference") -> ArenaRule:
+    """The arena of the model: on the 64-bit host from the host's recording (its tail as recorded), on a 32-bit core
+    from the allocations replayed with the core's struct sizes; the head from TFLM's planner in both."""
     d = STRUCTS[bits]
     requests = sum(1 for s in scratch_per_op if s > 0)
     buffers = with_scratch(m, scratch_per_op)
     head = greedy_head(buffers)
-    tail = tail_bytes(rec, m, bits, kernels, requests)
-    # At planning the tail lacks what AllocateTensors adds after it: the input and output TfLiteTensors with their
-    # quantization, and the two pointer arrays.
-    after = (m.inputs + m.outputs) * (d["tflite_tensor"] + d["affine_quant"] + 8) + 2 * ALIGN
+    if bits == 64:
+        tail = rec.tail
+        # the input and output TfLiteTensors with their quantization and the two pointer arrays come after planning
+        after = (m.inputs + m.outputs) * (d["tflite_tensor"] + d["affine_quant"] + 8) + 2 * ALIGN
+        tail_planning = tail - after
+    else:
+        tail_planning, tail = tail_32(m, kernels, requests)
     resizable = (requests + MAX_SCRATCH_PER_OP) * d["scratch_request"]
     temp = align(resizable + d["pointer"] + (m.tensors + requests) * d["allocation_info"])
-    planning = tail - after + temp + len(buffers) * PLANNER_BYTES_PER_BUFFER
+    planning = tail_planning + temp + len(buffers) * PLANNER_BYTES_PER_BUFFER
     used = tail + head
     return ArenaRule(bits, tail, head, planning, align(max(used, planning)), used)
 
@@ -227,4 +280,5 @@ def to_json(m: ModelLayout) -> dict:
 
 def from_json(data: dict) -> ModelLayout:
     return ModelLayout(data["tensors"], list(data["ops"]), data["inputs"], data["outputs"],
-                       [Buffer(**b) for b in data["buffers"]])
+                       [Buffer(**b) for b in data["buffers"]], list(data.get("channels", [])),
+                       list(data.get("zero_points", [])))
