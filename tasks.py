@@ -872,6 +872,35 @@ def bench_memory(c, build_dir="build/bench-memory"):
     run_memory_benchmark(Path(build_dir))
 
 
+@task(help={"core": "only this core's measurements (cortex-m4f, cortex-m7, cortex-m33-nodsp, cortex-m0plus; "
+                    "default: every core with measurements in boards/facts/arena/)"})
+@cli_errors
+def bench_arena(c, core=None):
+    """Benchmark: the generated kTensorArenaSize vs the device's arena_used_bytes per model and core, recomputed
+    from the measurements kept in boards/facts/arena/ (QEMU runs of the real TFLM)."""
+    from pipeline.bench import ARENA_TARGET_OVER, arena_check
+
+    rows = arena_check(core=core)
+    print(f"generated arena vs device arena_used_bytes (target: never below, at most {ARENA_TARGET_OVER} bytes above)")
+    print(f"  {'core':<20} {'model':<24} {'generated':>9} {'device':>9} {'over':>6}  note")
+    for r in rows:
+        note = []
+        if r["planning_peak"]:
+            note.append(f"TFLM peaks at {r['planning_bytes']} B while planning, above what arena_used_bytes shows")
+        if r["predicted_used"] != r["device_used"]:
+            note.append(f"rule's arena_used_bytes {r['predicted_used']}")
+        if r["unknown_ops"]:
+            note.append(f"ops without 32-bit sizes (estimated): {', '.join(r['unknown_ops'])}")
+        if r["ran_in_bytes"]:
+            note.append(f"ran in {r['ran_in_bytes']} B" + (f", failed in {r['failed_in_bytes']} B"
+                                                          if r["failed_in_bytes"] else ""))
+        core_name = f"{r['core']} {r['kernels']}"
+        print(f"  {core_name:<20} {r['model']:<24} {r['generated']:>9,} {r['device_used']:>9,} {r['over']:>+6,}  "
+              f"{'; '.join(note)}")
+    for source in dict.fromkeys(f"{r['file']}: {r['source']}" for r in rows):
+        print(f"  source {source}")
+
+
 @task(help={"tflm": "a TFLM source tree with microlite built for the target (TFLM's Makefile, "
                     "BUILD_TYPE=release_with_logs so the per-operator profiler runs)",
             "cost_model": "which cost model to calibrate: cortex-m4f-cmsis-nn (default) or cortex-m0plus-reference",

@@ -253,3 +253,40 @@ def frontend_benchmark(seconds: float = 2.0, tflite: Path | None = None) -> dict
         print(f"  {board.name:<16} {row['est_us'] / 1000:8.2f} ms per 1 s window, {row['est_us_per_frame']:7.1f} us "
               f"per frame (ESTIMATE, {board.clock_mhz} MHz, {cpi:g} CPI){share}")
     return {"host": host, "boards": rows}
+
+
+ARENA_FACTS = REPO / "boards" / "facts" / "arena"
+ARENA_TARGET_OVER = 256  # the generated arena may exceed the device's arena_used_bytes by at most this
+
+
+def arena_check(facts_dir: Path = ARENA_FACTS, core: str | None = None) -> list[dict]:
+    """The generated arena (pipeline.target.mcu_arena, recomputed from what the kept measurements store of each
+    model) against the device's arena_used_bytes, per core and model. `over` is generated - device; where TFLM
+    peaks while planning (above what arena_used_bytes shows after it), `planning_peak` says so and the generated
+    arena is that peak, which the device needs to allocate at all."""
+    from pipeline.errors import PipelineError
+    from pipeline.target import kernels, mcu_arena
+
+    files = sorted(Path(facts_dir).glob("*.json"))
+    if not files:
+        raise PipelineError(f"no arena measurements in {facts_dir}")
+    rows = []
+    for path in files:
+        data = json.loads(path.read_text())
+        if core and data["core"] != core:
+            continue
+        margin = kernels.FAMILIES[data["kernels"]].margin_bytes
+        for name, m in data["models"].items():
+            layout = mcu_arena.from_json(m["layout"])
+            r = mcu_arena.rule(None, layout, m["scratch_per_op"], bits=32, kernels=data["kernels"])
+            generated = mcu_arena.align(r.need_bytes + margin)
+            device = m["arena_used_bytes"]
+            rows.append({"core": data["core"], "kernels": data["kernels"], "model": name, "generated": generated,
+                         "device_used": device, "over": generated - device, "predicted_used": r.used_bytes,
+                         "planning_peak": r.planning_bytes > r.used_bytes, "planning_bytes": r.planning_bytes,
+                         "ran_in_bytes": m.get("ran_in_bytes"), "failed_in_bytes": m.get("failed_in_bytes"),
+                         "unknown_ops": layout.unknown_ops(), "measured": m.get("measured", ""),
+                         "source": data["source"], "file": path.name})
+    if core and not rows:
+        raise PipelineError(f"no arena measurements for core '{core}' in {facts_dir}")
+    return rows

@@ -1,20 +1,27 @@
-"""The tensor arena TFLM needs on a 32-bit MCU, computed on the host from the 64-bit recording.
+"""The tensor arena TFLM needs on a board's 32-bit core, to the byte, computed on the host.
 
-The host's RecordingMicroAllocator (pip tflite_micro, 64-bit, reference kernels) reports its persistent
-allocations by kind. TFLM's structs hold pointers and size_t, so on a 32-bit MCU each kind is smaller: the rule
-replaces every struct's 64-bit size by its 32-bit one (sizes read from TFLM 90b983c compiled by g++ for x86-64
-and by arm-none-eabi-g++ 12.2 for Cortex-M). The non-persistent head is TFLM's GreedyMemoryPlanner, replayed here
-exactly (same order, same gaps), with the board kernels' scratch requests as buffers alive for their operator,
-placed around the offline-planned tensors where the model carries a plan.
+TFLM's arena is a persistent tail (its allocator, one TfLiteEvalTensor per tensor, one NodeAndRegistration per
+operator, the operators' builtin parameters and kernel op data, per-channel quantization arrays, the interpreter's
+input and output TfLiteTensors) and a non-persistent head planned by its GreedyMemoryPlanner (activations and the
+kernels' scratch buffers). The host runtime (pip tflite_micro) is 64-bit and runs the reference kernels, so its
+RecordingMicroAllocator figures are larger than a Cortex-M's; here:
 
-The arena must hold the peak of two moments of AllocateTensors, not only what `arena_used_bytes()` reports after
-it (the final tail + head):
-- memory planning: the tail so far, the scratch requests' resizable buffer, one AllocationInfo per tensor and
-  scratch buffer, and the planner's own 40 bytes per planned buffer, all at once in the head;
-- the end: the whole tail plus the planned head.
-A small model with many tensors (the anomaly-detection autoencoder: 31 tensors, 10 ops) peaks at planning, which is
-why its host recording (3,984 bytes) does not run in 3,984 bytes: the same rule with the 64-bit sizes gives the
-host's real minimum without searching it.
+- the tail on a 32-bit core is replayed allocation by allocation in TFLM's order, each with its size and alignment
+  on that core (sizeof from TFLM 90b983c and CMSIS-NN 4ab83cc compiled with arm-none-eabi-g++ 12.2; AAPCS enums
+  are short, so several parameter structs are a few bytes);
+- the head is TFLM's GreedyMemoryPlanner replayed exactly (same order, same gaps), with the board kernels' scratch
+  requests as buffers alive for their operator only, placed around the offline-planned tensors where the model
+  carries a plan (so a large scratch request often costs nothing: str_ww's 3,840-byte depthwise scratch fits beside
+  the tensors).
+
+The arena must also hold the peak DURING AllocateTensors, which `arena_used_bytes()` (the final tail + head) does
+not show: while planning, the head holds the scratch requests' buffer, one AllocationInfo per tensor and scratch
+buffer, and the planner's 40 bytes per planned buffer, on top of the tail so far. A small model with many tensors
+peaks there: the anomaly-detection autoencoder (31 tensors, 10 ops) needs 4,640 bytes on the host although its
+recording says 3,984 (the same rule with the 64-bit sizes gives 4,640, what bisecting found), and 3,024 on a
+Cortex-M although arena_used_bytes() is 2,580.
+
+On the host the recorded tail is used as it is (64-bit sizes) and only the planning peak is added.
 """
 from __future__ import annotations
 
@@ -25,15 +32,11 @@ ALIGN = 16  # MicroArenaBufferAlignment()
 MAX_SCRATCH_PER_OP = 12  # kMaxScratchBuffersPerOp: the resizable buffer keeps room for the next op's requests
 PLANNER_BYTES_PER_BUFFER = 40  # GreedyMemoryPlanner::per_buffer_size(): ints only, the same on 32 and 64 bits
 
-# sizeof on each side (TF_LITE_STATIC_MEMORY): x86-64 g++ (the host runtime) and arm-none-eabi-g++ (Cortex-M).
+# sizeof of TFLM's structs that the planning peak and the host's late allocations count (TF_LITE_STATIC_MEMORY):
+# x86-64 g++ 12 (the host runtime) and arm-none-eabi-g++ 12.2 (Cortex-M).
 STRUCTS = {
-    64: {"eval_tensor": 24, "tflite_tensor": 64, "affine_quant": 24, "node_and_reg": 64, "allocation_info": 32,
-         "scratch_request": 16, "scratch_handle": 8, "pointer": 8,
-         # the allocator's own objects in the tail: the host's Python interpreter uses the recording ones
-         "allocator": 248 + 104, "planner": 72, "builtin_allocator": 16, "subgraph_allocations": 16},
-    32: {"eval_tensor": 12, "tflite_tensor": 32, "affine_quant": 12, "node_and_reg": 32, "allocation_info": 24,
-         "scratch_request": 12, "scratch_handle": 4, "pointer": 4,
-         "allocator": 36 + 36, "planner": 44, "builtin_allocator": 8, "subgraph_allocations": 8},
+    64: {"tflite_tensor": 64, "affine_quant": 24, "allocation_info": 32, "scratch_request": 16, "pointer": 8},
+    32: {"tflite_tensor": 32, "affine_quant": 12, "allocation_info": 24, "scratch_request": 12, "pointer": 4},
 }
 
 # What each operator leaves in the persistent tail on a 32-bit core (TFLM 90b983c + CMSIS-NN 4ab83cc, sizeof from
@@ -49,7 +52,6 @@ OPS_32 = {
     "MAX_POOL_2D": ((40, 4), 32, 36),
     "SOFTMAX": ((4, 4), 56, 64),
     "ADD": ((2, 1), 60, 60),
-    "SUB": ((2, 1), 60, 60),
     "MUL": ((1, 1), 36, 36),
     "RESHAPE": ((36, 4), None, None),
     "SQUEEZE": ((36, 4), None, None),
