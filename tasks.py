@@ -886,7 +886,8 @@ def bench_arena(c, core=None):
     for r in rows:
         note = []
         if r["planning_peak"]:
-            note.append(f"TFLM peaks at {r['planning_bytes']} B while planning, above what arena_used_bytes shows")
+            note.append(f"TFLM peaks at {r['planning_bytes']} B during AllocateTensors (planning), above what "
+                        "arena_used_bytes shows after it")
         if r["predicted_used"] != r["device_used"]:
             note.append(f"rule's arena_used_bytes {r['predicted_used']}")
         if r["unknown_ops"]:

@@ -120,6 +120,9 @@ class ModelLayout:
     buffers: list[Buffer]  # the activations, in tensor order, with TFLM's lifetimes
     channels: list[int] = field(default_factory=list)  # per op: channels of its per-channel arrays, 0 for none
     zero_points: list[int] = field(default_factory=list)  # per model input then output: its zero points
+    # per op: the zero points of each tensor it reads or writes (0: not quantized), which its Prepare holds as
+    # temporary TfLiteTensors in the head
+    op_zero_points: list[list[int]] = field(default_factory=list)
 
     def unknown_ops(self) -> list[str]:
         return sorted({k for k in self.ops if k not in OPS_32})
@@ -159,8 +162,9 @@ def layout(g) -> ModelLayout:
         arrays = op.kind in PER_CHANNEL_ARRAYS and w is not None and (op.kind != "FULLY_CONNECTED" or w.per_channel)
         channels.append(int(w.shape[-1] if op.kind == "DEPTHWISE_CONV_2D" else w.shape[0]) if arrays else 0)
     zero_points = [max(1, t.zero_points) for t in list(g.inputs) + list(g.outputs)]
+    op_zero_points = [[t.zero_points for t in op.inputs + op.outputs if t is not None] for op in g.ops]
     return ModelLayout(len(g.tensors), [op.kind for op in g.ops], len(g.inputs), len(g.outputs), buffers,
-                       channels, zero_points)
+                       channels, zero_points, op_zero_points)
 
 
 def greedy_head(buffers: list[Buffer]) -> int:
@@ -205,7 +209,7 @@ class ArenaRule:
     bits: int
     tail_bytes: int  # persistent: structs, kernel data, the allocator itself
     head_bytes: int  # the planned activations and scratch
-    planning_bytes: int  # the peak while AllocateTensors plans the head
+    planning_bytes: int  # the peak during AllocateTensors (planning the head, or a kernel's Prepare)
     need_bytes: int  # max(tail + head, planning), a multiple of 16
     used_bytes: int  # what arena_used_bytes() reports after AllocateTensors: tail + head
 
@@ -220,9 +224,10 @@ class _Tail:
         self.used = -(-(self.used + size) // alignment) * alignment
 
 
-def tail_32(m: ModelLayout, kernels: str, scratch_requests: int) -> tuple[int, int]:
-    """The persistent section on a 32-bit core, replayed allocation by allocation in TFLM's order; returns (the
-    tail at memory planning, the tail after AllocateTensors)."""
+def tail_32(m: ModelLayout, kernels: str, scratch_requests: list[int]) -> tuple[int, int, int]:
+    """The persistent section on a 32-bit core, replayed allocation by allocation in TFLM's order. Returns the tail
+    at memory planning, the tail after AllocateTensors, and the peak of tail + head while the kernels prepare (the
+    scratch requests' buffer and the op's tensors as temporary TfLiteTensors in the head)."""
     column = 2 if kernels == "cmsis-nn" else 1
     tail = _Tail()
     for size, alignment in ALLOCATOR_32:
@@ -237,12 +242,18 @@ def tail_32(m: ModelLayout, kernels: str, scratch_requests: int) -> tuple[int, i
         op_data = OPS_32.get(kind, UNKNOWN_OP)[column]
         if op_data:
             tail.take(op_data, ALIGN)
-    for channels in m.channels:  # kernel Prepare: per-channel output multipliers and shifts
+    prepare = 0
+    requested = 0
+    for op, channels in enumerate(m.channels):  # kernel Prepare: per-channel output multipliers and shifts
         if channels:
             tail.take(4 * channels, ALIGN)
             tail.take(4 * channels, ALIGN)
-    if scratch_requests:
-        tail.take(4 * scratch_requests, 4)  # ScratchBufferHandle
+        temps = sum(32 + (16 + 4 * z if z else 0) for z in (m.op_zero_points[op] if op < len(m.op_zero_points)
+                                                            else []))
+        prepare = max(prepare, tail.used + (requested + MAX_SCRATCH_PER_OP) * 12 + temps)
+        requested += 1 if op < len(scratch_requests) and scratch_requests[op] else 0
+    if requested:
+        tail.take(4 * requested, 4)  # ScratchBufferHandle
     planning = tail.used
     zero_points = iter(m.zero_points or [1] * (m.inputs + m.outputs))
     for count in (m.inputs, m.outputs):  # the interpreter's input and output TfLiteTensors
@@ -251,7 +262,7 @@ def tail_32(m: ModelLayout, kernels: str, scratch_requests: int) -> tuple[int, i
             tail.take(32, 4)  # TfLiteTensor
             tail.take(12, 4)  # TfLiteAffineQuantization
             tail.take(4 + 4 * next(zero_points, 1), 4)  # its zero points, a TfLiteIntArray
-    return planning, tail.used
+    return planning, tail.used, prepare
 
 
 def rule(rec: Recording | None, m: ModelLayout, scratch_per_op: list[int], bits: int = 32,
@@ -262,16 +273,17 @@ def rule(rec: Recording | None, m: ModelLayout, scratch_per_op: list[int], bits:
     requests = sum(1 for s in scratch_per_op if s > 0)
     buffers = with_scratch(m, scratch_per_op)
     head = greedy_head(buffers)
+    prepare = 0
     if bits == 64:
         tail = rec.tail
         # the input and output TfLiteTensors with their quantization and the two pointer arrays come after planning
         after = (m.inputs + m.outputs) * (d["tflite_tensor"] + d["affine_quant"] + 8) + 2 * ALIGN
         tail_planning = tail - after
     else:
-        tail_planning, tail = tail_32(m, kernels, requests)
+        tail_planning, tail, prepare = tail_32(m, kernels, scratch_per_op)
     resizable = (requests + MAX_SCRATCH_PER_OP) * d["scratch_request"]
     temp = align(resizable + d["pointer"] + (m.tensors + requests) * d["allocation_info"])
-    planning = tail_planning + temp + len(buffers) * PLANNER_BYTES_PER_BUFFER
+    planning = max(tail_planning + temp + len(buffers) * PLANNER_BYTES_PER_BUFFER, prepare)
     used = tail + head
     return ArenaRule(bits, tail, head, planning, align(max(used, planning)), used)
 
@@ -283,4 +295,4 @@ def to_json(m: ModelLayout) -> dict:
 def from_json(data: dict) -> ModelLayout:
     return ModelLayout(data["tensors"], list(data["ops"]), data["inputs"], data["outputs"],
                        [Buffer(**b) for b in data["buffers"]], list(data.get("channels", [])),
-                       list(data.get("zero_points", [])))
+                       list(data.get("zero_points", [])), [list(z) for z in data.get("op_zero_points", [])])
