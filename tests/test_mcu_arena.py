@@ -64,9 +64,11 @@ def test_many_tiny_tensors_peak_while_planning():
     r = mcu_arena.rule(None, layout, [0] * 40, bits=32, kernels="cmsis-nn")
     assert r.head_bytes == 32  # two 16-byte tensors alive at a time
     assert r.planning_bytes > r.used_bytes and r.need_bytes == mcu_arena.align(r.planning_bytes)
-    # each AllocationInfo (24 bytes on 32 bits, one per tensor) and planner entry (40 per activation) counts
+    # each tensor, even a weight, costs a TfLiteEvalTensor (12 bytes on 32 bits) in the tail and an AllocationInfo
+    # (24) while planning: two more tensors, 72 bytes more, give or take the 16-byte alignment
     more = mcu_arena.ModelLayout(82, layout.ops, 1, 1, chain, layout.channels, [1, 1])
-    assert mcu_arena.rule(None, more, [0] * 40, bits=32, kernels="cmsis-nn").planning_bytes == r.planning_bytes + 48
+    grown = mcu_arena.rule(None, more, [0] * 40, bits=32, kernels="cmsis-nn").planning_bytes - r.planning_bytes
+    assert 72 - 16 <= grown <= 72 + 16
 
 
 def test_offline_offsets_are_kept_and_online_buffers_fill_the_gaps():
