@@ -52,10 +52,7 @@ def test_the_planner_replay_gives_tflm_head_and_the_host_need():
     assert mcu_arena.greedy_head(layout.buffers) == rec.head
     rule = mcu_arena.rule(rec, layout, [0] * len(layout.ops), bits=64)
     assert rule.need_bytes > rec.total and rule.planning_bytes > rule.used_bytes
-    need = arena.measure(model).measured_bytes
-    assert need >= rule.need_bytes
-    with arena.Prober(model) as prober:
-        assert prober.runs_in(need) and not prober.runs_in(need - 16)
+    # tests/test_arena_search.py checks that measure() then finds the smallest arena that runs, above the rule's
 
 
 def test_many_tiny_tensors_peak_while_planning():
