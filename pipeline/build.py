@@ -340,7 +340,8 @@ class Pipeline:
         info = self.model_info(firmware=False)
         float_path = None if self.byo else self.float_path
         inputs = [self.tflite_path] + ([float_path] if float_path else [])
-        key = cache.stage_key("validate", {"data": self.fingerprint()}, inputs, _code("model/validate", "target/arena"))
+        key = cache.stage_key("validate", {"data": self.fingerprint()}, inputs, _code("model/validate", "target/arena",
+                                                                                                   "target/mcu_arena"))
 
         def run():
             out_size = int(np.prod(info.outputs[0].shape))
@@ -380,8 +381,10 @@ class Pipeline:
         generated = board_dir / "generated"
         key = cache.stage_key("generate", {"model": self.model_name, "data": self.fingerprint(),
                                            "kernels": board.kernels, "target": kernels.target_of(board),
-                                           "memory_plan": self.opts.memory_plan, "model_id": self.model_id},
-                              [self.tflite_path], _code("firmware/codegen", "target/arena", "target/tflm_ops", "target/tflite_model", "target/graph",
+                                           "memory_plan": self.opts.memory_plan, "model_id": self.model_id,
+                                           "framework": board.framework},
+                              [self.tflite_path], _code("firmware/codegen", "target/arena", "target/mcu_arena",
+                                                        "target/tflm_ops", "target/tflite_model", "target/graph",
                                                         "target/kernels", "target/memplan"))
 
         def run():
@@ -406,8 +409,10 @@ class Pipeline:
             scratch = kernels.scratch(model_graph, board)
             where = (f"#{scratch.max_op} {model_graph.ops[scratch.max_op].kind}"
                      if scratch.max_op is not None else None)
-            measured = arena_mod.for_board(host, arena_mod.model_layout(final), scratch.per_op, scratch.kernels,
-                                           scratch.max_bytes, where, scratch.margin_bytes)
+            layout = arena_mod.model_layout(final)
+            margin = scratch.margin_bytes + arena_mod.framework_margin(board.framework, len(layout.ops))
+            measured = arena_mod.for_board(host, layout, scratch.per_op, scratch.kernels, scratch.max_bytes, where,
+                                           margin)
             sample = self.sample(final_info, measured.measured_bytes)  # a host run: the host's (64-bit) need
             result = codegen.generate(final_info, self.model_name, measured.arena_bytes, self.labels(final_info),
                                       sample, generated, model_id=self.model_id, frontend=self.frontend())
@@ -685,8 +690,9 @@ class Pipeline:
         model_graph = graph.read(tflite)
         host = arena_mod.measure(tflite.read_bytes())
         scratch = kernels.scratch(model_graph, board)
-        arena = arena_mod.for_board(host, arena_mod.model_layout(tflite.read_bytes()), scratch.per_op,
-                                    scratch.kernels, margin=scratch.margin_bytes).arena_bytes
+        layout = arena_mod.model_layout(tflite.read_bytes())
+        margin = scratch.margin_bytes + arena_mod.framework_margin(board.framework, len(layout.ops))
+        arena = arena_mod.for_board(host, layout, scratch.per_op, scratch.kernels, margin=margin).arena_bytes
         estimate = costmodel.estimate(model_graph, board)
         return {"tflite_bytes": tflite.stat().st_size, "arena_bytes": arena,
                 "ops": sorted({op.kind for op in model_graph.ops}),

@@ -46,8 +46,8 @@ def test_mlperf_tiny_model_goes_from_user_data_to_firmware_inputs(name, tmp_path
     assert [METHOD_TO_OP[m] for m in re.findall(r"resolver\.(Add\w+)\(\)", header)] == info.ops == report["ops"]
     # the Cortex-M4's need (pipeline.target.mcu_arena): what arena_used_bytes() will say, or TFLM's peak while it
     # allocates where that is higher; below the 64-bit host's
-    used = report["arena_device_used_bytes"]
-    assert used <= report["arena_bytes"] <= max(used + 256, report["arena_device_planning_bytes"] + 16)
+    used, margin = report["arena_device_used_bytes"], report["arena_margin_bytes"]  # Zephyr's TFLM module's margin
+    assert used + margin <= report["arena_bytes"] <= max(used + 256, report["arena_device_planning_bytes"] + 16) + margin
     assert report["arena_bytes"] < report["arena_measured_bytes"]
     # A step or two apart at most (seen: 1 on the post-training-quantized autoencoder's FULLY_CONNECTED).
     assert report["tflm_vs_tflite_max_output_diff"] <= 2
