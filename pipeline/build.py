@@ -911,8 +911,9 @@ def summary(report: dict) -> str:
               else f", no {report['kernels']} kernel scratch")
     used = report.get("arena_device_used_bytes")
     device = f"; arena_used_bytes {used} expected" if used else ""
-    lines.append(f"  arena: {report['arena_bytes']} bytes (TFLM's need on the core from the host's recording "
-                 f"{report['arena_measured_bytes']}{kernel}, + margin {report['arena_margin_bytes']}{device}), "
+    need = report["arena_bytes"] - report["arena_margin_bytes"]
+    lines.append(f"  arena: {report['arena_bytes']} bytes (TFLM's need on the core {need}{kernel}, + margin "
+                 f"{report['arena_margin_bytes']}{device}; the 64-bit host needs {report['arena_measured_bytes']}), "
                  f"ops: {', '.join(report['ops'])}")
     lines.extend(memory_plan_summary(report.get("memory_plan")))
     if report.get("latency_estimate_us") is not None:
