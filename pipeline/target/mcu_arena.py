@@ -123,6 +123,9 @@ class ModelLayout:
     # per op: the zero points of each tensor it reads or writes (0: not quantized), which its Prepare holds as
     # temporary TfLiteTensors in the head
     op_zero_points: list[list[int]] = field(default_factory=list)
+    # per op: the scratch buffers TFLM's reference kernel requests itself (bytes), on every target: MEAN and SUM's
+    # int8 accumulator, input index and axis arrays (reduce_common.cc)
+    op_scratch: list[list[int]] = field(default_factory=list)
 
     def unknown_ops(self) -> list[str]:
         return sorted({k for k in self.ops if k not in OPS_32})
@@ -163,8 +166,17 @@ def layout(g) -> ModelLayout:
         channels.append(int(w.shape[-1] if op.kind == "DEPTHWISE_CONV_2D" else w.shape[0]) if arrays else 0)
     zero_points = [max(1, t.zero_points) for t in list(g.inputs) + list(g.outputs)]
     op_zero_points = [[t.zero_points for t in op.inputs + op.outputs if t is not None] for op in g.ops]
+    op_scratch = []
+    for op in g.ops:
+        requests = []
+        if op.kind in ("MEAN", "SUM") and len(op.inputs) > 1 and op.inputs[1] is not None:
+            data_in, axis, out = op.inputs[0], op.inputs[1], op.outputs[0]
+            if data_in.dtype in ("INT8", "INT16"):
+                requests.append(4 * out.elements)
+            requests += [4 * len(data_in.shape), 4 * axis.elements]
+        op_scratch.append([r for r in requests if r > 0])
     return ModelLayout(len(g.tensors), [op.kind for op in g.ops], len(g.inputs), len(g.outputs), buffers,
-                       channels, zero_points, op_zero_points)
+                       channels, zero_points, op_zero_points, op_scratch)
 
 
 def greedy_head(buffers: list[Buffer]) -> int:
@@ -198,9 +210,19 @@ def greedy_head(buffers: list[Buffer]) -> int:
     return max((off + sizes[i] for off, i in placed), default=0)
 
 
+def scratch_requests(m: ModelLayout, board_scratch_per_op: list[int]) -> list[list[int]]:
+    """Per op, the scratch buffers requested in TFLM's order: the reference kernel's own, then what the board's
+    optimized kernel asks beyond them (pipeline.target.kernels)."""
+    ops = max(len(m.ops), len(board_scratch_per_op))
+    own = m.op_scratch + [[]] * (ops - len(m.op_scratch))
+    extra = list(board_scratch_per_op) + [0] * (ops - len(board_scratch_per_op))
+    return [list(own[i]) + ([extra[i]] if extra[i] > 0 else []) for i in range(ops)]
+
+
 def with_scratch(m: ModelLayout, scratch_per_op: list[int]) -> list[Buffer]:
-    """The model's buffers and one scratch buffer per op that requests one, alive for that op only."""
-    return list(m.buffers) + [Buffer(s, op + 1, op + 1) for op, s in enumerate(scratch_per_op) if s > 0]
+    """The model's buffers and each scratch request, alive for its op only."""
+    return list(m.buffers) + [Buffer(s, op + 1, op + 1) for op, sizes in enumerate(scratch_requests(m, scratch_per_op))
+                              for s in sizes]
 
 
 @dataclass
@@ -224,7 +246,7 @@ class _Tail:
         self.used = -(-(self.used + size) // alignment) * alignment
 
 
-def tail_32(m: ModelLayout, kernels: str, scratch_requests: list[int]) -> tuple[int, int, int]:
+def tail_32(m: ModelLayout, kernels: str, scratch_requests: list[list[int]]) -> tuple[int, int, int]:
     """The persistent section on a 32-bit core, replayed allocation by allocation in TFLM's order. Returns the tail
     at memory planning, the tail after AllocateTensors, and the peak of tail + head while the kernels prepare (the
     scratch requests' buffer and the op's tensors as temporary TfLiteTensors in the head)."""
@@ -251,7 +273,7 @@ def tail_32(m: ModelLayout, kernels: str, scratch_requests: list[int]) -> tuple[
         temps = sum(32 + (16 + 4 * z if z else 0) for z in (m.op_zero_points[op] if op < len(m.op_zero_points)
                                                             else []))
         prepare = max(prepare, tail.used + (requested + MAX_SCRATCH_PER_OP) * 12 + temps)
-        requested += 1 if op < len(scratch_requests) and scratch_requests[op] else 0
+        requested += len(scratch_requests[op]) if op < len(scratch_requests) else 0
     if requested:
         tail.take(4 * requested, 4)  # ScratchBufferHandle
     planning = tail.used
@@ -270,7 +292,7 @@ def rule(rec: Recording | None, m: ModelLayout, scratch_per_op: list[int], bits:
     """The arena of the model: on the 64-bit host from the host's recording (its tail as recorded), on a 32-bit core
     from the allocations replayed with the core's struct sizes; the head from TFLM's planner in both."""
     d = STRUCTS[bits]
-    requests = sum(1 for s in scratch_per_op if s > 0)
+    requests = sum(len(r) for r in scratch_requests(m, scratch_per_op))
     buffers = with_scratch(m, scratch_per_op)
     head = greedy_head(buffers)
     prepare = 0
@@ -280,7 +302,7 @@ def rule(rec: Recording | None, m: ModelLayout, scratch_per_op: list[int], bits:
         after = (m.inputs + m.outputs) * (d["tflite_tensor"] + d["affine_quant"] + 8) + 2 * ALIGN
         tail_planning = tail - after
     else:
-        tail_planning, tail, prepare = tail_32(m, kernels, scratch_per_op)
+        tail_planning, tail, prepare = tail_32(m, kernels, scratch_requests(m, scratch_per_op))
     resizable = (requests + MAX_SCRATCH_PER_OP) * d["scratch_request"]
     temp = align(resizable + d["pointer"] + (m.tensors + requests) * d["allocation_info"])
     planning = max(tail_planning + temp + len(buffers) * PLANNER_BYTES_PER_BUFFER, prepare)
@@ -295,4 +317,5 @@ def to_json(m: ModelLayout) -> dict:
 def from_json(data: dict) -> ModelLayout:
     return ModelLayout(data["tensors"], list(data["ops"]), data["inputs"], data["outputs"],
                        [Buffer(**b) for b in data["buffers"]], list(data.get("channels", [])),
-                       list(data.get("zero_points", [])), [list(z) for z in data.get("op_zero_points", [])])
+                       list(data.get("zero_points", [])), [list(z) for z in data.get("op_zero_points", [])],
+                       [list(r) for r in data.get("op_scratch", [])])
