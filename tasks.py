@@ -882,7 +882,7 @@ def bench_arena(c, core=None):
 
     rows = arena_check(core=core)
     print(f"generated arena vs device arena_used_bytes (target: never below, at most {ARENA_TARGET_OVER} bytes above)")
-    print(f"  {'core':<24} {'model':<20} {'generated':>9} {'device':>9} {'over':>6}  note")
+    print(f"  {'core':<24} {'model':<22} {'generated':>9} {'device':>9} {'over':>6}  note")
     for r in rows:
         note = []
         if r["planning_peak"]:
@@ -896,7 +896,7 @@ def bench_arena(c, core=None):
             note.append(f"ran in {r['ran_in_bytes']} B" + (f", failed in {r['failed_in_bytes']} B"
                                                           if r["failed_in_bytes"] else ""))
         core_name = f"{r['core']} {r['kernels']}"
-        print(f"  {core_name:<24} {r['model']:<20} {r['generated']:>9,} {r['device_used']:>9,} {r['over']:>+6,}  "
+        print(f"  {core_name:<24} {r['model']:<22} {r['generated']:>9,} {r['device_used']:>9,} {r['over']:>+6,}  "
               f"{'; '.join(note)}")
     for source in dict.fromkeys(f"{r['file']}: {r['source']}" for r in rows):
         print(f"  source {source}")
