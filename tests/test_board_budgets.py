@@ -178,3 +178,23 @@ def test_runtime_flash_follows_the_models_ops():
     no_table = boards.load_board("rp2040")  # no table for its core: the allowance stays
     assert fit.runtime_flash(no_table, kws_ops).bytes == no_table.runtime_flash_bytes
     assert fit.check(b, 1000, 1000, 0, kws_ops).flash_bytes == 1000 + kws.bytes
+
+
+def test_a_boards_framework_table_comes_before_the_generic_one(tmp_path, monkeypatch):
+    # Zephyr's tflite-micro module is its own TFLM snapshot built with Zephyr's flags (CMSIS-NN at -Ofast, TFLM at
+    # -Os), so a table measured in Zephyr's build is the one for a Zephyr board; other frameworks keep the generic.
+    def table(name, conv):
+        (tmp_path / name).write_text(f'[meta]\nsource = "{name}"\n[ops]\nCONV_2D = {conv}\nDEPTHWISE_CONV_2D = 100\n'
+                                     'MAX_POOL_2D = 10\nRESHAPE = 1\nFULLY_CONNECTED = 1\nSOFTMAX = 1\n'
+                                     'AVERAGE_POOL_2D = 1\n')
+    table("cortex-m4f-cmsis-nn.toml", 1)
+    monkeypatch.setattr(fit, "KERNEL_FLASH_DIR", tmp_path)
+    zephyr, arduino = boards.load_board("nucleo-l4r5zi"), boards.load_board("nano33ble-arduino")
+    assert fit.kernel_table(zephyr)["source"] == fit.kernel_table(arduino)["source"] == "cortex-m4f-cmsis-nn.toml"
+    table("cortex-m4f-cmsis-nn-zephyr.toml", 2)
+    assert fit.kernel_table(zephyr)["source"] == "cortex-m4f-cmsis-nn-zephyr.toml"
+    assert fit.kernel_table(arduino)["source"] == "cortex-m4f-cmsis-nn.toml"
+    kws = fit.runtime_flash(zephyr, ["CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "RESHAPE", "FULLY_CONNECTED",
+                                     "SOFTMAX"])
+    assert kws.bytes == zephyr.runtime_flash_bytes - zephyr.runtime_other_ops_bytes + 100 + 1 - 10
+    assert "cortex-m4f-cmsis-nn-zephyr.toml" in kws.source

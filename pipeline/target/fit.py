@@ -19,9 +19,12 @@ class RuntimeFlash:
 
 
 def kernel_table(board: Board) -> dict | None:
-    """The measured flash of each op's kernels for the board's core and kernels, where one exists."""
-    path = KERNEL_FLASH_DIR / f"{board.core}-{board.kernels}.toml"
-    if not path.is_file():
+    """The measured flash of each op's kernels for the board's core and kernels, where one exists: the one measured
+    in the board's framework's own build (`<core>-<kernels>-<framework>.toml`: its TFLM snapshot and flags) before
+    the generic one."""
+    path = next((p for p in (KERNEL_FLASH_DIR / f"{board.core}-{board.kernels}-{board.framework}.toml",
+                             KERNEL_FLASH_DIR / f"{board.core}-{board.kernels}.toml") if p.is_file()), None)
+    if path is None:
         return None
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
