@@ -198,3 +198,26 @@ def test_a_boards_framework_table_comes_before_the_generic_one(tmp_path, monkeyp
                                      "SOFTMAX"])
     assert kws.bytes == zephyr.runtime_flash_bytes - zephyr.runtime_other_ops_bytes + 100 + 1 - 10
     assert "cortex-m4f-cmsis-nn-zephyr.toml" in kws.source
+
+
+def test_zephyr_m4f_kernel_table_is_within_2_percent_of_the_op_sets_linked_whole():
+    # The kept measurements: each op set linked whole with Zephyr's TFLM/CMSIS-NN objects, against the digits set.
+    # The fit's runtime for a model's ops (board runtime + marginals) must be within 2 % of the board's measured
+    # runtime moved by what linking that op set whole added.
+    path = fit.KERNEL_FLASH_DIR / "cortex-m4f-cmsis-nn-zephyr.toml"
+    data = tomllib.loads(path.read_text())
+    probes = {p["name"]: p for p in data["probe"]}
+    assert {"digits", "ds_cnn", "kws_vww", "ic", "ad"} <= set(probes)
+    digits = probes["digits"]["flash_bytes"]
+    for name in ("nucleo-l4r5zi", "nrf52840dk", "qemu-m4"):
+        b = boards.load_board(name)
+        assert fit.kernel_table(b)["path"] == path
+        for probe in probes.values():
+            est = fit.runtime_flash(b, probe["ops"])
+            linked = b.runtime_flash_bytes - b.runtime_other_ops_bytes + probe["flash_bytes"] - digits
+            assert abs(est.bytes / linked - 1) <= 0.02, (name, probe["name"], est.bytes, linked)
+            assert "Zephyr" in est.source
+    # An op only the generic table has: that table, not the board's allowance.
+    nucleo = boards.load_board("nucleo-l4r5zi")
+    mean = fit.runtime_flash(nucleo, list(nucleo.runtime_ops) + ["MEAN"])
+    assert "MEAN" not in data["ops"] and f"+{fit.kernel_tables(nucleo)[1]['ops']['MEAN']} MEAN" in mean.source

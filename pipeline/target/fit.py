@@ -18,33 +18,42 @@ class RuntimeFlash:
     source: str
 
 
+def kernel_tables(board: Board) -> list[dict]:
+    """The measured flash of each op's kernels for the board's core and kernels, where measured: the table measured
+    in the board's framework's own build (`<core>-<kernels>-<framework>.toml`: its TFLM snapshot and flags) first,
+    then the generic one."""
+    tables = []
+    for path in (KERNEL_FLASH_DIR / f"{board.core}-{board.kernels}-{board.framework}.toml",
+                 KERNEL_FLASH_DIR / f"{board.core}-{board.kernels}.toml"):
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise PipelineError(f"kernel size table {path} cannot be read: {exc}") from None
+        ops = data.get("ops")
+        if not isinstance(ops, dict) or not isinstance(data.get("meta", {}).get("source"), str) or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in ops.values()):
+            raise PipelineError(f"kernel size table {path}: needs [meta] source and [ops] OP = bytes (integers >= 0)")
+        tables.append({"ops": ops, "source": data["meta"]["source"], "path": path})
+    return tables
+
+
 def kernel_table(board: Board) -> dict | None:
-    """The measured flash of each op's kernels for the board's core and kernels, where one exists: the one measured
-    in the board's framework's own build (`<core>-<kernels>-<framework>.toml`: its TFLM snapshot and flags) before
-    the generic one."""
-    path = next((p for p in (KERNEL_FLASH_DIR / f"{board.core}-{board.kernels}-{board.framework}.toml",
-                             KERNEL_FLASH_DIR / f"{board.core}-{board.kernels}.toml") if p.is_file()), None)
-    if path is None:
-        return None
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise PipelineError(f"kernel size table {path} cannot be read: {exc}") from None
-    ops = data.get("ops")
-    if not isinstance(ops, dict) or not isinstance(data.get("meta", {}).get("source"), str) or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in ops.values()):
-        raise PipelineError(f"kernel size table {path}: needs [meta] source and [ops] OP = bytes (integers >= 0)")
-    return {"ops": ops, "source": data["meta"]["source"], "path": path}
+    """The board's first kernel size table (kernel_tables), or None."""
+    return next(iter(kernel_tables(board)), None)
 
 
 def runtime_flash(board: Board, ops: list[str] | None = None) -> RuntimeFlash:
     """The board's measured runtime, with its allowance for other ops replaced by the kernels of the ops the model
     registers (the ones it adds, less the ones the measured build had and the model does not), where the board's
     core and kernels have a measured table and every op is in it; else the board file's figure as it is."""
-    table = kernel_table(board) if ops is not None and board.runtime_ops is not None else None
-    if table is None:
+    tables = kernel_tables(board) if ops is not None and board.runtime_ops is not None else []
+    if not tables:
         return RuntimeFlash(board.runtime_flash_bytes, board.runtime_source)
     have, want = set(board.runtime_ops), set(ops)
+    # The first table that has every op (a framework's own table may cover fewer ops than the generic one).
+    table = next((t for t in tables if all(op in t["ops"] for op in have | want)), tables[0])
     missing = sorted(op for op in have | want if op not in table["ops"])
     if missing:
         return RuntimeFlash(board.runtime_flash_bytes, board.runtime_source + f" (kept: {', '.join(missing)} not in "
