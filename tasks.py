@@ -154,6 +154,14 @@ TRAINING_OPTS = ("model", "epochs", "width", "depth", "teacher", "sparsity", "pr
 BROUGHT = "to a model brought with --tflite (it is trained and quantized already)"
 
 
+def _tflm_tree(tflm) -> Path:
+    """--tflm is an option, not a positional argument (a positional one took `--help` as its value and ran the task)."""
+    if not tflm:
+        raise PipelineError("--tflm=PATH is required: a TFLM source tree (tensorflow/tflite-micro) with microlite built "
+                            "for the target (README: Without hardware)")
+    return Path(tflm)
+
+
 def _number(option: str, value, kind=float):
     """An option value as int or float, or one line naming the option (invoke passes what was typed as text)."""
     try:
@@ -907,11 +915,12 @@ def bench_arena(c, core=None):
             "cost_model": "which cost model to calibrate: cortex-m4f-cmsis-nn (default) or cortex-m0plus-reference",
             "work": "scratch folder for the builds and images (default build/calibrate)"})
 @cli_errors
-def calibrate(c, tflm, cost_model="cortex-m4f-cmsis-nn", work="build/calibrate"):
+def calibrate(c, tflm=None, cost_model="cortex-m4f-cmsis-nn", work="build/calibrate"):
     """Calibrate a cost model under QEMU -icount: every zoo model at several widths, timed per operator."""
+    tflm_tree = _tflm_tree(tflm)
     from pipeline import calibrate as calibrate_mod
 
-    path = calibrate_mod.run(Path(tflm), cost_model, Path(work))
+    path = calibrate_mod.run(tflm_tree, cost_model, Path(work))
     print(f"cost model written: {path} (measurements: {calibrate_mod.measurements_path(cost_model)})")
     _print_costmodel_check(calibrate_mod.check(cost_model))
 
@@ -968,15 +977,16 @@ def bench_costmodel(c, cost_model=None):
             "out": "the image to write (default build/<board>/<name>/qemu-<cpu>.elf)",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors
-def firmware_qemu(c, tflm, board="nucleo-l4r5zi", model=None, generated=None, cpu="cortex-m4+fp", out=None,
+def firmware_qemu(c, tflm=None, board="nucleo-l4r5zi", model=None, generated=None, cpu="cortex-m4+fp", out=None,
                   build_dir="build", name=None):
     """Build the QEMU image of the benchmark harness with the real model, linked with your TFLM library."""
+    tflm_tree = _tflm_tree(tflm)
     from pipeline.boards import load_board
     from pipeline.hil.harness_build import QEMU_CPUS, build_qemu_tflm
 
     board = load_board(board).name
     folder = _chosen_build(build_dir, board, name, (_folder(model) if model else None)).folder
-    image = build_qemu_tflm(Path(generated) if generated else folder / "generated", Path(tflm),
+    image = build_qemu_tflm(Path(generated) if generated else folder / "generated", tflm_tree,
                             Path(out) if out else folder / f"qemu-{cpu}.elf", cpu)
     machine = QEMU_CPUS[cpu][1]
     print(f"QEMU image: {image}")
@@ -993,14 +1003,15 @@ def firmware_qemu(c, tflm, board="nucleo-l4r5zi", model=None, generated=None, cp
             "out": "the program to write (default build/<board>/<name>/host-harness)",
             "build_dir": COMMON_HELP["build_dir"]})
 @cli_errors
-def firmware_host(c, tflm, board="esp32", model=None, out=None, build_dir="build", name=None):
+def firmware_host(c, tflm=None, board="esp32", model=None, out=None, build_dir="build", name=None):
     """Build the host (pseudo-terminal) harness with the real model, linked with your TFLM host library."""
+    tflm_tree = _tflm_tree(tflm)
     from pipeline.boards import load_board
     from pipeline.hil.harness_build import build_host_tflm
 
     board = load_board(board).name
     folder = _chosen_build(build_dir, board, name, (_folder(model) if model else None)).folder
-    program = build_host_tflm(folder / "generated", Path(tflm), Path(out) if out else folder / "host-harness")
+    program = build_host_tflm(folder / "generated", tflm_tree, Path(out) if out else folder / "host-harness")
     print(f"host harness: {program}  (it prints the pseudo-terminal it serves; then invoke measure "
           f"--board={board} --name={folder.name} --port=/dev/pts/N, figures labelled host)")
 
