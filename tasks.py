@@ -388,7 +388,7 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
 
     opts = explore_mod.ExploreOptions(model=model, board=board, data=data, seed=_number("seed", seed, int),
                                       epochs=_number("epochs", epochs, int) if epochs else None,
-                                      build_root=Path(build_dir), frontend=frontend, trust_model=trust_model)
+                                      build_root=Path(build_dir), trust_model=trust_model)
     trial = explore_mod.pick(explore_mod.load_trials(opts.out_dir), which)
     if trial is None or not trial.get("params"):
         raise PipelineError(f"--from-explore={which}: no such trial with results in {opts.out_dir} "
