@@ -197,20 +197,24 @@ def test_keyword_spotter_from_spoken_wavs_and_the_emulated_device_computes_the_s
     assert "kFrontendPcanStrength = 0.95f;" in header
     assert report["frontend_estimate"]["label"] == "estimate" and report["frontend_estimate"]["est_us"] > 0
     assert "AUDIO_FRONTEND (estimate)" in (out / "profile.md").read_text()
-    # the device-side hook in the rendered project compiles with -Werror and calls TFLM's microfrontend; its headers
-    # are STAND-INs here (tests/standin/microfrontend: declarations only), so this proves the wiring, not the features
+    # the device-side hook in the rendered project compiles with -Werror and calls the model library's audio entry,
+    # which calls TFLM's microfrontend; TFLM's headers are STAND-INs here (tests/standin: declarations only), so
+    # this proves the wiring, not the features
     import subprocess
     from conftest import REPO
     project = out / "firmware" / "main"
+    prefix = next(project.glob("*_model_settings.h")).name[:-len("_model_settings.h")]
     for compiler in [c for c in ("g++", "arm-none-eabi-g++") if shutil.which(c)]:
         cpu = ["-mthumb", "-mcpu=cortex-m4"] if compiler.startswith("arm") else []
-        obj = tmp_path / f"{compiler}-tflm_backend.o"
-        built = subprocess.run([compiler, "-std=c++17", *cpu, "-Os", "-Wall", "-Wextra", "-Werror",
-                                f"-I{REPO / 'tests/standin/microfrontend'}", f"-I{project}", "-c",
-                                str(project / "tflm_backend.cc"), "-o", str(obj)], capture_output=True, text=True)
-        assert built.returncode == 0, built.stderr[-3000:]
-        symbols = subprocess.run([shutil.which("nm") or "nm", str(obj)], capture_output=True, text=True).stdout
-        assert "FrontendProcessSamples" in symbols and "FrontendPopulateState" in symbols
+        for source, wanted in (("tflm_backend.cc", f"{prefix}_audio_frame"), (f"{prefix}.cc", "FrontendProcessSamples")):
+            obj = tmp_path / f"{compiler}-{source}.o"
+            built = subprocess.run([compiler, "-std=c++17", *cpu, "-Os", "-Wall", "-Wextra", "-Werror",
+                                    f"-I{REPO / 'tests/standin/microfrontend'}", f"-I{REPO / 'tests/standin/tflm'}",
+                                    f"-I{project}", "-c", str(project / source), "-o", str(obj)],
+                                   capture_output=True, text=True)
+            assert built.returncode == 0, built.stderr[-3000:]
+            symbols = subprocess.run([shutil.which("nm") or "nm", str(obj)], capture_output=True, text=True).stdout
+            assert wanted in symbols, source
 
     board = boards.load_board("esp32")
     device = device_for_build(build_dir, board, "ds_cnn", out)
