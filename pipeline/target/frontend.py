@@ -9,8 +9,9 @@ too (the binding's Python API takes none), and training, the emulator and `invok
 implementation. Checked bit for bit against TFLM's microfrontend sources (with TFLM's kissfft v130) compiled on
 the host, at the default and at other settings (tests/data/frontend_crosscheck.json).
 
-Not TensorFlow's `audio_microfrontend` op: TF 2.21's build of it differs from TFLM's in a few values per clip
-(its kissfft is another version), so features made by it would not be a device's.
+Not TensorFlow's `audio_microfrontend` op: TF 2.21's build of it differs from TFLM's in a few values per clip (the
+cause is not established: the same sources built here with kissfft 131.1.0, TF's pin, still match TFLM, not the op),
+so features made by it would not be a device's.
 
 The microfrontend emits one `mel_channels` frame per stride; the model takes `frames` x `channels` per clip.
 `pool` keeps every `frame_step`-th frame and averages each `channel_group` adjacent mel channels, in integers
