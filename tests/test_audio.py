@@ -242,3 +242,11 @@ def test_bench_frontend_measures_the_host_and_labels_each_core_an_estimate():
     host = re.search(r"front end on the host \(host \(pymicro-features's microfrontend, default settings, measured wall time\)\): (\d+) frames/s", proc.stdout)
     assert host and int(host.group(1)) > 100  # real time is 100 frames/s
     assert re.search(r"esp32 +[0-9.]+ ms per 1 s window, +[0-9.]+ us per frame \(ESTIMATE, 240 MHz", proc.stdout)
+
+
+def test_front_end_estimate_is_anchored_to_the_kept_qemu_instruction_count():
+    kept = json.loads((Path(__file__).parent / "data" / "frontend_crosscheck.json").read_text())["qemu_harness_measure"]
+    per_frame = kept["frontend_instructions_per_second_of_audio"]["median"] / kept["frames_per_second_of_audio"]
+    assert abs(frontend.MEASURED_INSTRUCTIONS_PER_FRAME - per_frame) / per_frame < 0.01
+    assert kept["features_bit_exact"] == kept["audio_clips"] > 0
+    assert frontend.estimated_cycles()["ops"] == frontend.MEASURED_INSTRUCTIONS_PER_FRAME * 98
