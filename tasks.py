@@ -52,6 +52,10 @@ COMMON_HELP = {
     "elf": "a firmware ELF you built (e.g. build/zephyr/zephyr.elf), or its GNU ld linker map: its real "
            "text/data/bss against the fit "
            "estimate, in the summary, report.json (elf_check) and the findings",
+    "frontend": "audio data only: the audio front end's settings over its defaults, KEY=VALUE,... with KEY "
+                "stride_ms (5, 10, 20), window_ms, mel_channels (10..60, a multiple of 10), lower_band_hz, "
+                "upper_band_hz, noise_reduction, pcan, log_scale (on/off), pcan_strength; e.g. "
+                "stride_ms=20,mel_channels=20 (default: 30 ms windows every 10 ms, 40 channels)"
 }
 GATE_OPTS = ("fail_on", "max_latency_ms", "max_ram_kb", "max_flash_kb", "max_energy_uj", "elf")
 
@@ -150,7 +154,8 @@ def _refuse_unused(task_obj, values: dict, names, reason: str) -> None:
 
 
 # What shapes a model in training and conversion: none of it applies to a model brought with --tflite.
-TRAINING_OPTS = ("model", "epochs", "width", "depth", "teacher", "sparsity", "prune", "qat", "max_drop", "precision")
+TRAINING_OPTS = ("model", "epochs", "width", "depth", "teacher", "sparsity", "prune", "qat", "max_drop", "precision",
+                 "frontend")
 BROUGHT = "to a model brought with --tflite (it is trained and quantized already)"
 
 
@@ -175,7 +180,7 @@ def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5
              max_drop=2.0, width=1.0, depth=None, teacher=None, build_dir="build", tflite=None, compile_firmware=True,
              memory_plan="offline", precision="int8", name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None,
              max_flash_kb=None, max_energy_uj=None, elf=None, model_id=None,
-             energy_mode=False, trust_model=False):
+             energy_mode=False, trust_model=False, frontend=None):
     from pipeline.build import Options
     from pipeline.report.findings import Limits
 
@@ -189,6 +194,7 @@ def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5
                    depth=_number("depth", depth, int) if depth is not None else None,
                    tflite=Path(tflite) if tflite else None, build_root=Path(build_dir), memory_plan=memory_plan,
                    teacher=teacher, precision=precision, name=name, model_id=model_id, energy_mode=energy_mode, trust_model=trust_model,
+                   frontend=frontend or None,
                    compile_firmware=compile_firmware, fail_on=fail_on, elf=Path(elf) if elf else None,
                    limits=Limits(limit("max_latency_ms", max_latency_ms), limit("max_ram_kb", max_ram_kb),
                                  limit("max_flash_kb", max_flash_kb), limit("max_energy_uj", max_energy_uj)))
@@ -225,7 +231,8 @@ def _print_board_outcome(outcome, pipeline=None):
         pipeline.gate(outcome)
 
 
-MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir", "verbose", "trust_model")
+MODEL_OPTS = ("model", "data", "epochs", "seed", "width", "depth", "teacher", "build_dir", "verbose", "trust_model",
+              "frontend")
 OPT_OPTS = MODEL_OPTS + ("sparsity", "prune", "qat")
 CONVERT_OPTS = OPT_OPTS + ("max_drop", "precision")
 BOARD_OPTS = CONVERT_OPTS + ("board", "memory_plan", "name")
@@ -237,22 +244,22 @@ def _help(names, **extra):
 
 @task(help=_help(MODEL_OPTS))
 @cli_errors
-def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", verbose=False, trust_model=False):
+def train(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", verbose=False, frontend=None, trust_model=False):
     """Stage 1: train the float Keras model (seeded, early stopping)."""
     _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
-                  trust_model=trust_model)
+                  frontend=frontend, trust_model=trust_model)
     print(f"stage folder: {p.train_dir}")
     print(json.dumps(p.train(), indent=2))
 
 
 @task(help=_help(OPT_OPTS))
 @cli_errors
-def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, verbose=False, trust_model=False):
+def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, verbose=False, frontend=None, trust_model=False):
     """Stages 1-3: train, prune to --sparsity, then sparsity-preserving quantization-aware training."""
     _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
-                  sparsity=sparsity, prune=prune, qat=qat, trust_model=trust_model)
+                  sparsity=sparsity, prune=prune, qat=qat, frontend=frontend, trust_model=trust_model)
     print(f"stage folder: {p.model_dir}")
     print(json.dumps(p.optimize(), indent=2))
 
@@ -260,11 +267,11 @@ def optimize(c, model="digits", data=None, epochs=None, seed="0", width="1.0", d
 @task(help=_help(CONVERT_OPTS))
 @cli_errors
 def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True,
-            max_drop="2.0", precision="int8", verbose=False, trust_model=False):
+            max_drop="2.0", precision="int8", verbose=False, frontend=None, trust_model=False):
     """Stages 1-4: train, optimize, convert to full-int8 .tflite and check accuracy on TFLite and the TFLM host runtime."""
     _quiet(verbose)
     p = _pipeline(model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher, build_dir=build_dir,
-                  sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision, trust_model=trust_model)
+                  sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision, frontend=frontend, trust_model=trust_model)
     print(f"stage folder: {p.model_dir}")
     print(json.dumps({"convert": p.convert(), "validate": p.validate()}, indent=2))
     print(f"model: {p.tflite_path}")
@@ -277,7 +284,7 @@ def convert(c, model="digits", data=None, epochs=None, seed="0", width="1.0", de
 def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
              build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
              name=None, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None, max_energy_uj=None, elf=None, verbose=False,
-             model_id=None, trust_model=False):
+             model_id=None, frontend=None, trust_model=False):
     """Firmware inputs: C array, op resolver, arena size, model header; board fit check, report.json and report.html."""
     _quiet(verbose)
     if tflite:
@@ -285,7 +292,7 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                   memory_plan=memory_plan, name=name, fail_on=fail_on, max_latency_ms=max_latency_ms, max_ram_kb=max_ram_kb,
-                  max_flash_kb=max_flash_kb, max_energy_uj=max_energy_uj, elf=elf, model_id=model_id, trust_model=trust_model)
+                  max_flash_kb=max_flash_kb, max_energy_uj=max_energy_uj, elf=elf, model_id=model_id, frontend=frontend, trust_model=trust_model)
     _print_board_outcome(p.run_board(with_firmware=False), p)
 
 
@@ -301,7 +308,7 @@ def generate(c, board="esp32", tflite=None, model="digits", data=None, epochs=No
 def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
           build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", compile=True, from_explore=None, memory_plan="offline",
           name=None, export=False, fail_on=None, max_latency_ms=None, max_ram_kb=None, max_flash_kb=None,
-          max_energy_uj=None, elf=None, verbose=False, model_id=None, energy_mode=False, trust_model=False):
+          max_energy_uj=None, elf=None, verbose=False, model_id=None, energy_mode=False, frontend=None, trust_model=False):
     """Everything: train, optimize, convert, validate, generate, fit, render (and compile) the firmware project.
 
     Only stages whose inputs changed run again. Output: build/<board>/<model>/ (or --name) with report.json,
@@ -313,7 +320,7 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
                  max_energy_uj=max_energy_uj, elf=elf)
     if from_explore:
         _refuse_unused(build, locals(), ("tflite", "width", "depth", "teacher", "sparsity", "prune", "qat", "max_drop",
-                                         "precision", "memory_plan"),
+                                         "precision", "memory_plan", "frontend"),
                        "with --from-explore (the trial gives the model's options)")
     elif tflite:
         _refuse_unused(build, locals(), TRAINING_OPTS + (() if data else ("seed",)), BROUGHT)
@@ -330,7 +337,7 @@ def build(c, board="esp32", model="digits", tflite=None, data=None, epochs=None,
         p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width,
                       depth=depth, teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
                       compile_firmware=compile, memory_plan=memory_plan, name=name, model_id=model_id,
-                      energy_mode=energy_mode, trust_model=trust_model, **gates)
+                      energy_mode=energy_mode, frontend=frontend, trust_model=trust_model, **gates)
     _print_board_outcome(p.run_board(with_firmware=True), p)
     if export:
         _print_export(p.export(p.export_models()))
@@ -356,7 +363,7 @@ def _print_export(result: dict) -> None:
 @cli_errors
 def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, out=None, form=None, data=None, epochs=None,
            seed="0", width="1.0", depth=None, teacher=None, build_dir="build", sparsity="0.5", prune="magnitude",
-           qat=True, max_drop="2.0", precision="int8", memory_plan="offline", verbose=False, trust_model=False):
+           qat=True, max_drop="2.0", precision="int8", memory_plan="offline", verbose=False, frontend=None, trust_model=False):
     """The model as a library for your own firmware, in the board's framework's form, with a README and an example.
 
     ESP-IDF component (esp32 boards), Zephyr module (Zephyr boards), Arduino library (nano33ble-arduino) or a
@@ -369,7 +376,7 @@ def export(c, board="esp32", model="digits", tflite=None, name=None, also=None, 
 
     p = _pipeline(board=board, tflite=tflite, model=model, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
                   teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop,
-                  precision=precision, memory_plan=memory_plan, name=name, trust_model=trust_model)
+                  precision=precision, memory_plan=memory_plan, name=name, frontend=frontend, trust_model=trust_model)
     export_mod.form_for(boards.load_board(board), form)  # a form that does not fit is refused before any work
     if out:
         export_mod.check_out_dir(Path(out))
@@ -404,7 +411,7 @@ def _explored_pipeline(explore_mod, board, model, data, epochs, seed, build_dir,
 @cli_errors
 def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None, teacher=None,
             build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0", precision="int8", memory_plan="offline",
-            name=None, verbose=False, trust_model=False):
+            name=None, verbose=False, frontend=None, trust_model=False):
     """Per-layer cost on the board: MACs, weights, live memory, kernel scratch, estimated cycles/us, hot spots, int8 error.
 
     Writes profile.json, .csv, .md and .png next to the build (build/<board>/<model>/, or --name). Latency and energy are
@@ -415,7 +422,7 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
         _refuse_unused(profile, locals(), TRAINING_OPTS + (() if data else ("seed",)), BROUGHT)
     p = _pipeline(board=board, model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth, teacher=teacher,
                   build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat, max_drop=max_drop, precision=precision,
-                  memory_plan=memory_plan, name=name, trust_model=trust_model)
+                  memory_plan=memory_plan, name=name, frontend=frontend, trust_model=trust_model)
     _, out_dir = p.run_profile()
     print((out_dir / "profile.md").read_text())
     print(f"profile: {out_dir / 'profile.md'} (.json, .csv, .png)")
@@ -434,7 +441,7 @@ def profile(c, board="esp32", model="digits", tflite=None, data=None, epochs=Non
 def compare(c, model="digits", boards=None, tflite=None, data=None, epochs=None, seed="0", width="1.0", depth=None,
             teacher=None, build_dir="build", sparsity="0.5", prune="magnitude", qat=True, max_drop="2.0",
             precision="int8", memory_plan="offline", rate="1/s", battery_mah="1000", battery_v="3.7", sort="latency",
-            out=None, verbose=False, trust_model=False):
+            out=None, verbose=False, frontend=None, trust_model=False):
     """Which board for this model: fits, flash/RAM headroom, arena, latency and energy ESTIMATES, battery life.
 
     One row per board, in a table and compare.html. The model is trained once (stage cache); only the board
@@ -447,7 +454,7 @@ def compare(c, model="digits", boards=None, tflite=None, data=None, epochs=None,
         pipeline=_options(model=model, tflite=tflite, data=data, epochs=epochs, seed=seed, width=width, depth=depth,
                           teacher=teacher, build_dir=build_dir, sparsity=sparsity, prune=prune, qat=qat,
                           max_drop=max_drop, precision=precision, memory_plan=memory_plan, compile_firmware=False,
-                          trust_model=trust_model),
+                          frontend=frontend, trust_model=trust_model),
         boards=[b.strip() for b in boards.split(",") if b.strip()] if boards else [],
         rate_per_s=compare_mod.parse_rate(rate), battery_mah=_number("battery_mah", battery_mah),
         battery_v=_number("battery_v", battery_v), sort=sort, out_dir=Path(out) if out else None)

@@ -67,6 +67,8 @@ class Options:
     # reference model of the zoo reports its MLPerf id, any other model its name).
     model_id: str | None = None
     energy_mode: bool = False  # the harness serves MLPerf Tiny's energy mode (timestamps on the pin, 9600 baud)
+    # The audio front end's settings over its defaults, "KEY=VALUE,..." (pipeline.target.frontend.parse); audio data only.
+    frontend: str | None = None
 
 
 @dataclass
@@ -147,6 +149,7 @@ class Pipeline:
                 f"model '{opts.model}' has no bundled dataset: pass --data=FILE.npz or --data=FOLDER "
                 f"(input shape {self.spec.input_shape})"
             )
+        self.frontend_settings = self._frontend_settings(opts)
         self.epochs = opts.epochs if opts.epochs is not None else (self.spec.epochs if self.spec else 0)
         self.qat = opts.qat and not (self.spec and self.spec.qat_unsupported) and opts.precision == "int8"
         if opts.qat and not self.qat and not self.byo:
@@ -163,8 +166,11 @@ class Pipeline:
         distill = "" if not opts.teacher or self.self_distill else \
             "-kd" + hashlib.sha256(str(opts.teacher).encode()).hexdigest()[:8]
         cache_name = user_model.cache_name(opts.model) if self.user else self.model_name
+        # another front end trains another model: side by side with the default's, named by its settings' hash
+        fe = "" if self.frontend_settings is None or self.frontend_settings.is_default else \
+            "-fe" + hashlib.sha256(self.frontend_settings.describe().encode()).hexdigest()[:8]
         self.train_dir = opts.build_root / MODELS_SUBDIR / cache_name / (
-            f"w{opts.width:g}{depth}-e{self.epochs}-seed{opts.seed}{distill}")
+            f"w{opts.width:g}{depth}-e{self.epochs}-seed{opts.seed}{distill}{fe}")
         self.model_dir = self.train_dir / (f"{opts.prune}{opts.sparsity:g}-{'qat' if self.qat else 'ptq'}"
                                            + ("" if opts.precision == "int8" else f"-{opts.precision}")
                                            + ("-kd" if self.self_distill else ""))
@@ -196,20 +202,29 @@ class Pipeline:
                      f"{self.spec.epochs if opts.epochs is None else opts.epochs} epochs by pruning and QAT")
         return opts
 
+    def _frontend_settings(self, opts: Options):
+        """The audio front end's settings (pipeline.target.frontend) when the data is audio, else None; --frontend
+        with data that is not audio is refused."""
+        from pipeline.model import audio
+        from pipeline.target import frontend
+
+        if self.byo or self.data_source is None or not audio.is_audio(self.data_source):
+            if opts.frontend:
+                raise PipelineError(f"--frontend={opts.frontend}: the audio front end's settings are for audio data "
+                                    "(--data=a folder of .wav class folders or an .npz of int16 audio)"
+                                    + (" and a model trained here, not --tflite" if self.byo else ""))
+            return None
+        return frontend.parse(opts.frontend)
+
     # -- helpers ---------------------------------------------------------------------------------------
     def fingerprint(self) -> str | None:
         if self._fingerprint is None and self.data_source is not None:
-            self._fingerprint = datasets.fingerprint(self.data_source, self.opts.seed)
+            self._fingerprint = datasets.fingerprint(self.data_source, self.opts.seed, self.frontend_settings)
         return self._fingerprint
 
     def frontend(self) -> dict | None:
         """The audio front end's settings when the data is audio (part of the data fingerprint, so of every key)."""
-        from pipeline.model import audio
-        from pipeline.target import frontend
-
-        if self.data_source is None or not audio.is_audio(self.data_source):
-            return None
-        return frontend.SETTINGS.as_dict()
+        return None if self.frontend_settings is None else self.frontend_settings.as_dict()
 
     def data(self, input_shape=None, num_classes=None, autoencoder=False) -> datasets.Dataset:
         if self._data is None:
@@ -217,7 +232,8 @@ class Pipeline:
                 input_shape, num_classes, autoencoder = self.spec.input_shape, self.spec.num_classes, self.spec.autoencoder
             # A zoo model's output layer is sized to the data's classes; a brought model's outputs are fixed.
             self._data = datasets.load(self.data_source, input_shape, num_classes, self.opts.seed, autoencoder,
-                                       classes_from_data=self.spec is not None and not self.spec.source, log=self.log)
+                                       classes_from_data=self.spec is not None and not self.spec.source, log=self.log,
+                                       frontend_settings=self.frontend_settings)
         return self._data
 
     def stage(self, index: int, name: str, out_dir: Path, key: str, outputs: list[Path], fn: Callable[[], dict]) -> dict:

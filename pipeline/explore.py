@@ -1,6 +1,7 @@
 """`invoke explore`: which model to deploy on this board. A multi-objective search (Optuna) over the model's
 search space (models.py: width, depth, pruning kind and amount, QAT or post-training, distillation from the widest
-model of the space), every trial measured on the
+model of the space; for audio data also the audio front end's stride and mel channels, FRONTEND_SPACE, since the
+features decide both accuracy and cost), every trial measured on the
 same footing: int8 accuracy on the host TFLM runtime, flash and RAM as the fit check counts them, and the board's
 latency and energy ESTIMATES (pipeline.target.costmodel).
 
@@ -134,8 +135,22 @@ def check_options(opts: ExploreOptions) -> zoo.ModelSpec:
     return spec
 
 
-def sample(trial, spec: zoo.ModelSpec) -> dict:
-    """One configuration from the model's search space (steps keep repeated configurations cache hits)."""
+# The audio front end's knobs, searched with the model when the data is audio. Every choice keeps the model's 49 x 10
+# input (pipeline.target.frontend.settings_with pools to it): frames every 10 or 20 ms (a 20 ms stride computes half
+# the FFTs), 10, 20 or 40 mel channels (averaged down to 10).
+FRONTEND_SPACE = {"stride_ms": (10, 20), "mel_channels": (10, 20, 40)}
+
+
+def is_audio(opts: ExploreOptions, spec: zoo.ModelSpec) -> bool:
+    from pipeline.model import audio
+
+    source = opts.data or spec.default_data
+    return source is not None and audio.is_audio(source)
+
+
+def sample(trial, spec: zoo.ModelSpec, audio: bool = False) -> dict:
+    """One configuration from the model's search space (steps keep repeated configurations cache hits); with
+    audio data, the front end's settings too (params["frontend"], --frontend's text)."""
     space = spec.search
     params = {"width": 1.0, "depth": None}  # a model file has neither knob: the rest of the space applies
     if "width" in spec.knobs and "width" in space:
@@ -159,6 +174,13 @@ def sample(trial, spec: zoo.ModelSpec) -> dict:
                    and trial.suggest_categorical("distill", [False, True]))
         params["teacher"] = f"{space['width'][1]:g}" if distill else None
     params["precision"] = trial.suggest_categorical("precision", list(space.get("precision", ("int8",))))
+    if audio:
+        from pipeline.target import frontend
+
+        chosen = frontend.settings_with(
+            stride_ms=trial.suggest_categorical("fe_stride_ms", list(FRONTEND_SPACE["stride_ms"])),
+            mel_channels=trial.suggest_categorical("fe_mel_channels", list(FRONTEND_SPACE["mel_channels"])))
+        params["frontend"] = chosen.describe()
     return params
 
 
@@ -184,6 +206,8 @@ def describe(params: dict | None) -> str:
         parts.append(teacher_text(params["teacher"]))
     precision = params.get("precision", "int8")
     parts.append(precision if precision == "int8" else f"{precision} ({HOST_ONLY})")
+    if params.get("frontend"):
+        parts.append(f"front end {params['frontend']}")
     return ", ".join(parts)
 
 
@@ -200,7 +224,7 @@ def pipeline_options(opts: ExploreOptions, params: dict):
                    width=params["width"], depth=params["depth"], sparsity=params["sparsity"],
                    prune="magnitude" if params["prune"] == "none" else params["prune"], qat=params["qat"],
                    teacher=params.get("teacher"), precision=params.get("precision", "int8"), build_root=opts.build_root,
-                   max_drop=100.0, compile_firmware=False, trust_model=opts.trust_model)
+                   max_drop=100.0, compile_firmware=False, trust_model=opts.trust_model, frontend=params.get("frontend"))
 
 
 class Hopeless(Exception):
@@ -224,8 +248,17 @@ def evaluate(opts: ExploreOptions, params: dict, board: boards.Board) -> dict:
     fitted = fit.check(board, figures["tflite_bytes"], figures["arena_bytes"], sample_bytes, figures["ops"])
     latency_us = figures["latency_estimate_us"]
     host_only = params.get("precision", "int8") != "int8"
+    audio = {}
+    if p.frontend_settings is not None:
+        # A keyword from one second of audio: the front end over the window plus one inference (both ESTIMATES).
+        from pipeline.target import costmodel, profile
+
+        row = profile.frontend_row(p.frontend(), board, costmodel.for_board(board).cpi_for(board).value, latency_us)
+        audio = {"model_latency_ms": latency_us / 1000.0, "frontend_ms": row["est_us"] / 1000.0,
+                 "frontend_source": row["source"]}
+        latency_us += row["est_us"]
     energy_uj = board.active_power_mw * latency_us / 1000.0 if board.active_power_mw else None
-    return {
+    return {**audio,
         "metric_name": metrics["metric_name"], "accuracy": metrics["tflm_metric"],
         "float_metric": metrics["float_metric"],
         # The cost model is of the board's int8 kernels: for an int16x8 model it would give the int8 figure.
@@ -375,7 +408,7 @@ def run(opts: ExploreOptions, log: Callable[[str], None] = print) -> dict:
                     # any heartbeat (its worker died before its first beat) becomes stale too, and is run again.
                     study._storage.record_heartbeat(t._trial_id)
             while (trial := next_trial(study, opts, claim, log)) is not None:
-                frozen = run_trial(study, trial, spec, objective, log)
+                frozen = run_trial(study, trial, spec, objective, log, is_audio(opts, spec))
                 if frozen is not None:
                     report(frozen)
         except sqlalchemy.exc.OperationalError as exc:
@@ -429,7 +462,7 @@ def fail_stale_trials(study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def run_trial(study, trial, spec: zoo.ModelSpec, objective, log: Callable[[str], None]):
+def run_trial(study, trial, spec: zoo.ModelSpec, objective, log: Callable[[str], None], audio: bool = False):
     """Sample, evaluate and tell one trial while a thread beats its heartbeat into the study's database. Returns the
     finished trial, or None when another worker failed it meanwhile (no heartbeat reached the database in time)."""
     import optuna
@@ -439,7 +472,7 @@ def run_trial(study, trial, spec: zoo.ModelSpec, objective, log: Callable[[str],
     with get_heartbeat_thread(trial._trial_id, study._storage):
         try:
             retry_of = study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
-            params = sample(trial, spec)
+            params = sample(trial, spec, audio)
             trial.set_user_attr("params", params)
             log(f"trial {trial.number}: started ({describe(params)})"
                 + (f" (retry of trial {retry_of}, whose worker stopped)" if retry_of is not None else ""))
@@ -701,8 +734,9 @@ def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     metric_keys = ["accuracy", "float_metric", "latency_ms", "energy_uj", "ram_kb", "flash_kb", "arena_bytes",
                    "tflite_bytes", "macs"]
+    metric_keys += ["model_latency_ms", "frontend_ms"]  # audio data: latency_ms is the two together
     fields = ["number", "state", "feasible", "width", "depth", "prune", "sparsity", "qat", "teacher", "precision",
-              *metric_keys, "why"]
+              "frontend", *metric_keys, "why"]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for r in rows:
@@ -809,7 +843,7 @@ def _html(opts, board, rows, front, best, png: bytes) -> str:
         return "yes" if buildable(r) else f"yes, but {esc(HOST_ONLY)}: no latency estimate"
 
     def table(items, title):
-        head = ("<tr><th>#</th><th>width</th><th>depth</th><th>prune</th><th>sparsity</th><th>QAT</th><th>teacher</th><th>precision</th>"
+        head = ("<tr><th>#</th><th>width</th><th>depth</th><th>prune</th><th>sparsity</th><th>QAT</th><th>teacher</th><th>precision</th><th>front end</th>"
                 "<th>metric</th><th>latency ms (est.)</th><th>energy uJ (est.)</th><th>RAM KiB</th><th>flash KiB</th>"
                 "<th>MACs</th><th>feasible / why not</th></tr>")
         body = []
@@ -823,7 +857,7 @@ def _html(opts, board, rows, front, best, png: bytes) -> str:
             body.append(f"<tr{cls}><td>{r['number']}</td><td>{p.get('width', '')}</td><td>{p.get('depth', '')}</td>"
                         f"<td>{esc(str(p.get('prune', '')))}</td><td>{p.get('sparsity', '')}</td>"
                         f"<td>{p.get('qat', '')}</td><td>{esc(teacher_text(p.get('teacher')))}</td>"
-                        f"<td>{esc(str(p.get('precision', 'int8')))}</td>"
+                        f"<td>{esc(str(p.get('precision', 'int8')))}</td><td>{esc(str(p.get('frontend') or ''))}</td>"
                         f"<td>{num('accuracy', '.2f')}</td><td>{num('latency_ms', '.3f')}</td>"
                         f"<td>{num('energy_uj', '.1f')}</td><td>{num('ram_kb', '.1f')}</td>"
                         f"<td>{num('flash_kb', '.1f')}</td><td>{num('macs', 'd')}</td>"
@@ -852,7 +886,10 @@ def _html(opts, board, rows, front, best, png: bytes) -> str:
             f"<p class='note'>{len(rows)} trials; objectives: {esc(', '.join(opts.objectives))}; limits: {esc(limits)}; "
             f"board budget RAM {board.ram_bytes / 1024:.0f} KiB, flash {board.flash_bytes / 1024:.0f} KiB. Accuracy is "
             "the int8 model on the TFLM host runtime; latency and energy are ESTIMATES from the board's cost model; "
-            "RAM and flash are counted as the fit check counts them.</p>"
+            "RAM and flash are counted as the fit check counts them."
+            + (" The data is audio: a trial's latency is the front end over a one-second window plus one inference "
+               "(model_latency_ms and frontend_ms apart in trials.csv), its front end one of the searched settings."
+               if any((r.get("params") or {}).get("frontend") for r in rows) else "") + "</p>"
             f"<h2>The pick</h2><p id='pick'>{why}</p>"
             f"<img alt='Pareto front' src='data:image/png;base64,{image}'>"
             f"{table(front, 'Pareto front')}{table(rows, 'All trials')}</body></html>")

@@ -1,8 +1,10 @@
 """Sound in, keyword out: WAV folders and int16 audio through TFLM's microfrontend (pymicro-features), the
 same front end in the emulated device's harness core, bit for bit."""
+import hashlib
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,6 +56,77 @@ def test_front_end_features_and_pooling():
     assert np.array_equal(pooled, (kept.reshape(49, 10, 4).sum(axis=2) + 2) // 4)
     with pytest.raises(PipelineError, match="16000 samples"):
         frontend.features(clip[:8000])
+
+
+def _crosscheck_clip(seed: int) -> np.ndarray:
+    """The clip tests/data/frontend_crosscheck.json's TFLM figures were made from (its "clip" text)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(16000)
+    x = rng.normal(0, 3000, 16000) * (0.2 + np.abs(np.sin(t / 1500))) + 4000 * np.sin(2 * np.pi * 440 * t / 16000)
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+def test_front_end_at_any_settings_gives_tflm_microfrontends_frames_bit_for_bit():
+    """The host front end against TFLM's own microfrontend sources compiled on this host (kept figures: sha256 of
+    the frames), at the default and six other settings; TensorFlow's op is recorded as not bit-identical."""
+    kept = json.loads((Path(__file__).parent / "data" / "frontend_crosscheck.json").read_text())
+    assert "tflite-micro" in kept["source"] and len(kept["cases"]) >= 10
+    for case in kept["cases"]:
+        settings = frontend.parse(case["settings"])
+        frames = frontend.raw_frames(_crosscheck_clip(case["seed"]), settings)
+        assert list(frames.shape) == case["frames"], case
+        assert hashlib.sha256(frames.astype("<u2").tobytes()).hexdigest() == case["sha256"], case
+    assert kept["tensorflow_op"]["differing_values"] > 0
+
+
+def test_front_end_settings_keep_the_models_grid_and_change_the_features_and_the_key(tmp_path):
+    s = frontend.parse("stride_ms=20,mel_channels=20,pcan=off")
+    assert (s.frame_step, s.channel_group, s.feature_shape) == (1, 2, (49, 10)) and not s.pcan
+    assert s.describe() == "stride_ms=20,mel_channels=20,pcan=off" and frontend.parse(s.describe()) == s
+    assert frontend.FrontEndSettings.from_dict(s.as_dict()) == s
+    clip = (np.random.default_rng(3).normal(0, 3000, 16000)).astype(np.int16)
+    raw = frontend.raw_frames(clip, s)
+    assert raw.shape == (49, 20)  # one frame every 20 ms
+    pooled = frontend.features(clip, s)
+    assert pooled.shape == (49, 10) and np.array_equal(pooled, (raw[:49].astype(np.uint32).reshape(49, 10, 2).sum(2) + 1) // 2)
+    assert not np.array_equal(pooled, frontend.features(clip))
+    # half the frames: about half the estimated work
+    assert frontend.estimated_cycles(s)["frames"] == 49 and frontend.estimated_cycles()["frames"] == 98
+    root = _tone_folder(tmp_path / "words")
+    assert datasets.fingerprint(str(root), 0, s) != datasets.fingerprint(str(root), 0)
+    assert datasets.fingerprint(str(root), 0, frontend.SETTINGS) == datasets.fingerprint(str(root), 0)
+    for bad, cause in (("stride_ms=7", "must divide"), ("mel_channels=45", "multiple of the model's 10"),
+                       ("hop=3", "KEY one of"), ("pcan=maybe", "on or off"), ("upper_band_hz=9000", "8000 Hz"),
+                       ("window_ms=5", "from stride_ms")):
+        with pytest.raises(PipelineError, match=cause):
+            frontend.parse(bad)
+
+
+def test_a_zoo_keyword_model_has_as_many_outputs_as_the_data_has_classes(tmp_path):
+    root = _tone_folder(tmp_path / "words", per_class=7)
+    data = datasets.load(str(root), (49, 10, 1), 12, seed=0, classes_from_data=True, log=lambda _m: None)
+    assert data.labels == ["high", "low"]  # not padded to the benchmark's 12
+    brought = datasets.load(str(root), (49, 10, 1), 12, seed=0, log=lambda _m: None)  # a model file's fixed outputs
+    assert len(brought.labels) == 12
+    clips = np.stack([(_tone(300 + 400 * (i % 3), seconds=1.0, seed=i) * 20000).astype(np.int16) for i in range(12)])
+    np.savez(tmp_path / "a.npz", x_train=clips[:9], y_train=np.arange(9) % 3, x_test=clips[9:], y_test=np.arange(3),
+             labels=np.array(["a", "b", "c"]))
+    data = datasets.load(str(tmp_path / "a.npz"), (49, 10, 1), 12, seed=0, classes_from_data=True, log=lambda _m: None)
+    assert data.labels == ["a", "b", "c"]
+    one = tmp_path / "one"
+    _tone_folder(one, classes=("only",))
+    with pytest.raises(PipelineError, match="1 class"):
+        datasets.load(str(one), (49, 10, 1), 12, seed=0, classes_from_data=True, log=lambda _m: None)
+
+
+def test_front_end_settings_bad_or_misplaced_on_the_command_line(tmp_path):
+    root = _tone_folder(tmp_path / "words")
+    proc = run_invoke("train", "--model=ds_cnn", f"--data={root}", "--frontend=stride_ms=15",
+                      f"--build-dir={tmp_path / 'build'}")
+    assert_clean_error(proc, "--frontend stride_ms=15", "must divide")
+    proc = run_invoke("train", "--model=digits", "--frontend=stride_ms=20", f"--build-dir={tmp_path / 'build'}")
+    assert_clean_error(proc, "--frontend=stride_ms=20", "for audio data")
+    assert not (tmp_path / "build").exists()
 
 
 def test_background_noise_and_silence_are_seeded(tmp_path):
@@ -124,20 +197,24 @@ def test_keyword_spotter_from_spoken_wavs_and_the_emulated_device_computes_the_s
     assert "kFrontendPcanStrength = 0.95f;" in header
     assert report["frontend_estimate"]["label"] == "estimate" and report["frontend_estimate"]["est_us"] > 0
     assert "AUDIO_FRONTEND (estimate)" in (out / "profile.md").read_text()
-    # the device-side hook in the rendered project compiles with -Werror and calls TFLM's microfrontend; its headers
-    # are STAND-INs here (tests/standin/microfrontend: declarations only), so this proves the wiring, not the features
+    # the device-side hook in the rendered project compiles with -Werror and calls the model library's audio entry,
+    # which calls TFLM's microfrontend; TFLM's headers are STAND-INs here (tests/standin: declarations only), so
+    # this proves the wiring, not the features
     import subprocess
     from conftest import REPO
     project = out / "firmware" / "main"
+    prefix = next(project.glob("*_model_settings.h")).name[:-len("_model_settings.h")]
     for compiler in [c for c in ("g++", "arm-none-eabi-g++") if shutil.which(c)]:
         cpu = ["-mthumb", "-mcpu=cortex-m4"] if compiler.startswith("arm") else []
-        obj = tmp_path / f"{compiler}-tflm_backend.o"
-        built = subprocess.run([compiler, "-std=c++17", *cpu, "-Os", "-Wall", "-Wextra", "-Werror",
-                                f"-I{REPO / 'tests/standin/microfrontend'}", f"-I{project}", "-c",
-                                str(project / "tflm_backend.cc"), "-o", str(obj)], capture_output=True, text=True)
-        assert built.returncode == 0, built.stderr[-3000:]
-        symbols = subprocess.run([shutil.which("nm") or "nm", str(obj)], capture_output=True, text=True).stdout
-        assert "FrontendProcessSamples" in symbols and "FrontendPopulateState" in symbols
+        for source, wanted in (("tflm_backend.cc", f"{prefix}_audio_frame"), (f"{prefix}.cc", "FrontendProcessSamples")):
+            obj = tmp_path / f"{compiler}-{source}.o"
+            built = subprocess.run([compiler, "-std=c++17", *cpu, "-Os", "-Wall", "-Wextra", "-Werror",
+                                    f"-I{REPO / 'tests/standin/microfrontend'}", f"-I{REPO / 'tests/standin/tflm'}",
+                                    f"-I{project}", "-c", str(project / source), "-o", str(obj)],
+                                   capture_output=True, text=True)
+            assert built.returncode == 0, built.stderr[-3000:]
+            symbols = subprocess.run([shutil.which("nm") or "nm", str(obj)], capture_output=True, text=True).stdout
+            assert wanted in symbols, source
 
     board = boards.load_board("esp32")
     device = device_for_build(build_dir, board, "ds_cnn", out)
@@ -162,6 +239,14 @@ def test_keyword_spotter_from_spoken_wavs_and_the_emulated_device_computes_the_s
 def test_bench_frontend_measures_the_host_and_labels_each_core_an_estimate():
     proc = run_invoke("bench-frontend", "--seconds=0.3")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    host = re.search(r"front end on the host \(host \(pymicro-features, measured wall time\)\): (\d+) frames/s", proc.stdout)
+    host = re.search(r"front end on the host \(host \(pymicro-features's microfrontend, default settings, measured wall time\)\): (\d+) frames/s", proc.stdout)
     assert host and int(host.group(1)) > 100  # real time is 100 frames/s
     assert re.search(r"esp32 +[0-9.]+ ms per 1 s window, +[0-9.]+ us per frame \(ESTIMATE, 240 MHz", proc.stdout)
+
+
+def test_front_end_estimate_is_anchored_to_the_kept_qemu_instruction_count():
+    kept = json.loads((Path(__file__).parent / "data" / "frontend_crosscheck.json").read_text())["qemu_harness_measure"]
+    per_frame = kept["frontend_instructions_per_second_of_audio"]["median"] / kept["frames_per_second_of_audio"]
+    assert abs(frontend.MEASURED_INSTRUCTIONS_PER_FRAME - per_frame) / per_frame < 0.01
+    assert kept["features_bit_exact"] == kept["audio_clips"] > 0
+    assert frontend.estimated_cycles()["ops"] == frontend.MEASURED_INSTRUCTIONS_PER_FRAME * 98

@@ -145,3 +145,29 @@ def test_two_workers_share_one_sqlite_study(study, tmp_path):
     assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert (tmp_path / "shared.sqlite3.lock").is_file()
     assert all("trial " in o[0] for o in outputs)  # both workers ran trials of the one study
+
+
+def test_audio_data_adds_the_front_ends_settings_to_the_search(tmp_path):
+    """Cheap: the sampler's choices for a keyword model on audio, and how a trial carries them into its build."""
+    import optuna
+
+    from pipeline import explore
+    from pipeline.model import zoo
+    from pipeline.target import frontend
+
+    spec = zoo.get_spec("ds_cnn")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        params = explore.sample(study.ask(), spec, audio=True)
+        chosen = frontend.parse(params["frontend"])
+        assert chosen.feature_shape == (49, 10)  # every choice feeds the same model input
+        seen.add((chosen.stride_ms, chosen.mel_channels))
+        assert f"front end {params['frontend']}" in explore.describe(params)
+    assert seen == {(s, m) for s in explore.FRONTEND_SPACE["stride_ms"] for m in explore.FRONTEND_SPACE["mel_channels"]}
+    assert "frontend" not in explore.sample(study.ask(), spec, audio=False)
+    opts = explore.ExploreOptions(model="ds_cnn", data=str(tmp_path), build_root=tmp_path)
+    assert explore.pipeline_options(opts, {**params, "frontend": "stride_ms=20"}).frontend == "stride_ms=20"
+    # the front end's estimated cost follows its settings: half the frames at a 20 ms stride
+    ten, twenty = (frontend.estimated_cycles(frontend.parse(t))["ops"] for t in ("default", "stride_ms=20"))
+    assert 0.45 < twenty / ten < 0.55

@@ -4,6 +4,7 @@ symbol; the harness built from the same library. TFLM's C++ sources are not inst
 against STAND-IN declarations of the TFLM API (tests/standin/tflm, named as such), and the CMake export configures
 and builds against a stand-in `tflm` target made of them."""
 import os
+from pathlib import Path
 import re
 import shutil
 import subprocess
@@ -343,3 +344,46 @@ def test_arduino_example_sketch_compiles_as_the_arduino_builder_does(exports, tm
         proc = subprocess.run([compiler, std, *cpu, *includes, *cxx, "-c", str(source), "-o",
                                str(tmp_path / (source.name + ".o"))], capture_output=True, text=True)
         assert proc.returncode == 0, f"{source.name}: {proc.stderr[-3000:]}"
+
+
+def _audio_library(tmp_path, prefix="kws"):
+    """A model library rendered with the audio front end's settings (the small fc16 test model stands for a keyword
+    model here: only the C compiles, nothing runs)."""
+    import numpy as np
+
+    from pipeline.firmware import codegen, library
+    from pipeline.target import frontend, tflite_model
+
+    info = tflite_model.read(Path(HERE) / "data" / "fc16_int8.tflite")
+    sample = codegen.Sample(np.zeros(info.inputs[0].shape[1:], np.int8), np.zeros(info.outputs[0].shape[1:], np.int8), None)
+    generated = tmp_path / "generated"
+    codegen.generate(info, "kws", 4096, [f"c{i}" for i in range(int(np.prod(info.outputs[0].shape)))], sample,
+                     generated, frontend=frontend.parse("stride_ms=20,mel_channels=20").as_dict())
+    out = tmp_path / prefix
+    return library.render(generated, prefix, out, "nucleo-l4r5zi", "cmsis_nn"), out
+
+
+@pytest.mark.parametrize("compiler", ["g++", "arm-none-eabi-g++"])
+def test_library_of_an_audio_model_has_the_streaming_front_end_entry(tmp_path, compiler):
+    if shutil.which(compiler) is None:
+        pytest.skip(f"needs {compiler}")
+    files, out = _audio_library(tmp_path)
+    header = (out / "kws.h").read_text()
+    for line in ("#define KWS_HAS_AUDIO_FRONTEND 1", "#define KWS_AUDIO_STRIDE_SAMPLES 320u",
+                 "#define KWS_AUDIO_FRAMES 49u", "#define KWS_AUDIO_CHANNELS 10u", "#define KWS_AUDIO_MEL_CHANNELS 20u",
+                 "kws_status kws_audio_feed(const int16_t *samples, size_t count, int *ready);"):
+        assert line in header
+    assert files.settings["audio_frontend"] and files.settings["audio_stride_samples"] == 320
+    # TFLM's microfrontend headers are STAND-INs here (tests/standin/microfrontend: declarations only): this proves
+    # the library's front end compiles with -Werror against TFLM's API, not the features (the QEMU run does that)
+    cpu = ["-mcpu=cortex-m4", "-mthumb"] if compiler.startswith("arm") else []
+    proc = subprocess.run([compiler, "-std=c++17", *cpu, "-Os", *STRICT, "-fno-rtti", "-fno-exceptions",
+                           f"-I{STANDIN_TFLM}", f"-I{os.path.join(HERE, 'standin', 'microfrontend')}", f"-I{out}",
+                           "-c", str(out / "kws.cc"), "-o", str(tmp_path / "kws.o")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    nm = subprocess.run([compiler.replace("g++", "nm") if compiler.startswith("arm") else "nm", "-g", "--defined-only",
+                         str(tmp_path / "kws.o")], capture_output=True, text=True).stdout
+    assert all(f"T kws_audio_{fn}" in nm for fn in ("reset", "feed", "frame", "features"))
+    undefined = subprocess.run([compiler.replace("g++", "nm") if compiler.startswith("arm") else "nm", "-u",
+                                str(tmp_path / "kws.o")], capture_output=True, text=True).stdout
+    assert "FrontendProcessSamples" in undefined and "FrontendPopulateState" in undefined

@@ -4,54 +4,20 @@
 #include MODEL_LIB_SETTINGS_H  // MODEL_HAS_AUDIO_FRONTEND and the front end's kFrontend* settings
 
 #if MODEL_HAS_AUDIO_FRONTEND
-#include <cstring>
-
-// TFLM's audio front end (tensorflow/lite/experimental/microfrontend/lib, shipped in esp-tflite-micro and Zephyr's
-// tflite-micro module), configured with the settings the model was trained with (model_settings.h).
-#include "tensorflow/lite/experimental/microfrontend/lib/frontend.h"
-#include "tensorflow/lite/experimental/microfrontend/lib/frontend_util.h"
+// The audio front end is the model library's (firmware/library/model.cc: TFLM's microfrontend configured with the
+// settings the model was trained with); the harness core pools and quantizes the frames itself (xaudio).
+#include "model_library.h"
 
 namespace {
 
 using namespace MODEL_LIB_NAMESPACE;  // the generated settings
 
-FrontendState g_frontend;
-bool g_frontend_ready = false;
-
-void FeReset(void) {
-  if (g_frontend_ready) {
-    FrontendReset(&g_frontend);
-    return;
-  }
-  FrontendConfig config;
-  FrontendFillConfigWithDefaults(&config);
-  config.window.size_ms = kFrontendWindowMs;
-  config.window.step_size_ms = kFrontendStrideMs;
-  config.filterbank.num_channels = kFrontendMelChannels;
-  config.filterbank.lower_band_limit = kFrontendLowerBandHz;
-  config.filterbank.upper_band_limit = kFrontendUpperBandHz;
-  config.noise_reduction.smoothing_bits = kFrontendNoiseSmoothingBits;
-  config.noise_reduction.even_smoothing = kFrontendNoiseEvenSmoothing;
-  config.noise_reduction.odd_smoothing = kFrontendNoiseOddSmoothing;
-  config.noise_reduction.min_signal_remaining = kFrontendNoiseReduction ? kFrontendNoiseMinSignalRemaining : 1.0f;
-  config.pcan_gain_control.enable_pcan = kFrontendPcan;
-  config.pcan_gain_control.strength = kFrontendPcanStrength;
-  config.pcan_gain_control.offset = kFrontendPcanOffset;
-  config.pcan_gain_control.gain_bits = kFrontendPcanGainBits;
-  config.log_scale.enable_log = kFrontendLogScale;
-  config.log_scale.scale_shift = kFrontendLogScaleShift;
-  g_frontend_ready = FrontendPopulateState(&config, &g_frontend, kFrontendSampleRate) != 0;
-}
+void FeReset(void) { (void)MODEL_LIB(audio_reset)(); }
 
 int FeProcess(const int16_t* samples, size_t n, uint16_t* frame) {
-  if (!g_frontend_ready) FeReset();
-  if (!g_frontend_ready) return -1;
-  size_t read = 0;
-  FrontendOutput out = FrontendProcessSamples(&g_frontend, samples, n, &read);
-  if (out.size == 0) return 0;
-  if (out.size != static_cast<size_t>(kFrontendMelChannels)) return -1;
-  std::memcpy(frame, out.values, out.size * sizeof(uint16_t));
-  return 1;
+  int produced = 0;
+  if (MODEL_LIB(audio_frame)(samples, n, frame, &produced) != MODEL_LIB_OK) return -1;
+  return produced;
 }
 
 }  // namespace

@@ -23,6 +23,12 @@
 #include "tensorflow/lite/micro/micro_profiler_interface.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
+#if MODEL_HAS_AUDIO_FRONTEND
+// TFLM's audio front end (tensorflow/lite/experimental/microfrontend/lib): compile its sources in with the library.
+#include "tensorflow/lite/experimental/microfrontend/lib/frontend.h"
+#include "tensorflow/lite/experimental/microfrontend/lib/frontend_util.h"
+#endif
+
 using namespace @P@_model;
 
 namespace {
@@ -79,9 +85,129 @@ int8_t Quantize(float value, float scale, int zero_point) {
   return static_cast<int8_t>(rounded < -128 ? -128 : (rounded > 127 ? 127 : rounded));
 }
 
+#if MODEL_HAS_AUDIO_FRONTEND
+// The front end as training configured it; the pooling (every kFrontendFrameStep-th frame, kFrontendChannelGroup
+// adjacent channels averaged in integers, round half up) and the quantization are those of the host's
+// pipeline/target/frontend.py and the harness's xaudio, so the input is the one training and `invoke measure` saw.
+constexpr int kAudioChannels = kFrontendMelChannels / kFrontendChannelGroup;
+FrontendState audio_state;
+bool audio_ready = false;
+uint32_t audio_raw_frames = 0;  // frames out of the microfrontend since the reset
+uint32_t audio_kept = 0;        // frames in the window (at most kFrontendFrames)
+uint16_t audio_window[kFrontendFrames * kAudioChannels];
+
+bool AudioSetUp() {
+  if (audio_ready) return true;
+  FrontendConfig config;
+  FrontendFillConfigWithDefaults(&config);
+  config.window.size_ms = kFrontendWindowMs;
+  config.window.step_size_ms = kFrontendStrideMs;
+  config.filterbank.num_channels = kFrontendMelChannels;
+  config.filterbank.lower_band_limit = kFrontendLowerBandHz;
+  config.filterbank.upper_band_limit = kFrontendUpperBandHz;
+  config.noise_reduction.smoothing_bits = kFrontendNoiseSmoothingBits;
+  config.noise_reduction.even_smoothing = kFrontendNoiseEvenSmoothing;
+  config.noise_reduction.odd_smoothing = kFrontendNoiseOddSmoothing;
+  // 1.0 is the microfrontend's "no noise reduction"
+  config.noise_reduction.min_signal_remaining = kFrontendNoiseReduction ? kFrontendNoiseMinSignalRemaining : 1.0f;
+  config.pcan_gain_control.enable_pcan = kFrontendPcan;
+  config.pcan_gain_control.strength = kFrontendPcanStrength;
+  config.pcan_gain_control.offset = kFrontendPcanOffset;
+  config.pcan_gain_control.gain_bits = kFrontendPcanGainBits;
+  config.log_scale.enable_log = kFrontendLogScale;
+  config.log_scale.scale_shift = kFrontendLogScaleShift;
+  audio_ready = FrontendPopulateState(&config, &audio_state, kFrontendSampleRate) != 0;
+  audio_raw_frames = audio_kept = 0;
+  return audio_ready;
+}
+
+// One stride through the microfrontend: 1 with a frame in `mel`, 0 without, -1 on a malformed frame.
+int AudioFrame(const int16_t* samples, size_t count, uint16_t* mel) {
+  size_t read = 0;
+  const FrontendOutput out = FrontendProcessSamples(&audio_state, samples, count, &read);
+  if (out.size == 0) return 0;
+  if (out.size != static_cast<size_t>(kFrontendMelChannels)) return -1;
+  std::memcpy(mel, out.values, out.size * sizeof(uint16_t));
+  return 1;
+}
+#endif
+
 }  // namespace
 
 extern "C" {
+
+@P@_status @P@_audio_reset(void) {
+#if MODEL_HAS_AUDIO_FRONTEND
+  if (!AudioSetUp()) return @PU@_ERROR_AUDIO_FRONTEND;
+  FrontendReset(&audio_state);
+  audio_raw_frames = audio_kept = 0;
+  return @PU@_OK;
+#else
+  return @PU@_ERROR_NO_AUDIO_FRONTEND;
+#endif
+}
+
+@P@_status @P@_audio_frame(const int16_t* samples, size_t count, uint16_t* mel, int* produced) {
+#if MODEL_HAS_AUDIO_FRONTEND
+  if (samples == nullptr || mel == nullptr || count != static_cast<size_t>(kFrontendStrideSamples)) {
+    return @PU@_ERROR_ARGUMENT;
+  }
+  if (!AudioSetUp()) return @PU@_ERROR_AUDIO_FRONTEND;
+  const int got = AudioFrame(samples, count, mel);
+  if (got < 0) return @PU@_ERROR_AUDIO_FRONTEND;
+  if (produced) *produced = got;
+  return @PU@_OK;
+#else
+  (void)samples, (void)count, (void)mel, (void)produced;
+  return @PU@_ERROR_NO_AUDIO_FRONTEND;
+#endif
+}
+
+@P@_status @P@_audio_feed(const int16_t* samples, size_t count, int* ready) {
+#if MODEL_HAS_AUDIO_FRONTEND
+  if (ready) *ready = 0;
+  if (samples == nullptr || count != static_cast<size_t>(kFrontendStrideSamples)) return @PU@_ERROR_ARGUMENT;
+  if (interpreter == nullptr) return @PU@_ERROR_NOT_INITIALIZED;
+  if (!AudioSetUp()) return @PU@_ERROR_AUDIO_FRONTEND;
+  uint16_t mel[kFrontendMelChannels];
+  const int got = AudioFrame(samples, count, mel);
+  if (got < 0) return @PU@_ERROR_AUDIO_FRONTEND;
+  if (got == 1 && audio_raw_frames++ % kFrontendFrameStep == 0) {
+    if (audio_kept == static_cast<uint32_t>(kFrontendFrames)) {  // a full window: the oldest frame goes
+      std::memmove(audio_window, audio_window + kAudioChannels,
+                   (kFrontendFrames - 1) * kAudioChannels * sizeof(uint16_t));
+      --audio_kept;
+    }
+    uint16_t* frame = audio_window + audio_kept++ * kAudioChannels;
+    for (int c = 0; c < kAudioChannels; ++c) {
+      uint32_t sum = 0;
+      for (int g = 0; g < kFrontendChannelGroup; ++g) sum += mel[c * kFrontendChannelGroup + g];
+      frame[c] = static_cast<uint16_t>((sum + kFrontendChannelGroup / 2) / kFrontendChannelGroup);
+    }
+    if (audio_kept == static_cast<uint32_t>(kFrontendFrames)) {
+      if (kFrontendFrames * kAudioChannels != kInputSize) return @PU@_ERROR_TENSOR_MISMATCH;
+      int8_t* in = interpreter->input(0)->data.int8;
+      for (int i = 0; i < kInputSize; ++i) in[i] = Quantize(audio_window[i] * kFeatureScale, kInputScale, kInputZeroPoint);
+    }
+  }
+  if (ready) *ready = audio_kept == static_cast<uint32_t>(kFrontendFrames);
+  return @PU@_OK;
+#else
+  (void)samples, (void)count;
+  if (ready) *ready = 0;
+  return @PU@_ERROR_NO_AUDIO_FRONTEND;
+#endif
+}
+
+const uint16_t* @P@_audio_features(size_t* frames) {
+#if MODEL_HAS_AUDIO_FRONTEND
+  if (frames) *frames = audio_kept;
+  return audio_window;
+#else
+  if (frames) *frames = 0;
+  return nullptr;
+#endif
+}
 
 const char* @P@_status_text(@P@_status status) {
   switch (status) {
@@ -103,6 +229,10 @@ const char* @P@_status_text(@P@_status status) {
       return "the model's input or output tensor is not what the library was generated for";
     case @PU@_ERROR_INVOKE:
       return "an operator failed during the inference";
+    case @PU@_ERROR_NO_AUDIO_FRONTEND:
+      return "the model takes no audio: it has no audio front end";
+    case @PU@_ERROR_AUDIO_FRONTEND:
+      return "the audio front end could not be set up (no memory for its state?)";
   }
   return "unknown status";
 }

@@ -33,7 +33,9 @@ typedef enum {
   @PU@_ERROR_SCHEMA_VERSION = 5,    /* the model's schema version is not the TFLM library's */
   @PU@_ERROR_OP_REGISTRATION = 6,   /* an operator could not be registered */
   @PU@_ERROR_TENSOR_MISMATCH = 7,   /* the tensors are not the int8 input/output this library was made for */
-  @PU@_ERROR_INVOKE = 8             /* an operator failed during the inference */
+  @PU@_ERROR_INVOKE = 8,            /* an operator failed during the inference */
+  @PU@_ERROR_NO_AUDIO_FRONTEND = 9, /* the model takes no audio (@PU@_HAS_AUDIO_FRONTEND is 0) */
+  @PU@_ERROR_AUDIO_FRONTEND = 10    /* the audio front end could not be set up (no memory for its state) */
 } @P@_status;
 
 /* A one-line English text for a status (never NULL). */
@@ -57,6 +59,32 @@ int8_t *@P@_input_data(void);
 const int8_t *@P@_output_data(void);
 /* The index of the largest output of the last run (the class of a classifier). */
 size_t @P@_top_index(void);
+
+/* The audio front end of a model trained on audio (@PU@_HAS_AUDIO_FRONTEND 1): TFLM's microfrontend configured as
+ * training configured it (the @P@_model_settings.h kFrontend* settings), so the device computes the features
+ * training used, bit for bit. Compile TFLM's microfrontend sources in with the library (see the README).
+ * Stream 16-bit mono PCM at @PU@_AUDIO_SAMPLE_RATE Hz, @PU@_AUDIO_STRIDE_SAMPLES samples (one stride) a call:
+ * @P@_audio_feed() runs the front end and, when a feature frame is due, slides it into the model's input. Once
+ * @PU@_AUDIO_FRAMES frames are in, `*ready` is 1 and @P@_invoke() (then @P@_top_index()) classifies the last
+ * window; it stays 1 for every later frame. The front end's state is allocated (malloc) by its first call. Call
+ * after init; @P@_audio_reset() starts from silence. Without a front end they return
+ * @PU@_ERROR_NO_AUDIO_FRONTEND. */
+#define @PU@_HAS_AUDIO_FRONTEND @HAS_AUDIO@
+#define @PU@_AUDIO_SAMPLE_RATE @AUDIO_SAMPLE_RATE@u
+#define @PU@_AUDIO_STRIDE_SAMPLES @AUDIO_STRIDE_SAMPLES@u
+#define @PU@_AUDIO_FRAMES @AUDIO_FRAMES@u        /* feature frames per model input */
+#define @PU@_AUDIO_CHANNELS @AUDIO_CHANNELS@u      /* features per frame (mel channels averaged in groups) */
+#define @PU@_AUDIO_MEL_CHANNELS @AUDIO_MEL_CHANNELS@u  /* the microfrontend's channels per frame */
+@P@_status @P@_audio_reset(void);
+/* `count` must be @PU@_AUDIO_STRIDE_SAMPLES; `*ready` (may be NULL): the input holds a whole window. */
+@P@_status @P@_audio_feed(const int16_t *samples, size_t count, int *ready);
+/* The window's features (@PU@_AUDIO_FRAMES x @PU@_AUDIO_CHANNELS uint16, oldest frame first) and how many frames
+ * are in (`*frames`, may be NULL); NULL without a front end. */
+const uint16_t *@P@_audio_features(size_t *frames);
+/* The microfrontend alone, for a caller that pools itself (the benchmark harness): one stride in, and, when a frame
+ * is out, `*produced` 1 and @PU@_AUDIO_MEL_CHANNELS values in `mel`. Shares the state @P@_audio_reset() resets;
+ * use it or @P@_audio_feed() between two resets, not both. */
+@P@_status @P@_audio_frame(const int16_t *samples, size_t count, uint16_t *mel, int *produced);
 
 /* Sizes (elements), shapes (`*rank` dimensions) and quantization of the input and output. */
 size_t @P@_input_size(void);

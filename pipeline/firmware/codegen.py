@@ -268,7 +268,13 @@ def settings(generated_dir: Path) -> dict[str, object]:
             raise PipelineError(f"{generated_dir / MODEL_SETTINGS_H} has no {name}: regenerate it with `invoke generate`")
         return found.group(1).strip()
 
-    return {"arena_bytes": int(value("kTensorArenaSize")), "input_size": int(value("kInputSize")),
+    audio = re.search(r"#define MODEL_HAS_AUDIO_FRONTEND 1", text) is not None
+    fe = {key: int(value(name)) if audio else 0 for key, name in (
+        ("audio_sample_rate", "kFrontendSampleRate"), ("audio_stride_samples", "kFrontendStrideSamples"),
+        ("audio_frames", "kFrontendFrames"), ("audio_mel_channels", "kFrontendMelChannels"))}
+    fe["audio_channels"] = fe["audio_mel_channels"] // int(value("kFrontendChannelGroup")) if audio else 0
+    return {"audio_frontend": audio, **fe,
+            "arena_bytes": int(value("kTensorArenaSize")), "input_size": int(value("kInputSize")),
             "output_size": int(value("kOutputSize")), "label_count": int(value("kLabelCount")),
             "input_shape": value("kInputDims").strip("{}"), "output_shape": value("kOutputDims").strip("{}"),
             "model_name": re.search(r'#define MODEL_NAME "(.*)"', text).group(1)}

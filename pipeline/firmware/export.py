@@ -186,7 +186,10 @@ class ZephyrForm(Form):
                f"  zephyr_include_directories({self.lib_include})\n"
                f"  zephyr_library_include_directories({self.lib_src})\n"
                f"  zephyr_library_compile_definitions({up}_PROFILE_MAX_OPS=${{CONFIG_{up}_PROFILE_MAX_OPS}})\n"
-               "endif()\n")
+               + (projects.Zephyr.microfrontend().replace("target_sources(app PRIVATE", "zephyr_library_sources(")
+                  .replace("target_include_directories(app PRIVATE", "zephyr_library_include_directories(")
+                  if lib.settings["audio_frontend"] else "")
+               + "endif()\n")
         kernels = ("\n\t  The board's kernels are CMSIS-NN: CONFIG_TENSORFLOW_LITE_MICRO_CMSIS_NN_KERNELS is "
                    "implied (the arena\n\t  size was computed for them)." if board.kernels == "cmsis-nn" else "")
         imply = "\timply TENSORFLOW_LITE_MICRO_CMSIS_NN_KERNELS\n" if board.kernels == "cmsis-nn" else ""
@@ -286,7 +289,12 @@ class CMakeForm(Form):
     def package(self, board, lib_dir, lib):
         sources = "\n".join(f"    {self.lib_src}/{s}" for s in lib.sources)
         _write(lib_dir / "CMakeLists.txt", _render((library.TEMPLATES / "cmake" / "CMakeLists.txt").read_text(),
-                                                   {"P": lib.prefix, "SOURCES": sources, "BOARD": board.name}))
+                                                   {"P": lib.prefix, "SOURCES": sources, "BOARD": board.name,
+                                                    "HAS_AUDIO": "1" if lib.settings["audio_frontend"] else "0",
+                                                    "MICROFRONTEND_DIR": library.MICROFRONTEND_DIR,
+                                                    "KISSFFT_DIR": library.KISSFFT_DIR,
+                                                    "MICROFRONTEND_FILES": " ".join(library.MICROFRONTEND_C
+                                                                                    + library.MICROFRONTEND_CC)}))
 
     def example(self, board, example_dir, libs):
         subdirs = "\n".join(f"add_subdirectory(../{lib.prefix} {lib.prefix})" for lib in libs)

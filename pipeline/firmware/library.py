@@ -67,7 +67,10 @@ def render(generated_dir: Path, prefix: str, out_dir: Path, board_name: str, ker
               "BOARD": board_name, "KERNELS": kernels, "TFLM_PRELUDE": tflm_prelude,
               "INPUT_SIZE": str(settings["input_size"]), "OUTPUT_SIZE": str(settings["output_size"]),
               "ARENA_SIZE": str(settings["arena_bytes"]), "LABEL_COUNT": str(settings["label_count"]),
-              "INPUT_SHAPE": settings["input_shape"], "OUTPUT_SHAPE": settings["output_shape"]}
+              "INPUT_SHAPE": settings["input_shape"], "OUTPUT_SHAPE": settings["output_shape"],
+              "HAS_AUDIO": "1" if settings["audio_frontend"] else "0"}
+    values.update({key.upper(): str(settings[key]) for key in ("audio_sample_rate", "audio_stride_samples",
+                                                               "audio_frames", "audio_channels", "audio_mel_channels")})
     out_dir.mkdir(parents=True, exist_ok=True)
     ext = lambda name: name[:-3] + source_ext if name.endswith(".cc") else name  # noqa: E731
     header = f"{prefix}.h"
@@ -80,6 +83,34 @@ def render(generated_dir: Path, prefix: str, out_dir: Path, board_name: str, ker
         (out_dir / ext(name)).write_text(text)
     return LibraryFiles(prefix, header, [ext(n) for n in files if n.endswith(".cc")],
                         [n for n in files if n.endswith(".h") and n != header], settings)
+
+
+# TFLM's audio front end, compiled in with the library of a model trained on audio (model.cc includes its headers):
+# the sources under a TFLM tree (also in esp-tflite-micro and Zephyr's tflite-micro module), and kissfft, which
+# kiss_fft_int16.cc includes (TFLM's Makefile downloads it; pinned v130 with TFLM's patch).
+MICROFRONTEND_DIR = "tensorflow/lite/experimental/microfrontend/lib"
+MICROFRONTEND_C = ("frontend.c", "frontend_util.c", "filterbank.c", "filterbank_util.c", "log_lut.c", "log_scale.c",
+                   "log_scale_util.c", "noise_reduction.c", "noise_reduction_util.c", "pcan_gain_control.c",
+                   "pcan_gain_control_util.c", "window.c", "window_util.c")
+MICROFRONTEND_CC = ("fft.cc", "fft_util.cc", "kiss_fft_int16.cc")
+KISSFFT_DIR = "tensorflow/lite/micro/tools/make/downloads/kissfft"
+
+
+def microfrontend_sources(tflm: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """The microfrontend's C and C++ sources in a TFLM tree and the include flags they need; a tree without them
+    is refused in one line naming what is missing."""
+    lib = Path(tflm) / MICROFRONTEND_DIR
+    c, cc = [lib / n for n in MICROFRONTEND_C], [lib / n for n in MICROFRONTEND_CC]
+    missing = [p for p in (*c, *cc) if not p.is_file()]
+    if missing:
+        raise PipelineError(f"the model takes audio, and {tflm} lacks TFLM's audio front end ({missing[0]}): use a "
+                            f"TFLM tree with {MICROFRONTEND_DIR}/")
+    kissfft = Path(tflm) / KISSFFT_DIR
+    if not (kissfft / "kiss_fft.c").is_file():
+        raise PipelineError(f"the model takes audio, and {tflm} has no kissfft at {kissfft} (the microfrontend's FFT): "
+                            "run TFLM's Makefile once (it downloads it), e.g. `make -f "
+                            "tensorflow/lite/micro/tools/make/Makefile third_party_downloads`")
+    return c, cc, [f"-I{tflm}", f"-I{kissfft}"]
 
 
 HARNESS_PROFILE_OPS = 256  # operators the harness times per inference (xprofile)

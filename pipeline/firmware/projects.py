@@ -208,6 +208,7 @@ class Zephyr(CMakeFramework):
         values["CLOCK_DEFINES"], values["CLOCK_NOTE"] = self.clock(board)
         lib = render_library(board, generated_dir, project_dir / "src", name=library_name)
         values["LIBRARY_SOURCES"] = " ".join(f"src/{name}" for name in lib.sources)
+        values["AUDIO_FRONTEND"] = self.microfrontend() if lib.settings["audio_frontend"] else ""
         for src in sorted(p for p in self.template.rglob("*") if p.is_file()):
             if src.name == "app.overlay" and not board.timestamp_gpio:
                 continue  # no timestamp pin in the board file: no alias to define
@@ -216,6 +217,16 @@ class Zephyr(CMakeFramework):
             dst.write_text(_substitute(src.read_text(), values))
         for name in COMMON_SOURCES:
             shutil.copy2(FIRMWARE_DIR / name, project_dir / "src" / Path(name).name)
+
+    @staticmethod
+    def microfrontend() -> str:
+        """CMake lines compiling TFLM's audio front end (the model library's audio entry) from Zephyr's tflite-micro
+        module, which ships its sources (and kissfft in third_party_static/) but does not build them."""
+        files = "\n".join(f"    ${{ZEPHYR_TFLITE_MICRO_MODULE_DIR}}/{library.MICROFRONTEND_DIR}/{n}"
+                           for n in library.MICROFRONTEND_C + library.MICROFRONTEND_CC)
+        return ("# The model takes audio: TFLM's microfrontend from Zephyr's tflite-micro module (shipped, not built "
+                f"there).\ntarget_sources(app PRIVATE\n{files})\n"
+                "target_include_directories(app PRIVATE ${ZEPHYR_TFLITE_MICRO_MODULE_DIR}/third_party_static/kissfft)\n")
 
     def build_command(self, project_dir: Path, board: Board | None = None) -> list[str]:
         return ["west", "build", "-b", board.zephyr_board if board else "BOARD", "-d", str(project_dir / "build"),

@@ -112,7 +112,7 @@ class EmulatedDevice:
         self.port = Port(WRITE(self._write), MICROS(lambda: int(self.clock_us) % (1 << 32)), b"host", SET_BAUD(), 0)
         self.callbacks = (LOAD(self._load), INFER(self._infer), OUTPUTS(lambda: ctypes.addressof(self.outputs)),
                           SIZE(lambda: 0), SIZE(lambda: len(op_latency_us)), PROFILE(self._profile))
-        # The audio front end: the same TFLM microfrontend C code training used (pymicro-features), one stride per
+        # The audio front end: the same TFLM microfrontend C code training used (pipeline.target.frontend), one stride per
         # call; the clock advances by the front end's per-frame ESTIMATE (the profile's AUDIO_FRONTEND row).
         self.frontend, self.frontend_us_per_frame, self.fe_state = frontend, frontend_us_per_frame, None
         fe = (FE_RESET(self._fe_reset), FE_PROCESS(self._fe_process)) if frontend else (FE_RESET(), FE_PROCESS())
@@ -160,17 +160,17 @@ class EmulatedDevice:
     def _fe_reset(self) -> None:
         from pipeline.target import frontend
 
-        self.fe_state = frontend._binding().create_frontend()
+        if self.fe_state is None:
+            self.fe_state = frontend.Stream(frontend.FrontEndSettings.from_dict(self.frontend))
+        else:
+            self.fe_state.reset()
 
     def _fe_process(self, samples, n, frame) -> int:
-        from pipeline.target import frontend
-
         if self.fe_state is None:
             self._fe_reset()
-        features, _read = frontend._binding().process_samples(self.fe_state, ctypes.string_at(samples, 2 * n))
-        if not features:
+        values = self.fe_state.process(np.frombuffer(ctypes.string_at(samples, 2 * n), dtype=np.int16))
+        if values is None:
             return 0
-        values = np.rint(np.asarray(features, np.float64) / frontend.BINDING_SCALE).astype(np.uint16)
         ctypes.memmove(frame, values.tobytes(), 2 * len(values))
         self.clock_us += self.frontend_us_per_frame
         return 1

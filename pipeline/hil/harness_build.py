@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from pipeline.errors import PipelineError
-from pipeline.firmware import projects
+from pipeline.firmware import library as model_library, projects
 
 FIRMWARE = Path(__file__).resolve().parent.parent.parent / "firmware"
 CORE_SOURCES = [FIRMWARE / "harness" / "ee_core.c", FIRMWARE / "harness" / "test_backend.c"]
@@ -140,11 +140,20 @@ def _build_tflm_port(cc: str, cxx: str, arch: list[str], port_sources: list[Path
     for src in [FIRMWARE / "harness" / "ee_core.c", *port_sources]:
         _compile([cc, "-std=c99", *common, "-Wall", "-Wextra", "-Werror", "-DEE_BACKEND_TFLM", *flags, *includes,
                   "-c", str(src), "-o", str(objects / (src.name + ".o"))], what)
+    fe_dirs = [f"-I{Path(tflm) / model_library.KISSFFT_DIR}"] if lib.settings["audio_frontend"] else []
     for src in [FIRMWARE / "common" / "model_runner.cc", FIRMWARE / "common" / "tflm_backend.cc",
                 *(lib_dir / name for name in lib.sources)]:
         _compile([cxx, "-std=c++17", *common, "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics",
-                  "-Wall", "-Wextra", "-Wno-unused-parameter", *flags, *includes, "-c", str(src),
+                  "-Wall", "-Wextra", "-Wno-unused-parameter", *flags, *fe_dirs, *includes, "-c", str(src),
                   "-o", str(objects / (src.name + ".o"))], what)
+    if lib.settings["audio_frontend"]:  # TFLM's microfrontend from the same tree (third-party code: no -Werror)
+        c_sources, cc_sources, fe_includes = model_library.microfrontend_sources(tflm)
+        for src in c_sources:
+            _compile([cc, "-std=c99", *common, *flags, *fe_includes, "-c", str(src),
+                      "-o", str(objects / ("mf_" + src.name + ".o"))], what)
+        for src in cc_sources:
+            _compile([cxx, "-std=c++17", *common, "-fno-rtti", "-fno-exceptions", *flags, *fe_includes, "-c",
+                      str(src), "-o", str(objects / ("mf_" + src.name + ".o"))], what)
     _compile([cxx, *arch, *sorted(map(str, objects.glob("*.o"))), str(library), *link, "-o", str(out)], what)
     shutil.rmtree(objects, ignore_errors=True)
     return out

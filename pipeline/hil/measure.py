@@ -259,7 +259,8 @@ def audio_check(device: Device, dut: dict, report: dict, opts: MeasureOptions, f
         log("note: the model takes audio: pass --data=<the WAV folder or int16 .npz it was built from> to stream "
             "test clips through the device's front end")
         return None
-    clips, y = datasets.audio_test_clips(opts.data, num_classes, opts.seed, log=lambda _msg: None)
+    fe = frontend.FrontEndSettings.from_dict(settings)
+    clips, y = datasets.audio_test_clips(opts.data, num_classes, opts.seed, fe, log=lambda _msg: None)
     n = min(opts.audio_clips, opts.inputs)  # --inputs=0: latency only
     clips, y = clips[:n], y[:n]
     stride_bytes = 2 * settings["sample_rate"] * settings["stride_ms"] // 1000
@@ -267,7 +268,7 @@ def audio_check(device: Device, dut: dict, report: dict, opts: MeasureOptions, f
     exact = correct = 0
     fe_us, model_us = [], []
     for i, (clip, label) in enumerate(zip(clips, y)):
-        host = frontend.features(clip).tolist()
+        host = frontend.features(clip, fe).tolist()
         got, busy = device.audio_features(clip.astype("<i2").tobytes(), stride_bytes, max_db, frames, timeout)
         match = got == host
         reply = device.infer(1, 0, timeout=timeout)

@@ -43,9 +43,9 @@ def is_audio(source: str) -> bool:
     return False
 
 
-def fingerprint_extra() -> bytes:
+def fingerprint_extra(settings: frontend.FrontEndSettings = frontend.SETTINGS) -> bytes:
     """The front end's settings and library version: part of every audio dataset's fingerprint (the build key)."""
-    return json.dumps(frontend.SETTINGS.as_dict(), sort_keys=True).encode()
+    return json.dumps(settings.as_dict(), sort_keys=True).encode()
 
 
 def read_wav(path: Path, settings=frontend.SETTINGS) -> tuple[np.ndarray, list[str]]:
@@ -112,17 +112,19 @@ def _noise_segment(noises: list[np.ndarray], rng, samples: int) -> np.ndarray:
     return n[start:start + samples]
 
 
-def wav_folder_examples(path: Path, num_classes: int, seed: int, log=print):
-    """Features, labels and class names of a folder of class sub-folders of .wav files (split by the caller)."""
-    clips, y, labels = wav_folder_clips(path, num_classes, seed, log)
-    settings = frontend.SETTINGS
-    log(f"audio: {len(clips)} clips -> {settings.library} front end -> {settings.frames}x{settings.channels} features")
+def wav_folder_examples(path: Path, num_classes: int | None, seed: int, settings: frontend.FrontEndSettings = frontend.SETTINGS,
+                        log=print):
+    """Features, labels and class names of a folder of class sub-folders of .wav files (split by the caller).
+    num_classes: a brought model's fixed outputs (the names padded to it), or None: as many as the data has."""
+    clips, y, labels = wav_folder_clips(path, num_classes, seed, settings, log)
+    log(f"audio: {len(clips)} clips -> {settings.library} microfrontend ({settings.describe()} settings) -> "
+        f"{settings.frames}x{settings.channels} features")
     return frontend.batch_features(clips, settings), y, labels
 
 
-def wav_folder_clips(path: Path, num_classes: int, seed: int, log=print):
+def wav_folder_clips(path: Path, num_classes: int | None, seed: int, settings: frontend.FrontEndSettings = frontend.SETTINGS,
+                     log=print):
     """The int16 clips (N, clip_samples) as training sees them (noise mixed, silence added), labels, class names."""
-    settings = frontend.SETTINGS
     classes = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name != NOISE_FOLDER)
     if not classes:
         raise PipelineError(f"dataset folder {path} has no class sub-folders (expected {path}/<word>/<clip>.wav)")
@@ -135,7 +137,10 @@ def wav_folder_clips(path: Path, num_classes: int, seed: int, log=print):
             for d in done:
                 conversions[d] = conversions.get(d, 0) + 1
     n_classes = len(classes) + (1 if noises and SILENCE not in classes else 0)
-    if n_classes > num_classes:
+    if n_classes < 2:
+        raise PipelineError(f"dataset folder {path} has 1 class ({classes[0]}): a keyword spotter needs at least 2 "
+                            f"(e.g. the word and {path}/_unknown_/ or a {NOISE_FOLDER}/ folder for {SILENCE})")
+    if num_classes is not None and n_classes > num_classes:
         raise PipelineError(f"dataset folder {path} has {n_classes} classes ({', '.join(classes)}"
                             f"{', ' + SILENCE if n_classes > len(classes) else ''}), but the model has {num_classes}")
     clips, ys = [], []
@@ -171,14 +176,13 @@ def wav_folder_clips(path: Path, num_classes: int, seed: int, log=print):
     if noises:
         log(f"audio: {NOISE_FOLDER} ({len(noises)} files) mixed into {NOISE_FRACTION:.0%} of clips at {NOISE_SNR_DB:g} dB SNR, "
             f"{int(counts[classes.index(SILENCE)])} {SILENCE} clips, seed {seed}")
-    labels = classes + [f"class{i}" for i in range(len(classes), num_classes)]
+    labels = classes + [f"class{i}" for i in range(len(classes), num_classes or len(classes))]
     return np.stack(clips), np.array(ys, dtype=np.int64), labels
 
 
-def npz_examples(path: Path, log=print) -> tuple[dict, list | None]:
+def npz_examples(path: Path, settings: frontend.FrontEndSettings = frontend.SETTINGS, log=print) -> tuple[dict, list | None]:
     """An .npz whose x_train/x_test hold int16 audio (N, samples) at the front end's rate: x_* as features,
     y_* as stored (checked by the caller), and the class names if it has them."""
-    settings = frontend.SETTINGS
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in archive.files]
@@ -193,7 +197,7 @@ def npz_examples(path: Path, log=print) -> tuple[dict, list | None]:
             raise PipelineError(f"dataset {path}: {k} must be int16 audio of shape (N, samples) at "
                                 f"{settings.sample_rate} Hz (got {arrays[k].dtype} {arrays[k].shape})")
     log(f"audio: {len(arrays['x_train']) + len(arrays['x_test'])} int16 clips at {settings.sample_rate} Hz -> "
-        f"{settings.library} front end -> {settings.frames}x{settings.channels} features")
+        f"{settings.library} microfrontend ({settings.describe()} settings) -> {settings.frames}x{settings.channels} features")
     for k in ("x_train", "x_test"):
         arrays[k] = frontend.batch_features(np.stack([fit_window(c, settings.clip_samples) for c in arrays[k]]), settings)
     return arrays, names

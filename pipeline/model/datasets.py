@@ -29,14 +29,16 @@ class Dataset:
     labels: list[str]
 
 
-def fingerprint(source: str, seed: int) -> str:
-    """A hash of what a dataset is made from, cheap enough to compute on every build (no TensorFlow)."""
+def fingerprint(source: str, seed: int, frontend_settings=None) -> str:
+    """A hash of what a dataset is made from, cheap enough to compute on every build (no TensorFlow).
+    frontend_settings: an audio dataset's front end (pipeline.target.frontend.FrontEndSettings; None: the default)."""
     from pipeline.model import audio
+    from pipeline.target import frontend
 
     h = hashlib.sha256(f"{source}|seed={seed}".encode())
     path = Path(source)
     if audio.is_audio(source):  # the features depend on the front end's settings and version
-        h.update(audio.fingerprint_extra())
+        h.update(audio.fingerprint_extra(frontend_settings or frontend.SETTINGS))
     if path.is_file():
         h.update(path.read_bytes())
     elif path.is_dir():
@@ -226,10 +228,17 @@ def from_image_folder(path: Path, input_shape: tuple, num_classes: int | None, s
     return Dataset(path.name, "classification", *parts, labels=labels)
 
 
-def _audio_npz(path: Path, num_classes: int, seed: int, log) -> Dataset:
+def _audio_npz(path: Path, num_classes: int | None, seed: int, settings, log) -> Dataset:
     from pipeline.model import audio
 
-    arrays, names = audio.npz_examples(path, log)
+    arrays, names = audio.npz_examples(path, settings, log)
+    if num_classes is None:  # a zoo model: the output layer follows the data's classes
+        with np.load(path, allow_pickle=False) as archive:
+            try:
+                num_classes = _classes_of_npz(archive, path)
+            except (TypeError, ValueError):  # labels that are not integers: _check_labels names the problem
+                num_classes = 2
+        _require_two_classes(num_classes, f"dataset {path}")
     y_train = _check_labels(arrays["y_train"], num_classes, f"dataset {path}: y_train")
     y_test = _check_labels(arrays["y_test"], num_classes, f"dataset {path}: y_test")
     x_train, x_test = arrays["x_train"], arrays["x_test"]
@@ -245,28 +254,30 @@ def _audio_npz(path: Path, num_classes: int, seed: int, log) -> Dataset:
                    x_test, y_test, labels)
 
 
-def audio_test_clips(source: str, num_classes: int, seed: int, log=print) -> tuple[np.ndarray, np.ndarray]:
+def audio_test_clips(source: str, num_classes: int, seed: int, settings=None, log=print) -> tuple[np.ndarray, np.ndarray]:
     """The int16 clips of an audio dataset's test split (the same split as load's) and their labels, for a
-    device that takes audio."""
+    device that takes audio (num_classes: the model's outputs; settings: its front end's, None the default)."""
     from pipeline.model import audio
 
+    settings = settings or audio.frontend.SETTINGS
     path = Path(source)
     if path.is_dir():
-        clips, y, _labels = audio.wav_folder_clips(path, num_classes, seed, log)
+        clips, y, _labels = audio.wav_folder_clips(path, num_classes, seed, settings, log)
         test = _split(np.arange(len(y)), y, seed, stratify=True)[4]  # the split depends on the labels only
         return clips[test], y[test]
     with np.load(path, allow_pickle=False) as archive:
-        clips = np.stack([audio.fit_window(c, audio.frontend.SETTINGS.clip_samples) for c in archive["x_test"]])
+        clips = np.stack([audio.fit_window(c, settings.clip_samples) for c in archive["x_test"]])
         return clips, _check_labels(archive["y_test"], num_classes, f"dataset {path}: y_test")
 
 
 def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, autoencoder: bool = False,
-         classes_from_data: bool = False, log=print) -> Dataset:
+         classes_from_data: bool = False, log=print, frontend_settings=None) -> Dataset:
     """A dataset by bundled name ("digits", "sine") or by path (.npz file, image folder, or audio: a folder of
     .wav class sub-folders or an .npz of int16 audio, see pipeline/model/audio.py).
 
     num_classes: None for regression; for a classifier its number of outputs, which the labels must fit, unless
-    classes_from_data (a zoo model, whose output layer is sized to the data): then the data says how many."""
+    classes_from_data (a zoo model, whose output layer is sized to the data): then the data says how many.
+    frontend_settings: an audio dataset's front end (pipeline.target.frontend.FrontEndSettings; None: the default)."""
     if source == "digits":
         data = digits(seed)
     elif source == "sine":
@@ -278,14 +289,16 @@ def load(source: str, input_shape: tuple, num_classes: int | None, seed: int, au
         if audio.is_audio(source):
             from pipeline.target import frontend
 
-            want = (*frontend.SETTINGS.feature_shape, 1)
+            settings = frontend_settings or frontend.SETTINGS
+            want = (*settings.feature_shape, 1)
             if num_classes is None or tuple(input_shape) != want:
                 raise PipelineError(f"dataset {source} is audio: it needs a classifier with {want[0]}x{want[1]}x1 "
                                     f"input (--model=ds_cnn), not {tuple(input_shape)}")
+            classes = None if classes_from_data else num_classes
             if path.is_dir():
-                x, y, labels = audio.wav_folder_examples(path, num_classes, seed, log)
+                x, y, labels = audio.wav_folder_examples(path, classes, seed, settings, log)
                 return Dataset(path.name, "classification", *_split(x, y, seed, stratify=True), labels=labels)
-            return _audio_npz(path, num_classes, seed, log)
+            return _audio_npz(path, classes, seed, settings, log)
         if path.is_dir():
             if num_classes is None:
                 raise PipelineError(f"dataset folder {path}: image folders are for classification models")

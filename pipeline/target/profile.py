@@ -80,16 +80,17 @@ def frontend_row(settings: dict, board: Board, cpi: float, model_us: float) -> d
     core's cycles per instruction, at the board's clock."""
     from pipeline.target import frontend
 
-    work = frontend.estimated_cycles()
+    work = frontend.estimated_cycles(frontend.FrontEndSettings.from_dict(settings))
     cycles = work["ops"] * cpi
     us = cycles / board.clock_mhz
     return {"op": "AUDIO_FRONTEND", "frames": work["frames"], "est_cycles": round(cycles),
             "est_us": round(us, 1), "est_us_per_frame": round(us / work["frames"], 2),
             "share_with_model": round(us / (us + model_us), 4) if us + model_us else None,
             "label": "estimate",
-            "source": (f"estimate: ~{work['ops_per_frame']} integer operations per {settings['stride_ms']} ms frame "
-                       f"(512-point FFT, window, {settings['mel_channels']}-channel filterbank, noise reduction, PCAN, "
-                       f"log) x {cpi:g} cycles per instruction at {board.clock_mhz} MHz, for a "
+            "source": (f"estimate: ~{work['ops_per_frame']} instructions per {settings['stride_ms']} ms frame "
+                       f"({work['fft_size']}-point FFT, window, {settings['mel_channels']}-channel filterbank"
+                       f"{', noise reduction' if settings['noise_reduction'] else ''}{', PCAN' if settings['pcan'] else ''}"
+                       f"{', log' if settings['log_scale'] else ''}) (76,100 at the defaults: QEMU instruction count of TFLM's microfrontend on a Cortex-M4F, scaled by the settings) x {cpi:g} cycles per instruction at {board.clock_mhz} MHz, for a "
                        f"{settings['clip_samples'] / settings['sample_rate']:g} s window; not measured")}
 
 

@@ -1,5 +1,5 @@
 /* STAND-IN, declarations only, written for the tests: the parts of TFLM's microfrontend API
- * (tensorflow/lite/experimental/microfrontend/lib/frontend.h) that firmware/common/tflm_backend.cc uses, so the
+ * (tensorflow/lite/experimental/microfrontend/lib/frontend.h) that firmware/library/model.cc uses, so the
  * tests can compile it where TFLM's sources are not installed. Not TFLM's header; nothing here runs. */
 #ifndef STANDIN_MICROFRONTEND_FRONTEND_H_
 #define STANDIN_MICROFRONTEND_FRONTEND_H_

@@ -1,5 +1,5 @@
 /* STAND-IN, declarations only, written for the tests: the configuration part of TFLM's microfrontend API
- * (tensorflow/lite/experimental/microfrontend/lib/frontend_util.h) that firmware/common/tflm_backend.cc sets.
+ * (tensorflow/lite/experimental/microfrontend/lib/frontend_util.h) that firmware/library/model.cc sets.
  * Not TFLM's header; nothing here runs. */
 #ifndef STANDIN_MICROFRONTEND_FRONTEND_UTIL_H_
 #define STANDIN_MICROFRONTEND_FRONTEND_UTIL_H_
