@@ -187,6 +187,11 @@ def _options(model="digits", board="esp32", data=None, epochs=None, sparsity=0.5
     def limit(name, value):
         return None if value is None else _number(name, value)
 
+    if prune == "structured" and sparsity not in (None, "") and _number("sparsity", sparsity) == 0:
+        # (the pipeline itself builds the unpruned baseline of a structured build that way)
+        raise PipelineError("--prune=structured removes the share of channels --sparsity gives, and --sparsity=0 "
+                            "removes none: give --sparsity between 0 and 1 (e.g. 0.5), or leave --prune out")
+
     return Options(model=model, board=board, data=data,
                    epochs=_number("epochs", epochs, int) if epochs not in (None, "") else None,
                    sparsity=_number("sparsity", sparsity), prune=prune, qat=qat, seed=_number("seed", seed, int),

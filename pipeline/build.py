@@ -101,9 +101,6 @@ def _check_options(opts: Options) -> None:
         raise PipelineError(f"--memory-plan must be offline or tflm (got {opts.memory_plan!r})")
     if opts.prune not in PRUNE_KINDS:
         raise PipelineError(f"--prune must be one of {', '.join(PRUNE_KINDS)} (got {opts.prune!r})")
-    if opts.prune == "structured" and opts.sparsity == 0:
-        raise PipelineError("--prune=structured removes the share of channels --sparsity gives, and --sparsity=0 "
-                            "removes none: give --sparsity between 0 and 1 (e.g. 0.5), or leave --prune out")
     opts.limits.check()
     findings_mod.check_fail_on(opts.fail_on)
     if opts.elf is not None and not Path(opts.elf).is_file():
