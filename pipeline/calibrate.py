@@ -345,16 +345,30 @@ def run(tflm: Path, name: str, work: Path, log: Callable[[str], None] = print, m
     for group, names in (("grid", probes.GRID), ("held_out", probes.HELD_OUT)):
         if group in groups:
             models[:0] = [(group, n, None) for n in names]
+    # Models already timed in this work folder (the same .tflite bytes, the same library) are not timed again.
+    import hashlib
+
+    library = tflm_library_name(tflm, TARGETS[name]["cpu"])
+    timed_path = work / f"{name}.timed.json"
+    timed = json.loads(timed_path.read_text()) if timed_path.is_file() else {}
     rows = []
     for group, model, tflite in models:
-        log(f"calibrate {name}: {group} {model} ...")
         if tflite is None:
             tflite = probes.make(model, work / "probes" / f"{model}.tflite")
-        found = time_model(tflm, name, tflite, work, model, None, group)
-        log(f"  {len(found)} operators, {sum(r.instructions for r in found):.0f} instructions")
-        rows += [asdict(r) for r in found]
+        key = f"{library}:{group}:{model}:{hashlib.sha256(Path(tflite).read_bytes()).hexdigest()}"
+        if key not in timed:
+            log(f"calibrate {name}: {group} {model} ...")
+            found = time_model(tflm, name, tflite, work, model, None, group)
+            log(f"  {len(found)} operators, {sum(r.instructions for r in found):.0f} instructions")
+            timed[key] = [asdict(r) for r in found]
+            timed_path.write_text(json.dumps(timed))
+        rows += timed[key]
     if "zoo" in groups:
-        rows += [asdict(r) for r in measure(tflm, name, work, log, ZOO_CHECK)]
+        key = f"{library}:zoo"
+        if key not in timed:
+            timed[key] = [asdict(r) for r in measure(tflm, name, work, log, ZOO_CHECK)]
+            timed_path.write_text(json.dumps(timed))
+        rows += timed[key]
     from pipeline.hil.harness_build import QEMU_CPUS
 
     cpu = TARGETS[name]["cpu"]

@@ -62,7 +62,8 @@ def grid_conv1x1():
 def grid_conv3x3():
     # few input channels (first layers), multiples of 8 and 16, odd, valid padding, stride 2, dilation 2
     return _chain((24, 24, 3), [_conv(8, 3), _conv(16, 3), _conv(16, 3, padding="valid"), _conv(11, 3),
-                                _conv(24, 3, strides=2), _conv(32, 3, dilation=2)])
+                                _conv(24, 3, strides=2), _conv(32, 3, dilation=2), _conv(64, 3),
+                                _conv(48, 3, strides=2)])
 
 
 def grid_conv5x5():
@@ -97,6 +98,13 @@ def grid_conv_strided():
     return _chain((48, 48, 16), [_conv(32, 1, strides=2), _conv(48, 1, strides=2), _conv(24, 1), _conv(64, 1, strides=2),
                                  k.layers.Reshape((1, 48, 48)), _conv(32, (1, 5)), _conv(16, (1, 3), strides=(1, 2)),
                                  _conv(40, (1, 9)), _conv(20, (1, 4), padding="valid")])
+
+
+def grid_dw_channels():
+    # k x 1 depthwise kernels over many channels (96 to 200, and odd), valid and same padding
+    return _chain((40, 1, 128), [_dw((4, 1), padding="valid"), _dw((10, 1), padding="valid"), _conv(200, 1),
+                                 _dw((6, 1), padding="valid"), _conv(37, 1), _dw((3, 1)), _conv(96, 1),
+                                 _dw((13, 1), padding="valid")])
 
 
 def grid_dw_multiplier():
@@ -170,7 +178,7 @@ GRID: dict[str, Callable] = {
     "grid_conv_kx1": grid_conv_kx1, "grid_dw3x3": grid_dw3x3, "grid_dw_generic": grid_dw_generic,
     "grid_fc": grid_fc, "grid_fc_per_tensor": grid_fc_per_tensor, "grid_pool": grid_pool,
     "grid_elementwise": grid_elementwise, "grid_conv_strided": grid_conv_strided,
-    "grid_dw_multiplier": grid_dw_multiplier, "grid_elementwise_small": grid_elementwise_small,
+    "grid_dw_multiplier": grid_dw_multiplier, "grid_dw_channels": grid_dw_channels, "grid_elementwise_small": grid_elementwise_small,
     "grid_elementwise_large": grid_elementwise_large,
 }
 
