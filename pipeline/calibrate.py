@@ -335,6 +335,8 @@ def run(tflm: Path, name: str, work: Path, log: Callable[[str], None] = print, m
     if unknown := set(groups) - set(GROUPS):
         raise PipelineError(f"unknown calibration group(s) {', '.join(sorted(unknown))}: choose from {', '.join(GROUPS)}")
     models: list[tuple[str, str, Path | None]] = []  # (group, model, .tflite)
+    if mlperf is None and "mlperf" in groups:
+        log("calibrate: no --mlperf checkout given, MLPerf Tiny's reference models are not timed")
     if mlperf is not None and "mlperf" in groups:
         for model, rel in MLPERF_MODELS.items():
             if not (Path(mlperf) / "benchmark/training" / rel).is_file():
