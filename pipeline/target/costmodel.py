@@ -19,7 +19,7 @@ from pipeline.target.graph import Graph, Op
 
 COSTS_DIR = Path(__file__).resolve().parents[2] / "boards" / "costs"
 # The work terms an operator's cost is a sum of (see features)
-TERMS = ("fixed", "mac", "out", "in", "taps", "pixels", "pixel_taps", "im2col")
+TERMS = ("fixed", "mac", "out", "in", "taps", "pixels", "pixel_taps", "im2col", "weights")
 POOLS = {"MAX_POOL_2D", "AVERAGE_POOL_2D"}
 REDUCTIONS = {"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"}  # one window over the reduced axes
 
@@ -81,7 +81,8 @@ def features(op: Op) -> dict[str, float]:
     multiply-accumulates (padding checks, addressing), which dominates with few input channels. `pixels` counts
     output positions (elements / channels), `pixel_taps` output positions x kernel height x width (CMSIS-NN's
     im2col copies one run of input channels per tap and position), `im2col` the elements those copies move
-    (pixel_taps x input channels)."""
+    (pixel_taps x input channels), `weights` the weight tensor's elements (CMSIS-NN's matrix multiplies sum each
+    output channel's weights once per call, which matters where there are few output positions)."""
     out = sum(t.elements for t in op.outputs)
     inp = sum(t.elements for t in op.activation_in)
     if op.kind in POOLS:
@@ -100,8 +101,10 @@ def features(op: Op) -> dict[str, float]:
         pixel_taps = pixels * kh * kw
         cin = op.activation_in[0].shape[-1] if op.activation_in else op.weights.shape[3]
         im2col = pixel_taps * cin
+    weights = op.weights.elements if op.weights is not None else 0
     return {"fixed": 1.0, "mac": float(macs), "out": float(out), "in": float(inp), "taps": float(taps),
-            "pixels": float(pixels), "pixel_taps": float(pixel_taps), "im2col": float(im2col)}
+            "pixels": float(pixels), "pixel_taps": float(pixel_taps), "im2col": float(im2col),
+            "weights": float(weights)}
 
 
 def cost(coefficients: dict[str, float], work: dict[str, float]) -> float:
