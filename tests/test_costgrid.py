@@ -102,6 +102,8 @@ def test_kept_cost_model_is_the_grid_fit_of_its_measurements():
         rows = calibrate.load_measurements(name)["rows"]
         kept = costmodel.load(costmodel.COSTS_DIR / f"{name}.toml").ops
         fitted = calibrate.fit(rows)
-        assert fitted == {k: v for k, v in kept.items() if k in fitted} and set(fitted) <= set(kept)
+        assert set(fitted) <= set(kept)
+        for klass, coeffs in fitted.items():  # the file keeps 6 significant digits
+            assert kept[klass] == pytest.approx(coeffs, rel=1e-5, abs=1e-3), klass
         skewed = [{**r, "instructions": r["instructions"] * 3} if r["group"] != "grid" else r for r in rows]
         assert calibrate.fit(skewed) == fitted

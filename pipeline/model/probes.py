@@ -132,6 +132,13 @@ def _elementwise(shape, classes):
     return k.Model(inp, k.layers.Softmax()(d))
 
 
+def grid_mean():
+    # MEAN (Keras' global average pooling) over many and few elements
+    k = tfenv.keras()
+    return _chain((20, 20, 32), [k.layers.GlobalAveragePooling2D(), k.layers.Reshape((4, 4, 2)),
+                                 k.layers.GlobalAveragePooling2D(), k.layers.Dense(10), k.layers.Softmax()])
+
+
 def grid_elementwise_small():
     return _elementwise((8, 8, 16), 200)
 
@@ -183,7 +190,7 @@ GRID: dict[str, Callable] = {  # in the order they are timed: the code paths mos
     "grid_dw_generic": grid_dw_generic, "grid_conv5x5": grid_conv5x5, "grid_conv1x1_deep": grid_conv1x1_deep,
     "grid_dw_channels": grid_dw_channels, "grid_pool": grid_pool, "grid_fc_per_tensor": grid_fc_per_tensor,
     "grid_conv_strided": grid_conv_strided, "grid_fc": grid_fc, "grid_conv_kx1": grid_conv_kx1,
-    "grid_dw_multiplier": grid_dw_multiplier, "grid_elementwise": grid_elementwise,
+    "grid_dw_multiplier": grid_dw_multiplier, "grid_mean": grid_mean, "grid_elementwise": grid_elementwise,
     "grid_elementwise_large": grid_elementwise_large, "grid_elementwise_small": grid_elementwise_small,
 }
 
