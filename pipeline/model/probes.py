@@ -59,10 +59,16 @@ def grid_conv1x1():
                                  _conv(32, 1, strides=2), _conv(64, 1)])
 
 
+def grid_conv1x1_deep():
+    # 1x1 over few positions and many channels (late layers of image models): per-weight costs show
+    return _chain((3, 3, 128), [_conv(256, 1), _conv(256, 1), _conv(96, 1), _conv(512, 1), _conv(200, 1)])
+
+
 def grid_conv3x3():
     # few input channels (first layers), multiples of 8 and 16, odd, valid padding, stride 2, dilation 2
     return _chain((24, 24, 3), [_conv(8, 3), _conv(16, 3), _conv(16, 3, padding="valid"), _conv(11, 3),
-                                _conv(24, 3, strides=2), _conv(32, 3, dilation=2)])
+                                _conv(24, 3, strides=2), _conv(32, 3, dilation=2), _conv(64, 3),
+                                _conv(48, 3, strides=2)])
 
 
 def grid_conv5x5():
@@ -83,11 +89,62 @@ def grid_dw3x3():
 
 
 def grid_dw_generic():
-    # the generic depthwise paths: 5x5, k x 1 and 1 x k, depth multiplier 2, dilation 2
+    # depth multiplier 1 and kernels other than 3x3 (arm_depthwise_conv_s8_opt): 5x5, k x 1 and 1 x k, valid
+    # padding, odd channels; and depth multiplier 2, dilation 2 (arm_depthwise_conv_s8)
     k = tfenv.keras()
     return _chain((24, 24, 16), [_dw(5), _dw((7, 1)), _dw((1, 5)), _dw(3, multiplier=2), _dw(3, dilation=2),
-                                 _dw(5, strides=2), k.layers.Reshape((72, 1, 64)), _dw((9, 1)), _dw((15, 1)),
-                                 _conv(21, 1), _dw((5, 1))])
+                                 _dw(5, strides=2), k.layers.Reshape((72, 1, 64)), _dw((9, 1)),
+                                 _dw((15, 1), padding="valid"), _conv(21, 1), _dw((5, 1)), _dw((11, 1), padding="valid")])
+
+
+def grid_conv_strided():
+    # 1 x 1 with a stride (arm_convolve_1x1_s8) and 1 x N rows (arm_convolve_1_x_n_s8) of several widths
+    k = tfenv.keras()
+    return _chain((48, 48, 16), [_conv(32, 1, strides=2), _conv(48, 1, strides=2), _conv(24, 1), _conv(64, 1, strides=2),
+                                 k.layers.Reshape((1, 48, 48)), _conv(32, (1, 5)), _conv(16, (1, 3), strides=(1, 2)),
+                                 _conv(40, (1, 9)), _conv(20, (1, 4), padding="valid")])
+
+
+def grid_dw_channels():
+    # k x 1 depthwise kernels over many channels (96 to 200, and odd), valid and same padding
+    return _chain((40, 1, 128), [_dw((4, 1), padding="valid"), _dw((10, 1), padding="valid"), _conv(200, 1),
+                                 _dw((6, 1), padding="valid"), _conv(37, 1), _dw((3, 1)), _conv(96, 1),
+                                 _dw((13, 1), padding="valid")])
+
+
+def grid_dw_multiplier():
+    # arm_depthwise_conv_s8: depth multiplier > 1 or dilation
+    return _chain((24, 24, 8), [_dw(3, multiplier=4), _dw(5, multiplier=2), _dw(3, dilation=3), _dw((5, 1), dilation=2),
+                                _dw(3, strides=2, multiplier=2)])
+
+
+def _elementwise(shape, classes):
+    k = tfenv.keras()
+    inp = k.Input(shape=shape, batch_size=1)
+    a = _conv(shape[-1], 1)(inp)
+    b = _conv(shape[-1], 1)(inp)
+    s = k.layers.Add()([a, b])
+    m = k.layers.Multiply()([s, b])
+    c = k.layers.Concatenate()([m, a, s])
+    r = k.layers.Reshape((shape[0] * 2, shape[1] // 2, shape[2] * 3))(c)
+    g = k.layers.GlobalAveragePooling2D()(r)
+    d = k.layers.Dense(classes)(g)
+    return k.Model(inp, k.layers.Softmax()(d))
+
+
+def grid_mean():
+    # MEAN (Keras' global average pooling) over many and few elements
+    k = tfenv.keras()
+    return _chain((20, 20, 32), [k.layers.GlobalAveragePooling2D(), k.layers.Reshape((4, 4, 2)),
+                                 k.layers.GlobalAveragePooling2D(), k.layers.Dense(10), k.layers.Softmax()])
+
+
+def grid_elementwise_small():
+    return _elementwise((8, 8, 16), 200)
+
+
+def grid_elementwise_large():
+    return _elementwise((32, 32, 8), 2000)
 
 
 def _dense_stack():
@@ -128,11 +185,13 @@ def grid_elementwise():
     return k.Model(inp, out)
 
 
-GRID: dict[str, Callable] = {
-    "grid_conv1x1": grid_conv1x1, "grid_conv3x3": grid_conv3x3, "grid_conv5x5": grid_conv5x5,
-    "grid_conv_kx1": grid_conv_kx1, "grid_dw3x3": grid_dw3x3, "grid_dw_generic": grid_dw_generic,
-    "grid_fc": grid_fc, "grid_fc_per_tensor": grid_fc_per_tensor, "grid_pool": grid_pool,
-    "grid_elementwise": grid_elementwise,
+GRID: dict[str, Callable] = {  # in the order they are timed: the code paths most models use first
+    "grid_conv1x1": grid_conv1x1, "grid_conv3x3": grid_conv3x3, "grid_dw3x3": grid_dw3x3,
+    "grid_dw_generic": grid_dw_generic, "grid_conv5x5": grid_conv5x5, "grid_conv1x1_deep": grid_conv1x1_deep,
+    "grid_dw_channels": grid_dw_channels, "grid_pool": grid_pool, "grid_fc_per_tensor": grid_fc_per_tensor,
+    "grid_conv_strided": grid_conv_strided, "grid_fc": grid_fc, "grid_conv_kx1": grid_conv_kx1,
+    "grid_dw_multiplier": grid_dw_multiplier, "grid_mean": grid_mean, "grid_elementwise": grid_elementwise,
+    "grid_elementwise_large": grid_elementwise_large, "grid_elementwise_small": grid_elementwise_small,
 }
 
 

@@ -17,6 +17,7 @@ from pipeline.target.graph import Graph
 SEVERITIES = ("error", "warning", "info")
 FAIL_ON = ("budget", "warning")  # --fail-on: a budget exceeded, or any finding of severity warning or error
 HOT_SHARE = 0.5  # one layer holding at least this share of the latency estimate is worth a warning
+UNRULED_SHARE = 0.1  # operators estimated by another kind's rule holding this share of the estimate: a warning
 TIGHT = 0.9  # a budget used beyond this fraction leaves little headroom
 SENSITIVE_STEPS = 2.0  # int8 RMSE of a layer's output, in int8 steps, beyond which it is worth a warning
 
@@ -125,6 +126,16 @@ def model_findings(report: dict, profile: dict, graph: Graph | None, sparsity: f
             else:
                 advice = "it has no weights to prune: a smaller input or --width shrinks it"
             out.append(Finding("warning" if hot["share"] >= HOT_SHARE else "info", "hot-layer", message, advice))
+        noted = [r for r in rows if r.get("cost_note")]
+        if noted:
+            share = sum(r["share"] for r in noted)
+            out.append(Finding("warning" if share >= UNRULED_SHARE else "info", "no-cost-rule",
+                               f"{len(noted)} operator(s) have no rule of their own in the cost model, "
+                               f"{100 * share:.1f} % of the estimate: "
+                               + "; ".join(f"#{r['index']} {r['cost_note']}" for r in noted[:3])
+                               + ("; ..." if len(noted) > 3 else ""),
+                               "measure the model (invoke measure) or calibrate the cost model on such an op "
+                               "(invoke calibrate)"))
         sensitive = [r for r in rows if r.get("quant_rmse_steps") is not None]
         if sensitive:
             worst = max(sensitive, key=lambda r: r["quant_rmse_steps"])

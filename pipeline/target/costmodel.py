@@ -18,24 +18,97 @@ from pipeline.errors import PipelineError
 from pipeline.target.graph import Graph, Op
 
 COSTS_DIR = Path(__file__).resolve().parents[2] / "boards" / "costs"
-TERMS = ("fixed", "mac", "out", "in", "taps")
+# The work terms an operator's cost is a sum of (see features)
+TERMS = ("fixed", "mac", "out", "in", "taps", "pixels", "pixel_taps", "im2col", "weights")
 POOLS = {"MAX_POOL_2D", "AVERAGE_POOL_2D"}
+REDUCTIONS = {"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"}  # one window over the reduced axes
+
+# Cost classes: one per code path of the kernels, named after CMSIS-NN's dispatch (arm_convolve_wrapper_s8,
+# arm_depthwise_conv_wrapper_s8, arm_fully_connected_wrapper_s8 and TFLM's cmsis_nn/*.cc, CMSIS-NN 4ab83cc):
+# - CONV_2D_1X1: 1x1 kernel, no padding, dilation 1, stride 1 (arm_convolve_1x1_s8_fast);
+#   CONV_2D_1X1_STRIDED: the same with a stride (arm_convolve_1x1_s8);
+#   CONV_2D_1XN: input and kernel one row high, (stride x input channels) % 4 == 0 (arm_convolve_1_x_n_s8);
+#   CONV_2D: every other convolution (arm_convolve_s8: im2col + matrix multiply);
+# - DEPTHWISE_CONV_2D_3X3: depth multiplier 1, dilation 1, 3x3 kernel, padding <= 1 (arm_depthwise_conv_3x3_s8);
+#   DEPTHWISE_CONV_2D_OPT: depth multiplier 1, dilation 1, any other kernel, e.g. k x 1 (arm_depthwise_conv_s8_opt);
+#   DEPTHWISE_CONV_2D: depth multiplier > 1 or dilation (arm_depthwise_conv_s8);
+# - FULLY_CONNECTED: one weight scale per output channel (arm_fully_connected_per_channel_s8);
+#   FULLY_CONNECTED_PER_TENSOR: one scale for the tensor (arm_fully_connected_s8);
+# - every other op kind is its own class.
+# The reference kernels (Cortex-M0+) branch less; a cost model that does not list a class uses the next one of its
+# chain here, then the op kind's.
+FALLBACK = {"CONV_2D_1X1_STRIDED": "CONV_2D_1X1", "CONV_2D_1XN": "CONV_2D", "CONV_2D_1X1": "CONV_2D",
+            "DEPTHWISE_CONV_2D_3X3": "DEPTHWISE_CONV_2D", "DEPTHWISE_CONV_2D_OPT": "DEPTHWISE_CONV_2D",
+            "FULLY_CONNECTED_PER_TENSOR": "FULLY_CONNECTED"}
+# An op kind a cost model has no rule for is estimated by the nearest rule it has, and the estimate says so:
+# elementwise ops by ADD's, reductions by average pooling's, data movement by a copy's, anything else by default.
+NEAREST = {"SUB": "ADD", "MUL": "ADD", "SQUARED_DIFFERENCE": "ADD", "MAXIMUM": "ADD", "MINIMUM": "ADD",
+           "LOGISTIC": "SOFTMAX", "TANH": "SOFTMAX", "LOG_SOFTMAX": "SOFTMAX", "HARD_SWISH": "SOFTMAX",
+           "RELU": "QUANTIZE", "RELU6": "QUANTIZE", "LEAKY_RELU": "QUANTIZE", "DEQUANTIZE": "QUANTIZE",
+           "MEAN": "AVERAGE_POOL_2D", "SUM": "AVERAGE_POOL_2D", "REDUCE_MAX": "MAX_POOL_2D",
+           "CONCATENATION": "RESHAPE", "PACK": "RESHAPE", "UNPACK": "RESHAPE", "SPLIT": "RESHAPE",
+           "SPLIT_V": "RESHAPE", "STRIDED_SLICE": "RESHAPE", "SLICE": "RESHAPE", "PAD": "RESHAPE",
+           "TRANSPOSE": "RESHAPE", "SQUEEZE": "RESHAPE", "EXPAND_DIMS": "RESHAPE",
+           "TRANSPOSE_CONV": "CONV_2D", "BATCH_MATMUL": "FULLY_CONNECTED"}
+
+
+def cost_class(op: Op) -> str:
+    """The kernel code path `op` runs (see FALLBACK's comment)."""
+    o, w = op.options, op.weights
+    dilated = o.get("dilation_h", 1) != 1 or o.get("dilation_w", 1) != 1
+    if op.kind == "CONV_2D" and w is not None and len(w.shape) == 4:
+        kh, kw, cin = w.shape[1], w.shape[2], w.shape[3]
+        if (kh, kw) == (1, 1) and not dilated:
+            return "CONV_2D_1X1" if (o.get("stride_h", 1), o.get("stride_w", 1)) == (1, 1) else "CONV_2D_1X1_STRIDED"
+        inp = op.activation_in[0].shape if op.activation_in else ()
+        if (len(inp) == 4 and inp[1] == 1 and kh == 1 and o.get("dilation_w", 1) == 1
+                and (o.get("stride_w", 1) * cin) % 4 == 0):
+            return "CONV_2D_1XN"
+        return "CONV_2D"
+    if op.kind == "DEPTHWISE_CONV_2D" and w is not None and len(w.shape) == 4:
+        cin = op.activation_in[0].shape[-1] if op.activation_in else w.shape[3]
+        if w.shape[3] != cin or dilated:  # TFLM's depth multiplier is output / input channels
+            return "DEPTHWISE_CONV_2D"
+        return "DEPTHWISE_CONV_2D_3X3" if w.shape[1:3] == (3, 3) else "DEPTHWISE_CONV_2D_OPT"
+    if op.kind == "FULLY_CONNECTED" and w is not None and not w.per_channel:
+        return "FULLY_CONNECTED_PER_TENSOR"
+    return op.kind
 
 
 def features(op: Op) -> dict[str, float]:
-    """The work terms of one operator. For pooling, `mac` counts window reads (output elements x window). `taps`
+    """The work terms of one operator. For pooling, `mac` counts window reads (output elements x window; a reduction's window is the whole input). `taps`
     counts filter taps (output elements x kernel height x width): a convolution's cost per tap besides its
-    multiply-accumulates (padding checks, addressing), which dominates with few input channels."""
+    multiply-accumulates (padding checks, addressing), which dominates with few input channels. `pixels` counts
+    output positions (elements / channels), `pixel_taps` output positions x kernel height x width (CMSIS-NN's
+    im2col copies one run of input channels per tap and position), `im2col` the elements those copies move
+    (pixel_taps x input channels), `weights` the weight tensor's elements (CMSIS-NN's matrix multiplies sum each
+    output channel's weights once per call, which matters where there are few output positions)."""
     out = sum(t.elements for t in op.outputs)
     inp = sum(t.elements for t in op.activation_in)
     if op.kind in POOLS:
         macs = out * op.options.get("filter_h", 1) * op.options.get("filter_w", 1)
+    elif op.kind in REDUCTIONS:
+        macs = op.activation_in[0].elements if op.activation_in else 0
     else:
         macs = op.macs
-    taps = 0
+    taps = pixels = pixel_taps = im2col = 0
+    shape = op.outputs[0].shape if op.outputs else ()
+    if len(shape) == 4:
+        pixels = shape[0] * shape[1] * shape[2]
     if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D") and op.weights is not None and len(op.weights.shape) == 4:
-        taps = out * op.weights.shape[1] * op.weights.shape[2]
-    return {"fixed": 1.0, "mac": float(macs), "out": float(out), "in": float(inp), "taps": float(taps)}
+        kh, kw = op.weights.shape[1], op.weights.shape[2]
+        taps = out * kh * kw
+        pixel_taps = pixels * kh * kw
+        cin = op.activation_in[0].shape[-1] if op.activation_in else op.weights.shape[3]
+        im2col = pixel_taps * cin
+    weights = op.weights.elements if op.weights is not None else 0
+    return {"fixed": 1.0, "mac": float(macs), "out": float(out), "in": float(inp), "taps": float(taps),
+            "pixels": float(pixels), "pixel_taps": float(pixel_taps), "im2col": float(im2col),
+            "weights": float(weights)}
+
+
+def cost(coefficients: dict[str, float], work: dict[str, float]) -> float:
+    return sum(coefficients.get(term, 0.0) * work.get(term, 0.0) for term in TERMS)
 
 
 @dataclass
@@ -51,18 +124,33 @@ class CostModel:
     # A cost model in cycles: its own uncertainty as factors on the latency (low, high), where its file states one
     latency_range: tuple[float, float] = (1.0, 1.0)
 
+    def rule(self, klass: str, kind: str) -> tuple[str, dict[str, float], str]:
+        """The rule used for an op of cost class `klass` and kind `kind`: its class, else the next of its chain
+        (FALLBACK), else the nearest kind's (NEAREST), else `default`, with a note where the rule is not the op's
+        own kind's ("" when it is)."""
+        chain = [klass]
+        while chain[-1] in FALLBACK:
+            chain.append(FALLBACK[chain[-1]])
+        for name in dict.fromkeys(chain + [kind]):
+            if name in self.ops:
+                return name, self.ops[name], ""
+        nearest = NEAREST.get(kind)
+        if nearest and nearest in self.ops:
+            return nearest, self.ops[nearest], (f"no rule for {kind} in cost model {self.name}: estimated by the "
+                                                f"{nearest} rule")
+        if "default" in self.ops:
+            return "default", self.ops["default"], (f"no rule for {kind} in cost model {self.name}: estimated by its "
+                                                    "default rule")
+        raise PipelineError(f"cost model {self.name} has neither [op.{kind}] nor [op.default]")
+
     def coefficients(self, op: Op) -> tuple[str, dict[str, float]]:
-        """The coefficients used for `op`: its own kind (CONV_2D_1X1 falls back to CONV_2D), else `default`."""
-        for kind in (op.subkind, op.kind, "default"):
-            if kind in self.ops:
-                return kind, self.ops[kind]
-        raise PipelineError(f"cost model {self.name} has neither [op.{op.kind}] nor [op.default]")
+        """The rule's name and coefficients used for `op` (see rule)."""
+        name, coeffs, _ = self.rule(cost_class(op), op.kind)
+        return name, coeffs
 
     def units(self, op: Op) -> float:
         """The op's cost in the model's unit (instructions or cycles)."""
-        _, coeffs = self.coefficients(op)
-        work = features(op)
-        return sum(coeffs.get(term, 0.0) * work[term] for term in TERMS)
+        return cost(self.coefficients(op)[1], features(op))
 
     def cpi_for(self, board: Board) -> "Cpi":
         """Cycles per instruction on `board`: the one rule (cpi_rule) for a cost model in instructions."""
@@ -134,6 +222,7 @@ class OpEstimate:
     cost_class: str  # the cost model entry used
     cycles: float
     us: float
+    note: str = ""  # where the op kind has no rule of its own: which rule estimated it
 
 
 @dataclass
@@ -206,8 +295,9 @@ def estimate(graph: Graph, board: Board, model: CostModel | None = None) -> Esti
     cpi = model.cpi_for(board)
     per_op = []
     for op in graph.ops:
-        cycles = model.units(op) * cpi.value
-        per_op.append(OpEstimate(op.index, op.kind, model.coefficients(op)[0], cycles, cycles / board.clock_mhz))
+        name, coeffs, note = model.rule(cost_class(op), op.kind)
+        cycles = cost(coeffs, features(op)) * cpi.value
+        per_op.append(OpEstimate(op.index, op.kind, name, cycles, cycles / board.clock_mhz, note))
     latency = sum(e.us for e in per_op)
     energy = board.active_power_mw * latency / 1000.0 if board.active_power_mw else None
     return Estimate(board.name, model.name, model.source, board.clock_mhz, per_op, latency, energy, cpi.value,

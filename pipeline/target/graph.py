@@ -76,13 +76,6 @@ class Op:
     def activation_in(self) -> list[Tensor]:
         return [t for t in self.inputs if t is not None and not t.constant]
 
-    @property
-    def subkind(self) -> str:
-        """The cost class of the op: a 1x1 conv (pointwise) runs a different kernel path than a spatial one."""
-        if self.kind == "CONV_2D" and self.weights is not None and self.weights.shape[1:3] == (1, 1):
-            return "CONV_2D_1X1"
-        return self.kind
-
 
 @dataclass
 class Graph:

@@ -45,6 +45,9 @@ class Row:
     quant_rmse_steps: float | None = None
     measured_us: float | None = None
     measured_source: str | None = None
+    cost_rule: str = ""  # the cost model's rule that estimated this op (its code path, e.g. DEPTHWISE_CONV_2D_OPT)
+    # where the op kind has no rule of its own in the cost model: which rule estimated it (never silently zero)
+    cost_note: str = ""
 
 
 @dataclass
@@ -107,7 +110,7 @@ def build(graph: Graph, board: Board, model_name: str, layer_errors: dict | None
         rows.append(Row(op.index, op.kind, list(op.outputs[0].shape), op.params, op.weight_bytes, op.macs,
                         sum(t.bytes for t in op.activation_in), sum(t.bytes for t in op.outputs), live[op.index],
                         [_short(t.name) for t in alive], scratch.per_op[op.index], round(e.cycles),
-                        round(e.us, 2), round(e.us / total_us, 4)))
+                        round(e.us, 2), round(e.us / total_us, 4), cost_rule=e.cost_class, cost_note=e.note))
     if layer_errors:
         from pipeline.target.graph import layer_name
 
@@ -202,6 +205,10 @@ def to_markdown(p: Profile) -> str:
     if measured:
         total.append(f"{p.measured['total_us']:.0f}")
     lines.append("| " + " | ".join(total) + " |")
+    noted = [r for r in p.rows if r.cost_note]
+    if noted:
+        lines += ["", "Operators without a rule of their own in the cost model (ESTIMATED by the nearest rule): "
+                  + "; ".join(f"#{r.index} {r.op}: {r.cost_note}" for r in noted) + "."]
     if errors:
         lines += ["", "int8 error: each layer's output, post-training int8 against float on held-back inputs (TFLite's "
                   "quantization debugger), RMSE in int8 steps of that output: the larger, the more sensitive."]
