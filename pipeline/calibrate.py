@@ -199,6 +199,11 @@ def fit(rows: list[dict]) -> dict[str, dict[str, float]]:
         terms = terms_for(kind)
         a = np.array([[r["features"].get(t, 0.0) for t in terms] for r in items], dtype=float)
         b = np.array([r["instructions"] for r in items], dtype=float)
+        if kind != "default" and b.max() < FIT_FLOOR:
+            # Only operators below FIT_FLOOR measured (a few profiler ticks of 1,000 instructions each): a fit would
+            # be rounding noise (one 20-MAC fully connected at 2,000 gave 100 instructions per MAC). No rule: the
+            # op takes its chain's or its nearest kind's rule, labelled (costmodel.CostModel.rule).
+            continue
         scale = 1.0 / np.maximum(b, FIT_FLOOR)
         solution, _ = nnls(a * scale[:, None], b * scale)
         coefficients[kind] = {t: float(round(v, 4)) for t, v in zip(terms, solution)}

@@ -49,7 +49,9 @@ NEAREST = {"SUB": "ADD", "MUL": "ADD", "SQUARED_DIFFERENCE": "ADD", "MAXIMUM": "
            "CONCATENATION": "RESHAPE", "PACK": "RESHAPE", "UNPACK": "RESHAPE", "SPLIT": "RESHAPE",
            "SPLIT_V": "RESHAPE", "STRIDED_SLICE": "RESHAPE", "SLICE": "RESHAPE", "PAD": "RESHAPE",
            "TRANSPOSE": "RESHAPE", "SQUEEZE": "RESHAPE", "EXPAND_DIMS": "RESHAPE",
-           "TRANSPOSE_CONV": "CONV_2D", "BATCH_MATMUL": "FULLY_CONNECTED"}
+           "TRANSPOSE_CONV": "CONV_2D", "BATCH_MATMUL": "FULLY_CONNECTED",
+           # per-channel fully connected runs CMSIS-NN's same s8 loop as per-tensor with a scale per output
+           "FULLY_CONNECTED": "FULLY_CONNECTED_PER_TENSOR"}
 
 
 def cost_class(op: Op) -> str:
