@@ -14,6 +14,7 @@ import yaml
 
 from conftest import assert_clean_error, run_invoke
 from pipeline.firmware import projects
+from pipeline.report import elf
 
 HERE = os.path.dirname(__file__)
 STANDIN_TFLM = os.path.join(HERE, "standin", "tflm")
@@ -188,6 +189,17 @@ def _compile_library(export, names, objects, compiler="arm-none-eabi-g++", cpu=(
                                    "-c", str(source), "-o", str(objects / (source.name + ".o"))],
                                   capture_output=True, text=True)
             assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="needs gcc-arm-none-eabi")
+def test_static_arena_is_found_by_the_elf_check(exports, tmp_path):
+    """`invoke build --elf=` on a firmware made from the export: the library's static arena is the `tensor_arena`
+    the ELF check looks for (it was an unnamed `arena`, so the check added the arena to RAM a second time)."""
+    export = exports["zephyr"] / "modules"
+    _compile_library(export, ("digits",), tmp_path)
+    size = int(re.search(r"#define DIGITS_ARENA_SIZE (\d+)", (export / "digits" / "include" / "digits.h").read_text())[1])
+    symbols = elf.read_sections(tmp_path / "digits_arena.cc.o").symbols
+    assert symbols.get(elf.ARENA_SYMBOL) == size
 
 
 @pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None, reason="needs gcc-arm-none-eabi")
