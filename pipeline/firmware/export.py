@@ -159,7 +159,7 @@ class EspIdfForm(Form):
         return f"idf.py -C example set-target {board.target} build flash monitor"
 
     def add_to_project(self, board, name):
-        return (f"Copy `components/{name}/` into your project's `components/` folder, or keep it here and add it to "
+        return (f"Copy `components/{name}/` into your project's `components/` folder, or keep it where it is and add it to "
                 f"your `main/idf_component.yml`:\n\n```yaml\ndependencies:\n  {name}:\n    path: "
                 f"/path/to/export/components/{name}\n```\n\n(or `set(EXTRA_COMPONENT_DIRS /path/to/export/components)` "
                 f"in your top-level CMakeLists.txt). Add `{name}` to your component's `REQUIRES`/`PRIV_REQUIRES`. The "
