@@ -85,7 +85,7 @@ def test_lpm01a_standin_and_host_port_end_to_end(host_harness, esp32_build, tmp_
     LPM01A's D7) shapes its energy samples: the energy reported is the active current x 3.3 V x the pin's high time,
     within 1 % (the board samples every 1 ms), labelled as a power board's."""
     pin = tmp_path / "pin.txt"
-    iterations = 100
+    iterations = 1000  # windows of ~0.4 s on an idle 2-core machine (100 gave 0.04 s): long against the 1 ms samples
     common = [f"--build-dir={esp32_build['build_dir']}", "--inputs=0", "--warmup=0", f"--out={tmp_path / 'out'}",
               f"--db={tmp_path / 'h.sqlite'}"]
     with HostDevice(host_harness, *harness_args(esp32_build["report"], 64, 10), "--work", "2000",
