@@ -67,6 +67,8 @@ def run_tflm(model_bytes: bytes, x_q: np.ndarray, arena_size: int | None = None)
     from tflite_micro import runtime
 
     arena_size = arena.host_run_bytes(model_bytes, arena_size)
+    if _abort_risks(model_bytes):
+        return _run_tflm_in_child(model_bytes, x_q, arena_size)
     try:
         interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
         outputs = []
@@ -77,6 +79,57 @@ def run_tflm(model_bytes: bytes, x_q: np.ndarray, arena_size: int | None = None)
     except RuntimeError as exc:
         raise PipelineError(f"the TFLM host runtime could not run the model: {exc}") from None
     return np.stack(outputs)
+
+
+def _abort_risks(model_bytes: bytes) -> list:
+    import tempfile
+
+    from pipeline.target import graph, tflm_aborts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(model_bytes)
+        return tflm_aborts.risks(graph.read(path))
+
+
+_CHILD = """
+import sys, numpy as np
+from tflite_micro import runtime
+model = open(sys.argv[1], "rb").read()
+x = np.load(sys.argv[2])
+interpreter = runtime.Interpreter.from_bytes(model, arena_size=int(sys.argv[4]))
+outputs = []
+for sample in x:
+    interpreter.set_input(sample[np.newaxis], 0)
+    interpreter.invoke()
+    outputs.append(np.asarray(interpreter.get_output(0))[0].copy())
+np.save(sys.argv[3], np.stack(outputs))
+"""
+
+
+def _run_tflm_in_child(model_bytes: bytes, x_q: np.ndarray, arena_size: int) -> np.ndarray:
+    """run_tflm in a child process, for a model one of whose kernels may abort (pipeline.target.tflm_aborts): an
+    abort there kills the child, and the build stops with the reason instead of dying without a word."""
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from pipeline.target import tflm_aborts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, inputs, outputs = Path(tmp) / "m.tflite", Path(tmp) / "x.npy", Path(tmp) / "y.npy"
+        model.write_bytes(model_bytes)
+        np.save(inputs, x_q)
+        done = subprocess.run([sys.executable, "-c", _CHILD, str(model), str(inputs), str(outputs), str(arena_size)],
+                              capture_output=True, text=True)
+        if done.returncode < 0:
+            raise PipelineError(f"TFLM's host runtime died ({signal.Signals(-done.returncode).name}) running the test "
+                                f"inputs: {tflm_aborts.explain(model_bytes)}")
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise PipelineError(f"the TFLM host runtime could not run the model: {last}")
+        return np.load(outputs)
 
 
 def validate(tflite_path: Path, float_path: Path | None, data: Dataset, input_t: TensorInfo,

@@ -175,6 +175,16 @@ def model_findings(report: dict, profile: dict, graph: Graph | None, sparsity: f
         out.append(Finding("warning", "kernel-scratch", f"{report['kernels']} kernel scratch {scratch:,} B for "
                            f"{report.get('arena_kernel_scratch_op')} is larger than all activations at their peak "
                            f"({peak['live_bytes']:,} B)", "fewer input channels to that layer, or other kernels"))
+    if graph is not None:
+        from pipeline.target import tflm_aborts
+
+        for risk in tflm_aborts.risks(graph):
+            reference = report.get("kernels") == risk.kernels
+            out.append(Finding("warning" if reference else "info", "tflm-abort-risk",
+                               f"{risk.op}: {risk.reason}" + ("" if reference else
+                                                               f" (this board uses {report.get('kernels')} kernels; "
+                                                               "the host runtime and the emulator use reference ones)"),
+                               "split the SOFTMAX rows or check the device's outputs on real inputs (invoke measure)"))
     pruning = report.get("pruning")
     if pruning and pruning.get("kind") == "magnitude":
         out.append(Finding("info", "magnitude-pruning", f"magnitude pruning zeroed {100 * report['sparsity']:.0f} % of "

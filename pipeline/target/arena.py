@@ -149,7 +149,9 @@ def host_run_bytes(model_bytes: bytes, arena_bytes: int | None = None) -> int:
 # and invoked the model in exactly that arena) or 0 per line. A child, because a failed Prepare can leave TFLM's
 # allocator aborting the whole process instead of raising; one child for all probes, because starting Python and
 # tflite_micro per probe cost ~1 s each (17 s for the anomaly-detection model's search). A child that dies on a
-# probe answers "no" for it and is replaced for the next one.
+# probe answers "no" for it and is replaced for the next one. It says "A" once TFLM has allocated the model: a child
+# that dies after that (a kernel's TFLITE_CHECK on the all-zero input, pipeline.target.tflm_aborts) still answers
+# "the arena is enough".
 _WORKER = """
 import sys, numpy as np
 from tflite_micro import runtime
@@ -158,6 +160,7 @@ for line in sys.stdin:
     interpreter = None
     try:
         interpreter = runtime.Interpreter.from_bytes(model, arena_size=int(line))
+        print("A", flush=True)  # allocated: if invoke then kills the child, the arena was still enough
         details = interpreter.get_input_details(0)
         interpreter.set_input(np.zeros(details["shape"], dtype=details["dtype"]), 0)
         interpreter.invoke()
@@ -172,12 +175,15 @@ class Prober:
     """Does TFLM allocate and invoke the model in exactly N bytes? Asked of one child process (see _WORKER)."""
 
     def __init__(self, model_bytes: bytes):
+        self.model_bytes = model_bytes
         self._file = tempfile.NamedTemporaryFile(suffix=".tflite")
         self._file.write(model_bytes)
         self._file.flush()
         self._proc = None
         self.probes = 0
         self.starts = 0  # child processes started: 1 unless one died (TFLM can abort after a failed Prepare)
+        self.invoke_died = False  # TFLM allocated the model but died invoking it on an all-zero input
+        self.killed_by: int | None = None  # the signal the last child that died without answering died of
 
     def _start(self):
         import subprocess
@@ -193,10 +199,13 @@ class Prober:
             self._proc.stdin.write(f"{arena_bytes}\n")
             self._proc.stdin.flush()
             answer = self._proc.stdout.readline().strip()
+            if answer == "A":
+                answer = self._proc.stdout.readline().strip() or "A"
         except (BrokenPipeError, OSError):
             answer = ""
         if answer not in ("0", "1"):  # the child died: the next question goes to a new one
-            self._proc.wait()
+            code = self._proc.wait()
+            self.killed_by = -code if code < 0 else None
             self._proc = None
         return answer
 
@@ -205,9 +214,11 @@ class Prober:
         fresh child; a probe that kills a fresh child too is a no."""
         self.probes += 1
         answer = self._ask(arena_bytes)
-        if answer not in ("0", "1"):
+        if answer not in ("0", "1", "A"):
             answer = self._ask(arena_bytes)
-        return answer == "1"
+        if answer == "A":  # allocated, then the kernel aborted on the all-zero input (pipeline.target.tflm_aborts)
+            self.invoke_died = True
+        return answer in ("1", "A")
 
     def close(self):
         if self._proc is not None and self._proc.poll() is None:
@@ -233,6 +244,13 @@ def smallest_arena(prober: Prober, low: int) -> int:
     asked of the one child process of `prober`)."""
     high = MEASURE_ARENA_BYTES
     if not prober.runs_in(high):
+        if prober.killed_by is not None:
+            import signal
+
+            from pipeline.target import tflm_aborts
+
+            raise PipelineError(f"TFLM's host runtime died ({signal.Signals(prober.killed_by).name}) running the model "
+                                f"on an all-zero input: {tflm_aborts.explain(prober.model_bytes)}")
         raise PipelineError(f"TFLM cannot run the model even in a {high}-byte arena on the host")
     while high - low > ARENA_ALIGNMENT:
         mid = (low + high) // 2
