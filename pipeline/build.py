@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -389,6 +390,41 @@ class Pipeline:
             return list(self._data.labels)
         return [str(i) for i in range(int(np.prod(info.outputs[0].shape)))]
 
+    def op_order(self, model_bytes: bytes, host: "arena_mod.ArenaResult", inputs: Callable[[], np.ndarray]):
+        """The model with its operators in the topological order of the lowest activation peak
+        (pipeline.target.oporder), where that makes the host's arena smaller and the outputs stay bit-identical on
+        `inputs()`; else the model as it is."""
+        from pipeline.target import oporder
+
+        found = oporder.best_order_of(model_bytes)
+        report = {"changed": False, "peak_bytes": found.original_peak_bytes,
+                  "searched_peak_bytes": found.peak_bytes}
+        if not found.changed:
+            return model_bytes, host, report
+        reordered = oporder.reorder(model_bytes, found.order)
+        reordered_host = arena_mod.measure(reordered)
+        if reordered_host.measured_bytes >= host.measured_bytes:
+            report["kept"] = (f"the reordered model needs {reordered_host.measured_bytes:,} B on the host, not less "
+                              f"than {host.measured_bytes:,} B")
+            return model_bytes, host, report
+        x_q = inputs()
+        same = np.array_equal(validate.run_tflm(model_bytes, x_q, host.measured_bytes),
+                              validate.run_tflm(reordered, x_q, reordered_host.measured_bytes))
+        if not same:  # cannot happen for a deterministic runtime; kept as the promise's check
+            report["kept"] = "the reordered model's outputs differ on the sample input"
+            return model_bytes, host, report
+        self.log(f"  operator order: {found.original_peak_bytes:,} -> {found.peak_bytes:,} B of activations alive at "
+                 f"the peak; host arena {host.measured_bytes:,} -> {reordered_host.measured_bytes:,} B (outputs "
+                 "bit-identical on the sample input)")
+        report.update({"changed": True, "order": found.order, "host_bytes_before": host.measured_bytes,
+                       "host_bytes_after": reordered_host.measured_bytes})
+        return reordered, reordered_host, report
+
+    def deployed_tflite(self, board_dir: Path) -> Path:
+        """The model the board's firmware holds (operators reordered, a memory plan embedded), once generated."""
+        path = board_dir / "model.tflite"
+        return path if path.is_file() else self.tflite_path
+
     def generate(self, board: boards.Board, board_dir: Path) -> dict:
         info = self.model_info()
         generated = board_dir / "generated"
@@ -398,13 +434,17 @@ class Pipeline:
                                            "framework": board.framework},
                               [self.tflite_path], _code("firmware/codegen", "target/arena", "target/mcu_arena",
                                                         "target/tflm_ops", "target/tflite_model", "target/graph",
-                                                        "target/kernels", "target/memplan"))
+                                                        "target/kernels", "target/memplan", "target/oporder"))
 
         def run():
             codegen.resolver_methods(info)  # name an op TFLM lacks before TFLM itself fails on it
             original = self.tflite_path.read_bytes()
-            model_graph = graph.read(self.tflite_path)
             host = arena_mod.measure(original)
+            original, host, order_report = self.op_order(
+                original, host, lambda: self.sample(info, host.measured_bytes).input_q[np.newaxis])
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "model.tflite").write_bytes(original)
+                model_graph = graph.read(Path(tmp) / "model.tflite")
             final, plan_report = original, {"requested": self.opts.memory_plan, "used": "tflm",
                                             "tflm_head_bytes": host.head_bytes, "tflm_total_bytes": host.measured_bytes}
             if self.opts.memory_plan == "offline":
@@ -430,6 +470,7 @@ class Pipeline:
             result = codegen.generate(final_info, self.model_name, measured.arena_bytes, self.labels(final_info),
                                       sample, generated, model_id=self.model_id, frontend=self.frontend())
             return {"arena": asdict(measured), "files": result.files, "ops": result.ops, "memory_plan": plan_report,
+                    "op_order": order_report,
                     "model_hash": result.model_hash, "sample_bytes": int(sample.input_q.size),
                     "labels": self.labels(final_info)}
 
@@ -474,13 +515,13 @@ class Pipeline:
         errors = self.quant_debug_path if not self.byo and self.quant_debug_path.is_file() else None
         key = cache.stage_key("profile", {"model": self.model_name, "board": board.name, "kernels": board.kernels,
                                           "frontend": self.frontend()},
-                              [self.tflite_path, cost_file] + ([board.source] if board.source else [])
+                              [self.deployed_tflite(board_dir), cost_file] + ([board.source] if board.source else [])
                               + ([errors] if errors else []), _code("target/profile", "target/costmodel", "target/graph", "target/kernels",
                                                                       "target/frontend"))
 
         def run():
             layer_errors = json.loads(errors.read_text()) if errors else None
-            result = profile_mod.build(graph.read(self.tflite_path), board, self.model_name, layer_errors,
+            result = profile_mod.build(graph.read(self.deployed_tflite(board_dir)), board, self.model_name, layer_errors,
                                        self.frontend())
             profile_mod.write(result, board_dir)
             return asdict(result)
@@ -610,7 +651,7 @@ class Pipeline:
         profile = self.profile(board, board_dir)
         if not fit_result.fits:  # the page and findings show why (report.json stays the last good build's)
             report = self.report(board, metrics, generated, fit_result, None, profile)
-            page = self.write_page(board_dir, report, self.findings(report, profile))
+            page = self.write_page(board_dir, report, self.findings(report, profile, board_dir))
             try:
                 fit.require(fit_result, board, report["tflite_bytes"], report["arena_bytes"])
             except PipelineError as exc:
@@ -626,7 +667,7 @@ class Pipeline:
             from pipeline.report import elf
 
             report["elf_check"] = asdict(elf.check(Path(self.opts.elf), report))
-        found = self.findings(report, profile)
+        found = self.findings(report, profile, board_dir)
         report["brought"] = self.brought(metrics)
         cache.write_atomic(report_path, json.dumps(report, indent=2))
         holds.model_hash = generated["model_hash"]
@@ -634,7 +675,7 @@ class Pipeline:
         page = self.write_page(board_dir, report, found)
         return Outcome(report, report_path, found, page)
 
-    def findings(self, report: dict, profile: dict) -> list:
+    def findings(self, report: dict, profile: dict, board_dir: Path) -> list:
         """Budget gates and what the numbers say, most severe first; findings.json beside report.json."""
         from pipeline.target.graph import read as read_graph
 
@@ -643,7 +684,7 @@ class Pipeline:
             from pipeline.report import elf
 
             found += elf.findings(report["elf_check"])
-        found += findings_mod.model_findings(report, profile, read_graph(self.tflite_path),
+        found += findings_mod.model_findings(report, profile, read_graph(self.deployed_tflite(board_dir)),
                                              None if self.byo else self.opts.sparsity)
         return findings_mod.rank(found)
 
@@ -700,10 +741,16 @@ class Pipeline:
         """What a model costs on the board: flash (the .tflite), arena, MACs and the latency estimate."""
         from pipeline.target import costmodel
 
-        model_graph = graph.read(tflite)
-        host = arena_mod.measure(tflite.read_bytes())
+        model_bytes = tflite.read_bytes()
+        host = arena_mod.measure(model_bytes)
+        inp = tflite_model.read(tflite).inputs[0]
+        model_bytes, host, _ = self.op_order(model_bytes, host,
+                                             lambda: np.full([1] + inp.shape[1:], inp.zero_point, np.int8))
+        layout = arena_mod.model_layout(model_bytes)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "model.tflite").write_bytes(model_bytes)
+            model_graph = graph.read(Path(tmp) / "model.tflite")
         scratch = kernels.scratch(model_graph, board)
-        layout = arena_mod.model_layout(tflite.read_bytes())
         margin = scratch.margin_bytes + arena_mod.framework_margin(board.framework, len(layout.ops))
         arena = arena_mod.for_board(host, layout, scratch.per_op, scratch.kernels, margin=margin).arena_bytes
         estimate = costmodel.estimate(model_graph, board)
@@ -811,6 +858,7 @@ class Pipeline:
             "arena_margin_bytes": generated["arena"]["margin_bytes"],
             "arena_kernel_scratch_bytes": generated["arena"]["kernel_scratch_bytes"],
             "memory_plan": generated.get("memory_plan"),
+            "op_order": generated.get("op_order"),
             "arena_kernel_scratch_op": generated["arena"]["kernel_scratch_op"],
             "kernels": generated["arena"]["kernels"],
             "ops": generated["ops"],

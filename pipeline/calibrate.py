@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline import cache
 from pipeline.target import costmodel, graph
 from pipeline.errors import PipelineError
 
@@ -75,8 +76,10 @@ def random_dataset(spec, path: Path, examples: int = 64, seed: int = 0) -> Path:
     return path
 
 
-def time_operators(image: Path, machine: str, input_bytes: int, timeout: float = 600.0) -> list[tuple[str, int]]:
-    """Run the image under QEMU with -icount and read one inference's per-operator times (us = 1000 instructions)."""
+def time_operators(image: Path, machine: str, input_bytes: int, timeout: float = 600.0,
+                   info: dict | None = None) -> list[tuple[str, int]]:
+    """Run the image under QEMU with -icount and read one inference's per-operator times (us = 1000 instructions);
+    `info`, where given, receives the firmware's xinfo numbers (arena_used: TFLM's arena_used_bytes())."""
     import serial
 
     from pipeline.hil.dut import Device
@@ -97,15 +100,21 @@ def time_operators(image: Path, machine: str, input_bytes: int, timeout: float =
             device.drain(limit=5.0)
             device.load(bytes(input_bytes))
             device.infer(1, 1, timeout=timeout)
-            return device.profile()
+            timed = device.profile()
+            if info is not None:
+                for line in device.command("xinfo"):
+                    if line.kind == "x_number":
+                        info[line.values[0].replace("-", "_")] = int(line.values[1])
+            return timed
         finally:
             port.close()
 
 
 def time_model(tflm: Path, name: str, tflite: Path, work: Path, model: str, width: float | None = None,
-               group: str = "grid") -> list[OpMeasurement]:
+               group: str = "grid", arena: dict | None = None) -> list[OpMeasurement]:
     """Generate the board's files for an int8 .tflite, link them with the real TFLM library in the QEMU port of the
-    cost model's core, run one inference under -icount and return one row per operator."""
+    cost model's core, run one inference under -icount and return one row per operator. `arena`, where given,
+    receives what the arena facts keep of the run (arena_fact)."""
     from pipeline.build import Options, Pipeline
     from pipeline.hil.harness_build import QEMU_CPUS, build_qemu_tflm
 
@@ -115,11 +124,30 @@ def time_model(tflm: Path, name: str, tflite: Path, work: Path, model: str, widt
     pipeline = Pipeline(opts, log=lambda _: None)
     _, board_dir = pipeline.run_profile()
     image = build_qemu_tflm(board_dir / "generated", tflm, work / f"{group}-{model}.elf", target["cpu"])
-    return _rows(image, QEMU_CPUS[target["cpu"]][1], graph.read(Path(tflite)), model, width, group)
+    info: dict = {}
+    deployed = pipeline.deployed_tflite(board_dir)  # what the firmware holds: operators reordered, a plan embedded
+    rows = _rows(image, QEMU_CPUS[target["cpu"]][1], graph.read(deployed), model, width, group, info)
+    if arena is not None and info.get("arena_used"):
+        arena.update(arena_fact(deployed, target["board"], info["arena_used"], f"{group} model {model}"))
+    return rows
 
 
-def _rows(image: Path, machine: str, model_graph, model: str, width: float | None, group: str) -> list[OpMeasurement]:
-    timed = time_operators(image, machine, model_graph.inputs[0].bytes)
+def arena_fact(tflite: Path, board: str, arena_used: int, origin: str) -> dict:
+    """What boards/facts/arena/ keeps of one run: the device's arena_used_bytes and what the arena rule needs to
+    recompute its figure anywhere (pipeline.bench.arena_check): the model's layout and the board kernels' scratch."""
+    from pipeline import boards as boards_mod
+    from pipeline.target import kernels, mcu_arena
+
+    g = graph.read(tflite)
+    return {"origin": origin, "arena_used_bytes": int(arena_used),
+            "measured": f"QEMU run, {time.strftime('%Y-%m-%d')} (invoke calibrate)",
+            "scratch_per_op": kernels.scratch(g, boards_mod.load_board(board)).per_op,
+            "layout": mcu_arena.to_json(mcu_arena.layout(g))}
+
+
+def _rows(image: Path, machine: str, model_graph, model: str, width: float | None, group: str,
+          info: dict | None = None) -> list[OpMeasurement]:
+    timed = time_operators(image, machine, model_graph.inputs[0].bytes, info=info)
     if len(timed) != len(model_graph.ops):
         raise PipelineError(f"{model}: QEMU timed {len(timed)} operators, the model has {len(model_graph.ops)}")
     return [OpMeasurement(model, width, op.index, op.kind, costmodel.cost_class(op), costmodel.features(op),
@@ -127,8 +155,9 @@ def _rows(image: Path, machine: str, model_graph, model: str, width: float | Non
 
 
 def measure(tflm: Path, name: str, work: Path, log: Callable[[str], None] = print,
-            plan: dict[str, tuple[float, ...]] = PLAN) -> list[OpMeasurement]:
-    """Build, run and time every zoo model of the plan under QEMU (group "zoo"); one row per operator."""
+            plan: dict[str, tuple[float, ...]] = PLAN, arena: dict | None = None) -> list[OpMeasurement]:
+    """Build, run and time every zoo model of the plan under QEMU (group "zoo"); one row per operator. `arena`, where
+    given, receives each width-1.0 model's arena fact by model name."""
     from pipeline.model import zoo
     from pipeline.build import Options, Pipeline
     from pipeline.hil.harness_build import QEMU_CPUS, build_qemu_tflm
@@ -147,8 +176,12 @@ def measure(tflm: Path, name: str, work: Path, log: Callable[[str], None] = prin
             pipeline.run_profile()
             generated = work / "build" / target["board"] / model / "generated"
             image = build_qemu_tflm(generated, tflm, work / f"{model}-{width:g}.elf", target["cpu"])
-            found = _rows(image, machine, graph.read(pipeline.tflite_path), model, width, "zoo")
+            info: dict = {}
+            deployed = pipeline.deployed_tflite(generated.parent)
+            found = _rows(image, machine, graph.read(deployed), model, width, "zoo", info)
             rows += found
+            if arena is not None and width == 1.0 and info.get("arena_used"):
+                arena[model] = arena_fact(deployed, target["board"], info["arena_used"], f"zoo model {model}")
             log(f"  {len(found)} operators, {sum(r.instructions for r in found):.0f} instructions")
     return rows
 
@@ -361,22 +394,28 @@ def run(tflm: Path, name: str, work: Path, log: Callable[[str], None] = print, m
     timed_path = work / f"{name}.timed.json"
     timed = json.loads(timed_path.read_text()) if timed_path.is_file() else {}
     rows = []
-    for group, model, tflite in models:
+    arenas = timed.setdefault("arena", {})  # model -> arena fact (boards/facts/arena/)
+    for n, (group, model, tflite) in enumerate(models, 1):
         if tflite is None:
             tflite = probes.make(model, work / "probes" / f"{model}.tflite")
         key = f"{library}:{group}:{model}:{hashlib.sha256(Path(tflite).read_bytes()).hexdigest()}"
         if key not in timed:
-            log(f"calibrate {name}: {group} {model} ...")
-            found = time_model(tflm, name, tflite, work, model, None, group)
-            log(f"  {len(found)} operators, {sum(r.instructions for r in found):.0f} instructions")
+            log(f"calibrate {name}: [{n}/{len(models)}] {group} {model} ...")
+            fact: dict = {}
+            found = time_model(tflm, name, tflite, work, model, None, group, arena=fact)
+            log(f"  {len(found)} operators, {sum(r.instructions for r in found):.0f} instructions"
+                + (f", arena_used_bytes {fact['arena_used_bytes']:,}" if fact else ""))
             timed[key] = [asdict(r) for r in found]
-            timed_path.write_text(json.dumps(timed))
+            if fact:
+                arenas[Path(tflite).stem if group == "mlperf" else model] = fact
+            cache.write_atomic(timed_path, json.dumps(timed))
         rows += timed[key]
     if "zoo" in groups:
         key = f"{library}:zoo"
         if key not in timed:
-            timed[key] = [asdict(r) for r in measure(tflm, name, work, log, ZOO_CHECK)]
-            timed_path.write_text(json.dumps(timed))
+            log(f"calibrate {name}: the zoo at width 1.0 ...")
+            timed[key] = [asdict(r) for r in measure(tflm, name, work, log, ZOO_CHECK, arena=arenas)]
+            cache.write_atomic(timed_path, json.dumps(timed))
         rows += timed[key]
     from pipeline.hil.harness_build import QEMU_CPUS
 
@@ -388,8 +427,29 @@ def run(tflm: Path, name: str, work: Path, log: Callable[[str], None] = print, m
               + " (grid and held_out: pipeline.model.probes; zoo at width 1.0; mlperf: mlcommons/tiny reference "
               "int8 models); fitted on the grid only")
     CALIBRATION_DIR.mkdir(parents=True, exist_ok=True)
-    measurements_path(name).write_text(json.dumps({"source": source, "unit": "instructions", "rows": rows}, indent=1))
+    cache.write_atomic(measurements_path(name), json.dumps({"source": source, "unit": "instructions", "rows": rows},
+                                                           indent=1))
+    if arenas:
+        path = write_arena_facts(name, arenas, f"arena_used_bytes (xinfo's m-x-arena-used) of this project's QEMU port "
+                                 f"on {QEMU_CPUS[cpu][1]} running {cpu} code, linked with TFLM microlite "
+                                 f"{library}; models from `invoke generate --board={TARGETS[name]['board']}`")
+        log(f"calibrate {name}: {len(arenas)} arena measurements kept in {path}")
     return refit(name)
+
+
+def write_arena_facts(name: str, models: dict, source: str) -> Path:
+    """Merge one run's arena facts into boards/facts/arena/<name>.json (models measured before and not now are kept,
+    each with its own `measured`)."""
+    from pipeline.bench import ARENA_FACTS
+
+    path = ARENA_FACTS / f"{name}.json"
+    meta = TARGETS_META[name]
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update({"core": meta["core"], "kernels": meta["kernels"], "board": TARGETS[name]["board"], "source": source})
+    data["models"] = {**data.get("models", {}), **models}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_atomic(path, json.dumps(data, indent=1))
+    return path
 
 
 def refit(name: str) -> Path:

@@ -126,13 +126,9 @@ def overlaps(p: Plan) -> list[tuple[int, int]]:
 
 def embed(model_bytes: bytes, p: Plan, tensor_count: int) -> bytes:
     """The model with the plan in its metadata (any previous plan replaced), re-aligned as TFLM expects."""
-    from tflite_micro.tensorflow.lite.micro.tools import tflite_flatbuffer_align_wrapper as align
-
     from pipeline.target import tflite_model
 
     schema = tflite_model._schema()
-    import flatbuffers
-
     model = schema.ModelT.InitFromPackedBuf(model_bytes, 0)
     if len(model.subgraphs) != 1:
         raise PipelineError("the offline memory plan supports single-subgraph models only")
@@ -145,7 +141,15 @@ def embed(model_bytes: bytes, p: Plan, tensor_count: int) -> bytes:
     entry.name = METADATA_NAME
     entry.buffer = len(model.buffers) - 1
     model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(model_bytes) + 4096)
+    return pack(model, len(model_bytes))
+
+
+def pack(model, size_hint: int) -> bytes:
+    """A model object (the schema's ModelT) back to .tflite bytes, its buffers re-aligned as TFLM expects."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.tools import tflite_flatbuffer_align_wrapper as align
+
+    builder = flatbuffers.Builder(size_hint + 4096)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp) / "packed.tflite", Path(tmp) / "aligned.tflite"
