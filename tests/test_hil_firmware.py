@@ -158,6 +158,35 @@ def test_xdb_frames_upload_the_same_input_as_db_hex(host_harness, esp32_build):
         _close(host, port)
 
 
+def test_a_frame_whose_reply_is_late_is_not_sent_twice(host_harness, esp32_build):
+    """On a loaded host the device's acknowledgement can come after the host gave up on it: the frame went in.
+    The host asks where db is (xinfo's db-pos) before resending, instead of sending the frame again (which the device
+    took as the next bytes: "acknowledged ... at [12288], expected 8192")."""
+    from pipeline.hil.errors import DeviceTimeout
+
+    host, port, dev = _host_device(host_harness, esp32_build["report"], 12288)
+    try:
+        data = bytes((i * 13) % 251 for i in range(12288))
+        exchange, calls = dev.exchange, []
+
+        def late_second_reply(payload, text, timeout=None):
+            calls.append(text.split()[0])
+            reply = exchange(payload, text, timeout)
+            if calls.count("xdb") == 2 and calls[-1] == "xdb":  # the second frame went in, its reply is "lost"
+                raise DeviceTimeout(f"no reply to {text} in time")
+            return reply
+
+        dev.exchange = late_second_reply
+        dev.load(data, frames=True)
+        assert calls.count("xdb") == 3 and "xinfo" in calls  # three frames of 4,096 bytes, none sent twice
+        dev.exchange = exchange
+        assert [l.values[1] for l in dev.command("xinfo") if l.kind == "x_number" and l.values[0] == "db-pos"] == ["12288"]
+        window = [l.values[0] for l in dev.command("db print 8 8190") if l.kind == "buffer"]
+        assert window == ["-".join(f"{b:02x}" for b in data[8190:8198])]
+    finally:
+        _close(host, port)
+
+
 def test_xdb_refuses_bad_frames_and_a_cut_frame_times_out(host_harness, esp32_build):
     from pipeline.hil import protocol
 

@@ -389,6 +389,8 @@ static void cmd_xinfo(ee_ctx_t *ctx) {
   ee_printf(ctx, "m-x-pin-edges-%lu", ctx->pin_edges);
   ee_printf(ctx, "m-x-mode-[%s]", ctx->port->energy_mode ? "energy" : "performance");
   ee_printf(ctx, "m-x-audio-frontend-%d", ctx->backend->fe_process != NULL);
+  /* where the next db byte goes: after a lost reply, the host asks before it sends the frame again */
+  ee_printf(ctx, "m-x-db-pos-%lu", (unsigned long)ctx->db_pos);
 }
 
 /* Per-operator time of the last inference, from the backend's profiler (the port's microsecond clock). */

@@ -130,6 +130,9 @@ class Device:
                         raise DeviceError(f"the device on {self.name} dropped an xdb frame at byte {pos} "
                                           f"{attempts} times: {exc}") from None
                     self.resync()
+                    # The reply may be what was lost (a slow host), not the frame: ask where db is before resending
+                    if self.db_position() == pos + len(chunk):
+                        break
                     continue
                 acks = [int(line.values[1]) for line in reply if line.kind == "x_number" and line.values[0] == "db-ok"]
                 if acks != [pos + len(chunk)]:
@@ -139,6 +142,13 @@ class Device:
                 break
             pos += len(chunk)
         return lines
+
+    def db_position(self) -> int | None:
+        """Where the device's next db byte goes (xinfo's db-pos), or None from firmware that does not say."""
+        for line in self.command("xinfo"):
+            if line.kind == "x_number" and line.values[0] == "db-pos":
+                return int(line.values[1])
+        return None
 
     def resync(self, wait: float = protocol.FRAME_TIMEOUT_S + 0.1) -> None:
         """After a lost frame or reply: wait out the device's time-out, end whatever partial command is left (an
