@@ -581,14 +581,17 @@ def bench(c, board="esp32", build_dir="build/bench"):
 
 
 @task(help={"seconds": "host wall time the front end is timed for (default 2)",
-            "tflite": "a keyword model's .tflite: also show the front end's share of front end + one inference"})
+            "tflite": "a keyword model's .tflite: also show the front end's share of front end + one inference",
+            "frontend": "the front end's settings over its defaults, KEY=VALUE,... as for `invoke build --frontend` "
+                        "(default: the defaults)"})
 @cli_errors
-def bench_frontend(c, seconds="2", tflite=None):
+def bench_frontend(c, seconds="2", tflite=None, frontend=None):
     """Benchmark the audio front end: feature frames per second on the host (measured) and its cost per board's
-    core (estimated)."""
+    core (estimated), at the default settings or the ones given."""
     from pipeline.bench import frontend_benchmark
+    from pipeline.target import frontend as frontend_mod
 
-    frontend_benchmark(_number("seconds", seconds), Path(tflite) if tflite else None)
+    frontend_benchmark(_number("seconds", seconds), Path(tflite) if tflite else None, frontend_mod.parse(frontend))
 
 
 MEASURE_HELP = {

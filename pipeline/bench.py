@@ -230,24 +230,25 @@ def run_own_model_benchmark(board: str = "esp32", build_dir: Path = Path("build/
     return rows
 
 
-def frontend_benchmark(seconds: float = 2.0, tflite: Path | None = None) -> dict:
+def frontend_benchmark(seconds: float = 2.0, tflite: Path | None = None, settings=None) -> dict:
     """The audio front end: feature frames per second on the host (measured wall time, pymicro-features), and its
     ESTIMATED cost per one-second window on each board's core, with its share of front end + one inference of
-    `tflite` (a keyword model's .tflite) where one is given."""
+    `tflite` (a keyword model's .tflite) where one is given; at `settings` (frontend.parse), the defaults if None."""
     from pipeline import boards
     from pipeline.target import costmodel, frontend, graph, profile
 
-    host = frontend.host_rate(seconds)
-    print(f"front end on the host ({host['source']}): {host['frames_per_s']:.0f} frames/s, "
+    settings = settings or frontend.SETTINGS
+    host = frontend.host_rate(seconds, settings)
+    print(f"front end, {host['source']}: {host['frames_per_s']:.0f} frames/s, "
           f"{host['clips_per_s']:.1f} one-second clips/s ({host['realtime_factor']:.0f}x real time)")
     model_graph = graph.read(tflite) if tflite else None
     rows = []
-    settings = frontend.SETTINGS.as_dict()
+    as_dict = settings.as_dict()
     for board in boards.all_boards():
         cost = costmodel.for_board(board)
         cpi = cost.cpi_for(board).value
         model_us = costmodel.estimate(model_graph, board, cost).latency_us if model_graph else 0.0
-        row = profile.frontend_row(settings, board, cpi, model_us)
+        row = profile.frontend_row(as_dict, board, cpi, model_us)
         rows.append({"board": board.name, **row, "model_us": model_us if model_graph else None})
         share = f", {100 * row['share_with_model']:.0f}% of front end + one inference" if model_graph else ""
         print(f"  {board.name:<16} {row['est_us'] / 1000:8.2f} ms per 1 s window, {row['est_us_per_frame']:7.1f} us "

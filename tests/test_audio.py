@@ -239,9 +239,17 @@ def test_keyword_spotter_from_spoken_wavs_and_the_emulated_device_computes_the_s
 def test_bench_frontend_measures_the_host_and_labels_each_core_an_estimate():
     proc = run_invoke("bench-frontend", "--seconds=0.3")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    host = re.search(r"front end on the host \(host \(pymicro-features's microfrontend, default settings, measured wall time\)\): (\d+) frames/s", proc.stdout)
+    host = re.search(r"front end, host \(pymicro-features's microfrontend, default settings, measured wall time\): (\d+) frames/s", proc.stdout)
     assert host and int(host.group(1)) > 100  # real time is 100 frames/s
-    assert re.search(r"esp32 +[0-9.]+ ms per 1 s window, +[0-9.]+ us per frame \(ESTIMATE, 240 MHz", proc.stdout)
+    default = re.search(r"esp32 +([0-9.]+) ms per 1 s window, +[0-9.]+ us per frame \(ESTIMATE, 240 MHz", proc.stdout)
+    assert default
+    # other settings: named in the label, and half the frames (a 20 ms stride) cost about half
+    proc = run_invoke("bench-frontend", "--seconds=0.3", "--frontend=stride_ms=20,window_ms=30")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "stride_ms=20" in proc.stdout
+    strided = re.search(r"esp32 +([0-9.]+) ms per 1 s window", proc.stdout)
+    assert 0.3 < float(strided.group(1)) / float(default.group(1)) < 0.7
+    assert_clean_error(run_invoke("bench-frontend", "--frontend=mel_channels=x"), "--frontend")
 
 
 def test_front_end_estimate_is_anchored_to_the_kept_qemu_instruction_count():
