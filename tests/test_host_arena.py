@@ -10,13 +10,19 @@ from pipeline.model import tfenv
 
 def _small_model_large_activation(path):
     """About 3 KB of int8 model whose first convolution writes a 64x64x16 tensor (65,536 bytes)."""
-    k, tf = tfenv.keras(), tfenv.tf()
+    k = tfenv.keras()
     model = k.Sequential([k.layers.Input((64, 64, 1)), k.layers.Conv2D(16, 1, activation="relu"),
                           k.layers.MaxPooling2D(8), k.layers.GlobalAveragePooling2D(), k.layers.Dense(2)])
+    return _int8(model, (1, 64, 64, 1), path)
+
+
+def _int8(model, shape, path):
+    """The model as a full-int8 .tflite at `path`, calibrated on seeded random inputs in [-1, 1)."""
+    tf = tfenv.tf()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     rng = np.random.default_rng(0)
-    converter.representative_dataset = lambda: ([rng.random((1, 64, 64, 1), dtype=np.float32)] for _ in range(10))
+    converter.representative_dataset = lambda: ([rng.uniform(-1, 1, shape).astype(np.float32)] for _ in range(10))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
@@ -35,17 +41,9 @@ def test_generate_runs_a_small_model_with_a_large_activation(tmp_path):
 
 def _softmax_model(path, classes):
     """Dense(classes) + int8 SOFTMAX: with Keras' zero biases an all-zero input gives `classes` equal logits."""
-    k, tf = tfenv.keras(), tfenv.tf()
+    k = tfenv.keras()
     model = k.Sequential([k.layers.Input((8,)), k.layers.Dense(classes), k.layers.Softmax()])
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    rng = np.random.default_rng(0)
-    converter.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 8)).astype(np.float32)] for _ in range(10))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    path.write_bytes(converter.convert())
-    return path
+    return _int8(model, (1, 8), path)
 
 
 def test_a_kernel_that_aborts_on_the_host_is_named_not_a_silent_death(tmp_path):
