@@ -921,6 +921,15 @@ def bench_arena(c, core=None):
         core_name = f"{r['core']} {r['kernels']}"
         print(f"  {core_name:<24} {r['model']:<22} {r['generated']:>9,} {r['device_used']:>9,} {r['over']:>+6,}  "
               f"{'; '.join(note)}")
+    for core in dict.fromkeys(f"{r['core']} {r['kernels']}" for r in rows):
+        mine = [r for r in rows if f"{r['core']} {r['kernels']}" == core]
+        exact = sum(r["predicted_used"] == r["device_used"] for r in mine)
+        within = [r for r in mine if 0 <= r["over"] <= ARENA_TARGET_OVER]
+        peaks = [r for r in mine if r["planning_peak"] and r["over"] > ARENA_TARGET_OVER]
+        print(f"  {core}: {len(mine)} models, arena_used_bytes predicted to the byte on {exact}, generated within "
+              f"0..+{ARENA_TARGET_OVER} B on {len(within)}, below on {sum(r['over'] < 0 for r in mine)}"
+              + (f", above by TFLM's planning peak on {len(peaks)} ({', '.join(r['model'] for r in peaks)})"
+                 if peaks else ""))
     for source in dict.fromkeys(f"{r['file']}: {r['source']}" for r in rows):
         print(f"  source {source}")
 
