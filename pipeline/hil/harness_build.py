@@ -136,7 +136,9 @@ def _build_tflm_port(cc: str, cxx: str, arch: list[str], port_sources: list[Path
     lib_dir = objects / "library"
     lib = projects.render_harness_library(generated, lib_dir, what, "the TFLM library's")
     includes = [f"-I{FIRMWARE / 'harness'}", f"-I{FIRMWARE / 'common'}", f"-I{lib_dir}"]
-    common = [*arch, "-O2", "-g", "-ffunction-sections", "-fdata-sections"]
+    # db holds one model input, as in every framework's project (the reference firmware's 96x96x3 is the default)
+    db_bytes = max(lib.settings["input_size"], 1)
+    common = [*arch, "-O2", "-g", "-ffunction-sections", "-fdata-sections", f"-DEE_MAX_DB_BYTES={db_bytes}u"]
     for src in [FIRMWARE / "harness" / "ee_core.c", *port_sources]:
         _compile([cc, "-std=c99", *common, "-Wall", "-Wextra", "-Werror", "-DEE_BACKEND_TFLM", *flags, *includes,
                   "-c", str(src), "-o", str(objects / (src.name + ".o"))], what)
