@@ -23,6 +23,10 @@ def test_generated_arena_against_every_kept_device_measurement():
             assert r["generated"] == mcu_arena.align(r["planning_bytes"]), where
         else:
             assert r["over"] <= ARENA_TARGET_OVER, where
+        if r["ran_in_bytes"]:  # the smallest arena the device ran in, bisected to 16 bytes on the device
+            assert r["failed_in_bytes"] < r["generated"] and r["generated"] - r["ran_in_bytes"] <= ARENA_TARGET_OVER, where
+    # every planning peak above the target is backed by a bisection on the device
+    assert all(r["ran_in_bytes"] for r in rows if r["planning_peak"] and r["over"] > ARENA_TARGET_OVER)
         if r["ran_in_bytes"]:  # the device allocated and ran the model in that arena: the generated one is no less
             assert r["ran_in_bytes"] <= r["generated"], where
         if r["failed_in_bytes"]:  # and refused this one: the generated arena is above it
