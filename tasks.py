@@ -904,8 +904,12 @@ def bench_arena(c, core=None):
     from pipeline.bench import ARENA_TARGET_OVER, arena_check
 
     rows = arena_check(core=core)
+
+    def group(r):
+        return f"{r['core']} {r['kernels']}" + (f" ({r['framework']}'s TFLM)" if r["framework"] else "")
+
     print(f"generated arena vs device arena_used_bytes (target: never below, at most {ARENA_TARGET_OVER} bytes above)")
-    print(f"  {'core':<24} {'model':<22} {'generated':>9} {'device':>9} {'over':>6}  note")
+    print(f"  {'core':<34} {'model':<22} {'generated':>9} {'device':>9} {'over':>6}  note")
     for r in rows:
         note = []
         if r["planning_peak"]:
@@ -918,15 +922,17 @@ def bench_arena(c, core=None):
         if r["ran_in_bytes"]:
             note.append(f"ran in {r['ran_in_bytes']} B" + (f", failed in {r['failed_in_bytes']} B"
                                                           if r["failed_in_bytes"] else ""))
-        core_name = f"{r['core']} {r['kernels']}"
-        print(f"  {core_name:<24} {r['model']:<22} {r['generated']:>9,} {r['device_used']:>9,} {r['over']:>+6,}  "
+        core_name = group(r)
+        print(f"  {core_name:<34} {r['model']:<22} {r['generated']:>9,} {r['device_used']:>9,} {r['over']:>+6,}  "
               f"{'; '.join(note)}")
-    for core in dict.fromkeys(f"{r['core']} {r['kernels']}" for r in rows):
-        mine = [r for r in rows if f"{r['core']} {r['kernels']}" == core]
-        exact = sum(r["predicted_used"] == r["device_used"] for r in mine)
+    for core in dict.fromkeys(map(group, rows)):
+        mine = [r for r in rows if group(r) == core]
+        exact = sum(r["predicted_used"] == r["device_used"] for r in mine if not r["framework"])
         within = [r for r in mine if 0 <= r["over"] <= ARENA_TARGET_OVER]
         peaks = [r for r in mine if r["planning_peak"] and r["over"] > ARENA_TARGET_OVER]
-        print(f"  {core}: {len(mine)} models, arena_used_bytes predicted to the byte on {exact}, generated within "
+        print(f"  {core}: {len(mine)} models, "
+              + (f"arena_used_bytes predicted to the byte on {exact}, " if not mine[0]["framework"] else "")
+              + "generated within "
               f"0..+{ARENA_TARGET_OVER} B on {len(within)}, below on {sum(r['over'] < 0 for r in mine)}"
               + (f", above by TFLM's planning peak on {len(peaks)} ({', '.join(r['model'] for r in peaks)})"
                  if peaks else ""))
