@@ -630,7 +630,7 @@ MEASURE_HELP = {
 
 def _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
                      max_regression, junit, timeout, build_dir, profile=False, db=None, fast_baud=None, name=None,
-                     rate=None, battery_mah="1000", battery_v="3.7"):
+                     rate=None, battery_mah="1000", battery_v="3.7", audio_clips="10"):
     from pipeline.hil.measure import MeasureOptions
 
     return MeasureOptions(board=board, model=model, name=name, port=port, runs=_number("runs", runs, int),
@@ -643,7 +643,8 @@ def _measure_options(board, model, port, runs, warmup, iterations, inputs, energ
                           build_dir=Path(build_dir), profile=profile,
                           fast_baud=None if fast_baud is None else _number("fast_baud", fast_baud, int),
                           rate=None if rate is None else _number("rate", rate),
-                          battery_mah=_number("battery_mah", battery_mah), battery_v=_number("battery_v", battery_v))
+                          battery_mah=_number("battery_mah", battery_mah), battery_v=_number("battery_v", battery_v),
+                          audio_clips=_number("audio_clips", audio_clips, int))
 
 
 def _print_measurement(result):
@@ -679,12 +680,14 @@ def _print_measurement(result):
             "rate": "inferences a second: also print the battery life at that duty cycle (the measured energy per "
                     "inference, the board file's [power] sleep_mw between inferences)",
             "battery_mah": "the battery's capacity for --rate, in mAh (default 1000)",
-            "battery_v": "the battery's voltage for --rate, V (default 3.7, a LiPo cell's nominal; as invoke compare)"})
+            "battery_v": "the battery's voltage for --rate, V (default 3.7, a LiPo cell's nominal; as invoke compare)",
+            "audio_clips": "audio models: test clips streamed as 16-bit PCM through the device's front end, its "
+                           "features checked bit for bit and timed (at most --inputs; default 10, 0: none)"})
 @cli_errors
 def measure(c, board="esp32", model=None, port=None, runs="10", warmup="10", iterations="1", inputs="20",
             energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
             timeout="5.0", build_dir="build", profile=False, db=None, fast_baud=None, name=None, rate=None,
-            battery_mah="1000", battery_v="3.7"):
+            battery_mah="1000", battery_v="3.7", audio_clips="10"):
     """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
     from pipeline.hil.measure import measure as run_measure
 
@@ -692,7 +695,7 @@ def measure(c, board="esp32", model=None, port=None, runs="10", warmup="10", ite
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
                                                     build_dir, profile, db, fast_baud, name, rate, battery_mah,
-                                                    battery_v)))
+                                                    battery_v, audio_clips)))
 
 
 def _chosen_build(build_dir, board_name, name, model):
