@@ -87,10 +87,10 @@ def time_operators(image: Path, machine: str, input_bytes: int, timeout: float =
 
     with QemuDevice(image, free_tcp_port(), machine=machine) as qemu:
         port = None
-        for _ in range(50):
+        deadline = time.monotonic() + 30.0  # QEMU opens its UART's socket late on a loaded host
+        while port is None and time.monotonic() < deadline:
             try:
                 port = serial.serial_for_url(qemu.url, timeout=0.05)
-                break
             except serial.SerialException:
                 time.sleep(0.1)
         if port is None:
