@@ -630,7 +630,7 @@ MEASURE_HELP = {
 
 def _measure_options(board, model, port, runs, warmup, iterations, inputs, energy, data, seed, out, baseline,
                      max_regression, junit, timeout, build_dir, profile=False, db=None, fast_baud=None, name=None,
-                     rate=None, battery_mah="1000", battery_v="3.7"):
+                     rate=None, battery_mah="1000", battery_v="3.7", audio_clips="10"):
     from pipeline.hil.measure import MeasureOptions
 
     return MeasureOptions(board=board, model=model, name=name, port=port, runs=_number("runs", runs, int),
@@ -643,7 +643,8 @@ def _measure_options(board, model, port, runs, warmup, iterations, inputs, energ
                           build_dir=Path(build_dir), profile=profile,
                           fast_baud=None if fast_baud is None else _number("fast_baud", fast_baud, int),
                           rate=None if rate is None else _number("rate", rate),
-                          battery_mah=_number("battery_mah", battery_mah), battery_v=_number("battery_v", battery_v))
+                          battery_mah=_number("battery_mah", battery_mah), battery_v=_number("battery_v", battery_v),
+                          audio_clips=_number("audio_clips", audio_clips, int))
 
 
 def _print_measurement(result):
@@ -679,12 +680,14 @@ def _print_measurement(result):
             "rate": "inferences a second: also print the battery life at that duty cycle (the measured energy per "
                     "inference, the board file's [power] sleep_mw between inferences)",
             "battery_mah": "the battery's capacity for --rate, in mAh (default 1000)",
-            "battery_v": "the battery's voltage for --rate, V (default 3.7, a LiPo cell's nominal; as invoke compare)"})
+            "battery_v": "the battery's voltage for --rate, V (default 3.7, a LiPo cell's nominal; as invoke compare)",
+            "audio_clips": "audio models: test clips streamed as 16-bit PCM through the device's front end, its "
+                           "features checked bit for bit and timed (at most --inputs; default 10, 0: none)"})
 @cli_errors
 def measure(c, board="esp32", model=None, port=None, runs="10", warmup="10", iterations="1", inputs="20",
             energy="estimate", data=None, seed="0", out=None, baseline=None, max_regression="10.0", junit=None,
             timeout="5.0", build_dir="build", profile=False, db=None, fast_baud=None, name=None, rate=None,
-            battery_mah="1000", battery_v="3.7"):
+            battery_mah="1000", battery_v="3.7", audio_clips="10"):
     """Measure on the device over serial: latency statistics, energy, on-target accuracy, bit-exact outputs."""
     from pipeline.hil.measure import measure as run_measure
 
@@ -692,7 +695,7 @@ def measure(c, board="esp32", model=None, port=None, runs="10", warmup="10", ite
     _print_measurement(run_measure(_measure_options(board, model, port, runs, warmup, iterations, inputs, energy,
                                                     data, seed, out, baseline, max_regression, junit, timeout,
                                                     build_dir, profile, db, fast_baud, name, rate, battery_mah,
-                                                    battery_v)))
+                                                    battery_v, audio_clips)))
 
 
 def _chosen_build(build_dir, board_name, name, model):
@@ -904,8 +907,12 @@ def bench_arena(c, core=None):
     from pipeline.bench import ARENA_TARGET_OVER, arena_check
 
     rows = arena_check(core=core)
+
+    def group(r):
+        return f"{r['core']} {r['kernels']}" + (f" ({r['framework']}'s TFLM)" if r["framework"] else "")
+
     print(f"generated arena vs device arena_used_bytes (target: never below, at most {ARENA_TARGET_OVER} bytes above)")
-    print(f"  {'core':<24} {'model':<22} {'generated':>9} {'device':>9} {'over':>6}  note")
+    print(f"  {'core':<34} {'model':<22} {'generated':>9} {'device':>9} {'over':>6}  note")
     for r in rows:
         note = []
         if r["planning_peak"]:
@@ -918,15 +925,17 @@ def bench_arena(c, core=None):
         if r["ran_in_bytes"]:
             note.append(f"ran in {r['ran_in_bytes']} B" + (f", failed in {r['failed_in_bytes']} B"
                                                           if r["failed_in_bytes"] else ""))
-        core_name = f"{r['core']} {r['kernels']}"
-        print(f"  {core_name:<24} {r['model']:<22} {r['generated']:>9,} {r['device_used']:>9,} {r['over']:>+6,}  "
+        core_name = group(r)
+        print(f"  {core_name:<34} {r['model']:<22} {r['generated']:>9,} {r['device_used']:>9,} {r['over']:>+6,}  "
               f"{'; '.join(note)}")
-    for core in dict.fromkeys(f"{r['core']} {r['kernels']}" for r in rows):
-        mine = [r for r in rows if f"{r['core']} {r['kernels']}" == core]
-        exact = sum(r["predicted_used"] == r["device_used"] for r in mine)
+    for core in dict.fromkeys(map(group, rows)):
+        mine = [r for r in rows if group(r) == core]
+        exact = sum(r["predicted_used"] == r["device_used"] for r in mine if not r["framework"])
         within = [r for r in mine if 0 <= r["over"] <= ARENA_TARGET_OVER]
         peaks = [r for r in mine if r["planning_peak"] and r["over"] > ARENA_TARGET_OVER]
-        print(f"  {core}: {len(mine)} models, arena_used_bytes predicted to the byte on {exact}, generated within "
+        print(f"  {core}: {len(mine)} models, "
+              + (f"arena_used_bytes predicted to the byte on {exact}, " if not mine[0]["framework"] else "")
+              + "generated within "
               f"0..+{ARENA_TARGET_OVER} B on {len(within)}, below on {sum(r['over'] < 0 for r in mine)}"
               + (f", above by TFLM's planning peak on {len(peaks)} ({', '.join(r['model'] for r in peaks)})"
                  if peaks else ""))

@@ -266,7 +266,7 @@ def arena_check(facts_dir: Path = ARENA_FACTS, core: str | None = None) -> list[
     peaks while planning (above what arena_used_bytes shows after it), `planning_peak` says so and the generated
     arena is that peak, which the device needs to allocate at all."""
     from pipeline.errors import PipelineError
-    from pipeline.target import kernels, mcu_arena
+    from pipeline.target import arena, kernels, mcu_arena
 
     files = sorted(Path(facts_dir).glob("*.json"))
     if not files:
@@ -276,13 +276,15 @@ def arena_check(facts_dir: Path = ARENA_FACTS, core: str | None = None) -> list[
         data = json.loads(path.read_text())
         if core and data["core"] != core:
             continue
-        margin = kernels.FAMILIES[data["kernels"]].margin_bytes
+        framework = data.get("framework")  # None: the bare QEMU port's TFLM, the one the rule replays
         for name, m in data["models"].items():
             layout = mcu_arena.from_json(m["layout"])
+            margin = kernels.FAMILIES[data["kernels"]].margin_bytes + arena.framework_margin(framework, len(layout.ops))
             r = mcu_arena.rule(None, layout, m["scratch_per_op"], bits=32, kernels=data["kernels"])
             generated = mcu_arena.align(r.need_bytes + margin)
             device = m["arena_used_bytes"]
-            rows.append({"core": data["core"], "kernels": data["kernels"], "model": name, "generated": generated,
+            rows.append({"core": data["core"], "kernels": data["kernels"], "framework": framework, "model": name,
+                         "generated": generated,
                          "device_used": device, "over": generated - device, "predicted_used": r.used_bytes,
                          "planning_peak": r.planning_bytes > r.used_bytes, "planning_bytes": r.planning_bytes,
                          "ran_in_bytes": m.get("ran_in_bytes"), "failed_in_bytes": m.get("failed_in_bytes"),

@@ -555,6 +555,11 @@ class Pipeline:
         else:
             result = projects.compile_project(board, project, self.log)
             self.log(f"[8/{len(STAGES)}] firmware: {result.message}")
+        if board.qemu_machine and framework.name == "zephyr":
+            self.log(f"[8/{len(STAGES)}] firmware: run it under QEMU (once built): qemu-system-arm -M "
+                     f"{board.qemu_machine} -icount shift=0 -nographic -monitor none -kernel "
+                     f"{project / 'build' / 'zephyr' / 'zephyr.elf'} -serial tcp::4321,server,nowait; then "
+                     f"invoke measure --board={board.name} --port=socket://localhost:4321")
         compiled = project / projects.COMPILED
         if "firmware" not in self.cached and not result.compiled and compiled.exists():
             # Kept across the re-render so a compile is incremental; not compiled now, it is an image of the old

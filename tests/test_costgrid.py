@@ -44,7 +44,7 @@ def _op(kind, in_shape, out_shape, weights=None, per_channel=True, **options):
     (_op("DEPTHWISE_CONV_2D", (1, 30, 1, 40), (1, 26, 1, 40), (1, 5, 1, 40)), "DEPTHWISE_CONV_2D_OPT"),
     (_op("DEPTHWISE_CONV_2D", (1, 8, 8, 16), (1, 8, 8, 32), (1, 3, 3, 32), depth_multiplier=2), "DEPTHWISE_CONV_2D"),
     (_op("DEPTHWISE_CONV_2D", (1, 8, 8, 16), (1, 8, 8, 16), (1, 3, 3, 16), dilation_h=2, dilation_w=2),
-     "DEPTHWISE_CONV_2D"),
+     "DEPTHWISE_CONV_2D_DILATED"),
     (_op("FULLY_CONNECTED", (1, 64), (1, 10), (10, 64)), "FULLY_CONNECTED"),
     (_op("FULLY_CONNECTED", (1, 64), (1, 10), (10, 64), per_channel=False), "FULLY_CONNECTED_PER_TENSOR"),
 ])

@@ -15,18 +15,25 @@ def test_generated_arena_against_every_kept_device_measurement():
     assert len(rows) >= 5 and {"kws_ref_model", "ad01_int8", "str_ww_ref_model"} <= {r["model"] for r in rows}
     for r in rows:
         where = f"{r['core']} {r['model']}"
-        # the rule replays TFLM's allocations: what the device reported after AllocateTensors, to the byte
-        assert r["predicted_used"] == r["device_used"], where
+        if not r["framework"]:  # the rule replays TFLM 90b983c's allocations: arena_used_bytes to the byte
+            assert r["predicted_used"] == r["device_used"], where
+        else:  # a framework's own TFLM (Zephyr's module) uses more: the framework's margin holds it
+            assert r["predicted_used"] < r["device_used"] <= r["generated"], where
         assert r["generated"] >= r["device_used"], where  # never below
-        if r["planning_peak"]:
+        if r["planning_peak"] and not r["framework"]:
             # TFLM needs more than arena_used_bytes shows while it plans: the arena is that peak, rounded to 16
             assert r["generated"] == mcu_arena.align(r["planning_bytes"]), where
-        else:
+        elif not r["planning_peak"]:
             assert r["over"] <= ARENA_TARGET_OVER, where
-        if r["ran_in_bytes"]:  # the device allocated and ran the model in that arena: the generated one is no less
-            assert r["ran_in_bytes"] <= r["generated"], where
-        if r["failed_in_bytes"]:  # and refused this one: the generated arena is above it
+        if r["ran_in_bytes"]:  # the smallest arena the device ran in, bisected to 16 bytes on the device: the
+            # generated one is no less, and at most the target above it
+            assert 0 <= r["generated"] - r["ran_in_bytes"] <= ARENA_TARGET_OVER, where
+        if r["failed_in_bytes"]:  # and the device refused this one: the generated arena is above it
             assert r["failed_in_bytes"] < r["generated"], where
+    # every planning peak above the target is backed by a bisection on the device (the bare port's TFLM, which the
+    # rule replays; a framework's TFLM keeps its margin on top)
+    assert all(r["ran_in_bytes"] for r in rows
+               if r["planning_peak"] and r["over"] > ARENA_TARGET_OVER and not r["framework"])
 
 
 def test_a_large_scratch_request_beside_small_tensors_costs_nothing():

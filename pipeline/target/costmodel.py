@@ -31,7 +31,9 @@ REDUCTIONS = {"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"}  # one w
 #   CONV_2D: every other convolution (arm_convolve_s8: im2col + matrix multiply);
 # - DEPTHWISE_CONV_2D_3X3: depth multiplier 1, dilation 1, 3x3 kernel, padding <= 1 (arm_depthwise_conv_3x3_s8);
 #   DEPTHWISE_CONV_2D_OPT: depth multiplier 1, dilation 1, any other kernel, e.g. k x 1 (arm_depthwise_conv_s8_opt);
-#   DEPTHWISE_CONV_2D: depth multiplier > 1 or dilation (arm_depthwise_conv_s8);
+#   DEPTHWISE_CONV_2D: depth multiplier > 1 (arm_depthwise_conv_s8); DEPTHWISE_CONV_2D_DILATED: dilation > 1, the
+#   same function's dilated loops, which cost per output element far more than their taps (measured on the grid:
+#   ~295 instructions an output element on the Cortex-M7 for 3x3 and 5x1 kernels alike);
 # - FULLY_CONNECTED: one weight scale per output channel (arm_fully_connected_per_channel_s8);
 #   FULLY_CONNECTED_PER_TENSOR: one scale for the tensor (arm_fully_connected_s8);
 # - every other op kind is its own class.
@@ -39,6 +41,7 @@ REDUCTIONS = {"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"}  # one w
 # chain here, then the op kind's.
 FALLBACK = {"CONV_2D_1X1_STRIDED": "CONV_2D_1X1", "CONV_2D_1XN": "CONV_2D", "CONV_2D_1X1": "CONV_2D",
             "DEPTHWISE_CONV_2D_3X3": "DEPTHWISE_CONV_2D", "DEPTHWISE_CONV_2D_OPT": "DEPTHWISE_CONV_2D",
+            "DEPTHWISE_CONV_2D_DILATED": "DEPTHWISE_CONV_2D",
             "FULLY_CONNECTED_PER_TENSOR": "FULLY_CONNECTED"}
 # An op kind a cost model has no rule for is estimated by the nearest rule it has, and the estimate says so:
 # elementwise ops by ADD's, reductions by average pooling's, data movement by a copy's, anything else by default.
@@ -69,7 +72,9 @@ def cost_class(op: Op) -> str:
         return "CONV_2D"
     if op.kind == "DEPTHWISE_CONV_2D" and w is not None and len(w.shape) == 4:
         cin = op.activation_in[0].shape[-1] if op.activation_in else w.shape[3]
-        if w.shape[3] != cin or dilated:  # TFLM's depth multiplier is output / input channels
+        if dilated:
+            return "DEPTHWISE_CONV_2D_DILATED"
+        if w.shape[3] != cin:  # TFLM's depth multiplier is output / input channels
             return "DEPTHWISE_CONV_2D"
         return "DEPTHWISE_CONV_2D_3X3" if w.shape[1:3] == (3, 3) else "DEPTHWISE_CONV_2D_OPT"
     if op.kind == "FULLY_CONNECTED" and w is not None and not w.per_channel:
