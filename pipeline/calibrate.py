@@ -469,8 +469,14 @@ def relabel(name: str, work: Path) -> int:
     for row in data["rows"]:
         if row.get("group") not in ("grid", "held_out"):
             continue
-        if row["model"] not in graphs:
-            graphs[row["model"]] = graph.read(probes.make(row["model"], Path(work) / f"{row['model']}.tflite"))
+        if row["model"] not in graphs:  # in the order the firmware ran it (pipeline.target.oporder)
+            from pipeline.target import oporder
+
+            path = probes.make(row["model"], Path(work) / f"{row['model']}.tflite")
+            found = oporder.best_order(graph.read(path))
+            if found.changed:
+                path.write_bytes(oporder.reorder(path.read_bytes(), found.order))
+            graphs[row["model"]] = graph.read(path)
         op = graphs[row["model"]].ops[row["index"]]
         if op.kind != row["op"]:
             raise PipelineError(f"{name}: {row['model']} op #{row['index']} is {op.kind} now, {row['op']} measured")
