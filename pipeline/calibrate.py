@@ -444,9 +444,9 @@ def run(tflm: Path, name: str, work: Path, log: Callable[[str], None] = print, m
 def write_arena_facts(name: str, models: dict, source: str) -> Path:
     """Merge one run's arena facts into boards/facts/arena/<name>.json (models measured before and not now are kept,
     each with its own `measured`)."""
-    from pipeline.bench import ARENA_FACTS
+    from pipeline.target.mcu_arena import FACTS_DIR
 
-    path = ARENA_FACTS / f"{name}.json"
+    path = FACTS_DIR / f"{name}.json"
     meta = TARGETS_META[name]
     data = json.loads(path.read_text()) if path.is_file() else {}
     data.update({"core": meta["core"], "kernels": meta["kernels"], "board": TARGETS[name]["board"], "source": source})
@@ -469,14 +469,17 @@ def relabel(name: str, work: Path) -> int:
     for row in data["rows"]:
         if row.get("group") not in ("grid", "held_out"):
             continue
-        if row["model"] not in graphs:  # in the order the firmware ran it (pipeline.target.oporder)
+        if row["model"] not in graphs:  # in the order the firmware ran it: the file's, or pipeline.target.oporder's
             from pipeline.target import oporder
 
             path = probes.make(row["model"], Path(work) / f"{row['model']}.tflite")
-            found = oporder.best_order(graph.read(path))
-            if found.changed:
+            kinds = [r["op"] for r in data["rows"] if r["model"] == row["model"] and r.get("group") == row["group"]]
+            g = graph.read(path)
+            found = oporder.best_order(g)
+            if [op.kind for op in g.ops] != kinds and found.changed:  # measured after operator ordering came in
                 path.write_bytes(oporder.reorder(path.read_bytes(), found.order))
-            graphs[row["model"]] = graph.read(path)
+                g = graph.read(path)
+            graphs[row["model"]] = g
         op = graphs[row["model"]].ops[row["index"]]
         if op.kind != row["op"]:
             raise PipelineError(f"{name}: {row['model']} op #{row['index']} is {op.kind} now, {row['op']} measured")

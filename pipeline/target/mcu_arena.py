@@ -25,6 +25,8 @@ On the host the recorded tail is used as it is (64-bit sizes) and only the plann
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -72,6 +74,10 @@ _TOTAL = re.compile(r"Arena allocation total (\d+) bytes")
 _HEAD = re.compile(r"Arena allocation head (\d+) bytes")
 _TAIL = re.compile(r"Arena allocation tail (\d+) bytes")
 _KIND = re.compile(r"'([^']+)' used (\d+) bytes with alignment overhead \(requested (\d+) bytes for (\d+) ")
+
+
+# The device measurements the rule is checked against (pipeline.bench.arena_check), kept per core and kernels
+FACTS_DIR = Path(__file__).resolve().parents[2] / "boards" / "facts" / "arena"
 
 
 def align(n: int, to: int = ALIGN) -> int:
