@@ -30,10 +30,11 @@ def test_generated_arena_against_every_kept_device_measurement():
             assert 0 <= r["generated"] - r["ran_in_bytes"] <= ARENA_TARGET_OVER, where
         if r["failed_in_bytes"]:  # and the device refused this one: the generated arena is above it
             assert r["failed_in_bytes"] < r["generated"], where
-    # every planning peak above the target is backed by a bisection on the device (the bare port's TFLM, which the
-    # rule replays; a framework's TFLM keeps its margin on top)
-    assert all(r["ran_in_bytes"] for r in rows
-               if r["planning_peak"] and r["over"] > ARENA_TARGET_OVER and not r["framework"])
+    # every model whose planning peak puts the arena above the target is backed by a bisection on the device, on at
+    # least one core (the bare port's TFLM, which the rule replays; a framework's TFLM keeps its margin on top)
+    bisected = {r["model"] for r in rows if r["ran_in_bytes"]}
+    assert {r["model"] for r in rows if r["planning_peak"] and r["over"] > ARENA_TARGET_OVER
+            and not r["framework"]} <= bisected
 
 
 def test_a_large_scratch_request_beside_small_tensors_costs_nothing():
