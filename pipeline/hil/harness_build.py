@@ -177,7 +177,12 @@ def build_qemu_tflm(generated: Path, tflm: Path, out: Path, cpu: str = "cortex-m
 
 def build_host_tflm(generated: Path, tflm: Path, out: Path) -> Path:
     """The host (POSIX pty) port with the real model, linked with the TFLM host library."""
-    return _build_tflm_port("gcc", "g++", [], [FIRMWARE / "ports" / "host" / "main.c"], ["-lm"], generated, tflm,
+    import json
+
+    report = generated.parent / "report.json"  # the build's host need: the 64-bit host's structs are larger
+    host_bytes = json.loads(report.read_text()).get("arena_measured_bytes") if report.is_file() else None
+    return _build_tflm_port("gcc", "g++", [f"-DEE_HOST_ARENA_BYTES={int(host_bytes or 0)}u"],
+                            [FIRMWARE / "ports" / "host" / "main.c"], ["-lm"], generated, tflm,
                             tflm_library(tflm, "host"), out, "host harness with TFLM")
 
 

@@ -174,11 +174,18 @@ int main(int argc, char **argv) {
 #ifdef EE_BACKEND_TFLM
   (void)input_bytes, (void)outputs, (void)model, (void)hash, (void)work;
   /* 16-byte aligned by hand: newlib-nano's aligned_alloc lacks the posix_memalign it calls. */
-  uint8_t *raw = malloc(TflmArenaSize() + 15u);
+  /* The generated arena is the board's (32-bit structs); this 64-bit host needs its own (EE_HOST_ARENA_BYTES,
+   * the build's measured host need, given by `invoke firmware-host`). */
+#ifndef EE_HOST_ARENA_BYTES
+#define EE_HOST_ARENA_BYTES 0
+#endif
+  const size_t arena_bytes = EE_HOST_ARENA_BYTES > TflmArenaSize() ? EE_HOST_ARENA_BYTES : TflmArenaSize();
+  uint8_t *raw = malloc(arena_bytes + 15u);
   uint8_t *arena = raw ? (uint8_t *)(((uintptr_t)raw + 15u) & ~(uintptr_t)15u) : NULL;
-  const ee_backend_t *backend = arena ? TflmBackendInit(arena, TflmArenaSize(), port_micros) : NULL;
+  const ee_backend_t *backend = arena ? TflmBackendInit(arena, arena_bytes, port_micros) : NULL;
   if (backend == NULL) {
-    fprintf(stderr, "error: the TFLM backend could not set the model up\n");
+    fprintf(stderr, "error: the TFLM backend could not set the model up in a %lu-byte arena\n",
+            (unsigned long)arena_bytes);
     return 1;
   }
 #else
