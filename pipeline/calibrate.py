@@ -472,14 +472,18 @@ def relabel(name: str, work: Path) -> int:
         if row["model"] not in graphs:  # in the order the firmware ran it: the file's, or pipeline.target.oporder's
             from pipeline.target import oporder
 
-            path = probes.make(row["model"], Path(work) / f"{row['model']}.tflite")
-            kinds = [r["op"] for r in data["rows"] if r["model"] == row["model"] and r.get("group") == row["group"]]
-            g = graph.read(path)
+            probe = probes.make(row["model"], Path(work) / f"{row['model']}.tflite")
+            mine = [r for r in data["rows"] if r["model"] == row["model"] and r.get("group") == row["group"]]
+            g = graph.read(probe)
+            candidates = [g]
             found = oporder.best_order(g)
-            if [op.kind for op in g.ops] != kinds and found.changed:  # measured after operator ordering came in
-                path.write_bytes(oporder.reorder(path.read_bytes(), found.order))
-                g = graph.read(path)
-            graphs[row["model"]] = g if [op.kind for op in g.ops] == kinds else None  # None: made otherwise then
+            if found.changed:
+                reordered = Path(work) / f"{row['model']}.reordered.tflite"
+                reordered.write_bytes(oporder.reorder(probe.read_bytes(), found.order))
+                candidates.append(graph.read(reordered))
+            # the graph whose operators have the measured work terms, op for op (None: made otherwise then)
+            graphs[row["model"]] = next((c for c in candidates if len(c.ops) == len(mine) and all(
+                costmodel.features(c.ops[r["index"]]) == r["features"] for r in mine)), None)
         if graphs[row["model"]] is None:  # kept as measured
             continue
         op = graphs[row["model"]].ops[row["index"]]
