@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -442,9 +441,7 @@ class Pipeline:
             host = arena_mod.measure(original)
             original, host, order_report = self.op_order(
                 original, host, lambda: self.sample(info, host.measured_bytes).input_q[np.newaxis])
-            with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / "model.tflite").write_bytes(original)
-                model_graph = graph.read(Path(tmp) / "model.tflite")
+            model_graph = graph.from_bytes(original)
             final, plan_report = original, {"requested": self.opts.memory_plan, "used": "tflm",
                                             "tflm_head_bytes": host.head_bytes, "tflm_total_bytes": host.measured_bytes}
             if self.opts.memory_plan == "offline":
@@ -752,9 +749,7 @@ class Pipeline:
         model_bytes, host, _ = self.op_order(model_bytes, host,
                                              lambda: np.full([1] + inp.shape[1:], inp.zero_point, np.int8))
         layout = arena_mod.model_layout(model_bytes)
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "model.tflite").write_bytes(model_bytes)
-            model_graph = graph.read(Path(tmp) / "model.tflite")
+        model_graph = graph.from_bytes(model_bytes)
         scratch = kernels.scratch(model_graph, board)
         margin = scratch.margin_bytes + arena_mod.framework_margin(board.framework, len(layout.ops))
         arena = arena_mod.for_board(host, layout, scratch.per_op, scratch.kernels, margin=margin).arena_bytes

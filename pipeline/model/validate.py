@@ -67,7 +67,9 @@ def run_tflm(model_bytes: bytes, x_q: np.ndarray, arena_size: int | None = None)
     from tflite_micro import runtime
 
     arena_size = arena.host_run_bytes(model_bytes, arena_size)
-    if _abort_risks(model_bytes):
+    from pipeline.target import graph, tflm_aborts
+
+    if tflm_aborts.risks(graph.from_bytes(model_bytes)):
         return _run_tflm_in_child(model_bytes, x_q, arena_size)
     try:
         interpreter = runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
@@ -79,17 +81,6 @@ def run_tflm(model_bytes: bytes, x_q: np.ndarray, arena_size: int | None = None)
     except RuntimeError as exc:
         raise PipelineError(f"the TFLM host runtime could not run the model: {exc}") from None
     return np.stack(outputs)
-
-
-def _abort_risks(model_bytes: bytes) -> list:
-    import tempfile
-
-    from pipeline.target import graph, tflm_aborts
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.tflite"
-        path.write_bytes(model_bytes)
-        return tflm_aborts.risks(graph.read(path))
 
 
 _CHILD = """

@@ -115,7 +115,7 @@ def record(model_bytes: bytes) -> mcu_arena.Recording:
 def model_layout(model_bytes: bytes) -> mcu_arena.ModelLayout:
     from pipeline.target import graph
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # layout() reads the file for an embedded offline plan
         path = Path(tmp) / "model.tflite"
         path.write_bytes(model_bytes)
         return mcu_arena.layout(graph.read(path))

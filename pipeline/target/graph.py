@@ -166,6 +166,18 @@ def read(path: Path) -> Graph:
     return Graph(path, ops, tensors, inputs, outputs)
 
 
+def from_bytes(model_bytes: bytes) -> Graph:
+    """read() of a model held in memory (a reordered model not written anywhere yet). The file is gone once this
+    returns: what reads the model's bytes again through Graph.path (mcu_arena.layout, for an offline plan) needs
+    read() of a file that is kept."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(model_bytes)
+        return read(path)
+
+
 def layer_name(tensor_name: str) -> str | None:
     """`model/layer/op;...` (TFLite joins fused names with ';') -> `layer`, without tfmot's `quant_` prefix."""
     parts = tensor_name.removeprefix("NumericVerify/").split(";")[0].split("/")

@@ -13,9 +13,7 @@ memory plan, pipeline.target.memplan), breaking ties by TFLM's greedy plan of th
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipeline.target import graph as graph_mod
 
@@ -124,7 +122,4 @@ def reorder(model_bytes: bytes, order: list[int]) -> bytes:
 
 
 def best_order_of(model_bytes: bytes) -> OrderResult:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.tflite"
-        path.write_bytes(model_bytes)
-        return best_order(graph_mod.read(path))
+    return best_order(graph_mod.from_bytes(model_bytes))

@@ -44,16 +44,10 @@ def risks(g) -> list[AbortRisk]:
 def explain(model_bytes: bytes) -> str:
     """One clause for an error message about a host TFLM run that died: the known risks, or a pointer to the likely
     cause when none is known."""
-    import tempfile
-    from pathlib import Path
-
     from pipeline.target import graph
 
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.tflite"
-            path.write_bytes(model_bytes)
-            found = risks(graph.read(path))
+        found = risks(graph.from_bytes(model_bytes))
     except Exception:  # the model could not be read: the run's own failure is the message
         found = []
     if found:
